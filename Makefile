@@ -1,0 +1,43 @@
+# ramie developer commands. Every target creates .venv from nothing when it is
+# missing, so `make demo` and `make test` work on a fresh clone with only
+# Python 3.11 and pip installed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+PIPFLAGS := -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test test-all bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check --upgrade pip
+
+$(VENV)/.demo-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install $(PIPFLAGS) -e ".[demo]"
+	touch $@
+
+$(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install $(PIPFLAGS) -e ".[dev]"
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/python -m ramie.demo
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -n 2 -q
+
+test-all: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -n 2 -q -m ""
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/graph_ops.py
+	$(BIN)/python benchmarks/jit_overhead.py
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,24 @@
+"""A global counter of structural changes to object graphs.
+
+Every change that alters the *structure* of any graph (an attribute set to a
+different object, a container of sub-modules mutated, Variable metadata
+changed, ``train()``/``eval()`` flipping a flag) increments ``EPOCH.value``.
+Value updates of Variables do not. Caches that depend on graph structure, such
+as the cached call path of ``ramie.jit``, compare the epoch they were built at
+with the current one and revalidate only when it moved.
+"""
+
+from __future__ import annotations
+
+
+class _Epoch:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
+
+
+EPOCH = _Epoch()

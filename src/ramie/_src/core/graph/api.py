@@ -1,0 +1,755 @@
+"""The functional API: split, merge, update, state, graphdef, clone, pop, ...
+
+These functions move between the object world (a Module graph with shared
+references and cycles) and the pytree world (a static :class:`GraphDef` plus
+nested :class:`State` mappings of Variables) that JAX transforms understand.
+
+All of them preserve sharing: a Variable or Module referenced twice appears once
+in a State and is rebuilt once by ``merge``. States hold the model's live
+Variables, so ``split`` copies nothing; ``merge`` reuses the Variables of the
+States it is given (pass ``copy=True`` for fresh ones); ``clone`` copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any, TypeVar, overload
+
+from ramie._src.core import links
+from ramie._src.core.filters import filters_to_predicates, to_predicate
+from ramie._src.core.graph import registry
+from ramie._src.core.graph.defs import GraphDef
+from ramie._src.core.graph.flatten import collect_leaves, flatten, to_state, unflatten
+from ramie._src.core.graph.registry import (
+    ARRAY,
+    DICT,
+    LIST,
+    NAMEDTUPLE,
+    OBJECT,
+    PYTREE,
+    STATIC,
+    TUPLE,
+    VARIABLE,
+    kind_of,
+)
+from ramie._src.core.paths import format_path, format_paths
+from ramie._src.core.pytree import Pytree, bump
+from ramie._src.core.sentinels import MISSING
+from ramie._src.core.state import (
+    GraphState,
+    State,
+    _is_mapping,
+    iter_flat,
+    load_error,
+    merge_state,
+    sorted_keys,
+    unmatched_error,
+)
+from ramie._src.core.tracing import current_trace
+from ramie._src.core.variables import Variable, _outer_trace_error, _set_meta, _set_raw
+from ramie.errors import GraphStructureError
+
+A = TypeVar("A")
+PureState = tuple  # (GraphDef, State)
+
+
+# ---------------------------------------------------------------- split
+@overload
+def split(node: A, /) -> tuple[GraphDef[A], State]: ...
+@overload
+def split(node: A, first: Any, /) -> tuple[GraphDef[A], State]: ...
+@overload
+def split(node: A, first: Any, second: Any, /, *filters: Any) -> tuple[Any, ...]: ...
+def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:  # type: ignore[misc]
+    """Split a graph into a static GraphDef and one State per filter.
+
+    Each Variable goes to the State of the first filter that matches it; a
+    trailing ``...`` collects the rest. Shared Variables appear once.
+
+    Args:
+        node: A Module or any graph of Modules, Variables, lists and dicts.
+        *filters: Filters such as ``ramie.Param`` or ``ramie.PathContains("head")``.
+        graph: Accepted for compatibility with Flax; ramie always works on graphs.
+
+    Returns:
+        ``(graphdef, state_1, ..., state_n)``. Pass all of them to ``merge``.
+
+    Raises:
+        FilterError: if a Variable matches no filter and there is no ``...``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> graphdef, params = ramie.split(model, ramie.Param)
+        >>> jax.tree.map(jnp.shape, params.to_pure_dict())
+        {'bias': (3,), 'kernel': (2, 3)}
+        >>> ramie.merge(graphdef, params)(jnp.ones((1, 2))).shape
+        (1, 3)
+    """
+    flat = flatten(node)
+    if not filters or (len(filters) == 1 and (filters[0] is Ellipsis or filters[0] is True)):
+        return flat.graphdef, to_state(flat.paths, flat.leaves)
+    parts = _partition(flat.paths, flat.leaves, filters, "ramie.split()")
+    return (flat.graphdef, *[to_state(p, lv) for p, lv in parts])
+
+
+def _partition(
+    paths: list, leaves: list, filters: tuple, api: str, exhaustive: bool = True
+) -> list[tuple[list, list]]:
+    preds = filters_to_predicates(filters)
+    out: list[tuple[list, list]] = [([], []) for _ in preds]
+    rest = []
+    n = len(preds)
+    for path, leaf in zip(paths, leaves):
+        for i in range(n):
+            if preds[i](path, leaf):
+                out[i][0].append(path)
+                out[i][1].append(leaf)
+                break
+        else:
+            rest.append((path, leaf))
+    if rest and exhaustive:
+        raise unmatched_error(api, filters, rest)
+    return out
+
+
+def unpack(node: A, *filters: Any, graph: bool | None = None) -> Any:
+    """Like :func:`split`, but each State carries the GraphDef (a GraphState)."""
+    gd, *states = split(node, *filters)
+    out = []
+    for s in states:
+        gs = GraphState(graphdef=gd)
+        dict.update(gs, s)
+        out.append(gs)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+# ------------------------------------------------------------------ state
+def _walk_leaves(value: Any, path: tuple, seen: set, paths: list, leaves: list) -> None:
+    k = kind_of(value)
+    if k is VARIABLE:
+        i = id(value)
+        if i not in seen:
+            seen.add(i)
+            paths.append(path)
+            leaves.append(value)
+    elif k is OBJECT:
+        i = id(value)
+        if i in seen:
+            return
+        seen.add(i)
+        for key, child in value._graph_children():
+            ck = kind_of(child)
+            if ck is not STATIC:
+                _walk_leaves(child, path + (key,), seen, paths, leaves)
+    elif k is ARRAY:
+        paths.append(path)
+        leaves.append(value)
+    elif k is STATIC:
+        return
+    else:
+        for key, child in _container_items(value, k):
+            _walk_leaves(child, path + (key,), seen, paths, leaves)
+
+
+def _container_items(value: Any, k: str) -> Any:
+    if k is LIST or k is TUPLE:
+        return enumerate(value)
+    if k is DICT:
+        return [(key, value[key]) for key in sorted_keys(value)]
+    if k is NAMEDTUPLE:
+        return zip(value._fields, value)
+    return registry.one_level(value)[0]
+
+
+def leaves_with_paths(node: Any) -> tuple[list[tuple], list[Any]]:
+    """``(paths, leaves)`` of every state leaf of ``node`` (shared ones once)."""
+    paths: list[tuple] = []
+    leaves: list[Any] = []
+    _walk_leaves(node, (), set(), paths, leaves)
+    return paths, leaves
+
+
+def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
+    """The State of ``node`` (its live Variables), optionally filtered.
+
+    With several filters, returns one State per filter; unlike ``split`` the
+    filters need not cover every Variable.
+
+    Example:
+        >>> import ramie
+        >>> bn = ramie.BatchNorm(3, rngs=ramie.Rngs(0))
+        >>> sorted(ramie.state(bn, ramie.BatchStat))
+        ['mean', 'var']
+    """
+    paths, leaves = leaves_with_paths(node)
+    if not filters:
+        return to_state(paths, leaves)
+    preds = [to_predicate(f) for f in filters]
+    outs = []
+    for pred in preds:
+        ps, ls = [], []
+        for p, v in zip(paths, leaves):
+            if pred(p, v):
+                ps.append(p)
+                ls.append(v)
+        outs.append(to_state(ps, ls))
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+variables = state
+
+
+def graphdef(node: A, /, *, graph: bool | None = None) -> GraphDef[A]:
+    """Only the GraphDef of ``node``."""
+    return flatten(node, with_paths=False).graphdef
+
+
+# ------------------------------------------------------------------ merge
+def merge(
+    graphdef: GraphDef[A] | GraphState,
+    /,
+    *states: Mapping,
+    copy: bool = False,
+    recreate_variables: bool = True,
+) -> A:
+    """Rebuild a graph from a GraphDef and the State(s) split from it.
+
+    Args:
+        graphdef: From ``split`` (or a GraphState from ``unpack``).
+        *states: Every State ``split`` returned, in any order.
+        copy: Copy the Variables instead of using the States' own objects.
+
+    Raises:
+        GraphStructureError: a Variable has no value in the States, or the
+            States hold values the GraphDef has no place for.
+
+    Example:
+        >>> import ramie
+        >>> model = ramie.BatchNorm(3, rngs=ramie.Rngs(0))
+        >>> graphdef, params, stats = ramie.split(model, ramie.Param, ramie.BatchStat)
+        >>> type(ramie.merge(graphdef, params, stats)).__name__
+        'BatchNorm'
+    """
+    if isinstance(graphdef, GraphState):
+        states = (graphdef, *states)
+        graphdef = graphdef.graphdef
+    if not isinstance(graphdef, GraphDef):
+        raise TypeError(
+            f"ramie.merge(): the first argument must be a GraphDef (from ramie.split), "
+            f"got {type(graphdef).__name__}.\n"
+            "      graphdef, state = ramie.split(model)\n"
+            "      model = ramie.merge(graphdef, state)"
+        )
+    for i, s in enumerate(states):
+        if not isinstance(s, Mapping):
+            raise TypeError(
+                f"ramie.merge(): state argument {i + 1} must be a State or mapping, "
+                f"got {type(s).__name__}"
+            )
+    if not states:
+        state_all: Any = State()
+    elif len(states) == 1:
+        state_all = states[0]
+    else:
+        state_all = merge_state(*states)
+    leaves, missing, unexpected = collect_leaves(graphdef, state_all)
+    if missing or unexpected:
+        raise _structure_error("ramie.merge()", graphdef, missing, unexpected, len(states))
+    if copy:
+        leaves = [v.copy() if isinstance(v, Variable) else v for v in leaves]
+    return unflatten(graphdef, leaves)
+
+
+def _structure_error(
+    api: str, graphdef: GraphDef, missing: list, unexpected: list, n_states: int
+) -> GraphStructureError:
+    n_found = graphdef.num_leaves - len(missing) + len(unexpected)
+    lines = [f"{api}: the State(s) do not fit the GraphDef."]
+    if missing:
+        lines.append(f"  No value for {len(missing)} leaf(s):")
+        lines.append(format_paths(missing))
+    if unexpected:
+        lines.append(f"  {len(unexpected)} value(s) the GraphDef has no place for:")
+        lines.append(format_paths(unexpected))
+    lines.append(
+        f"  The GraphDef expects {graphdef.num_leaves} leaves; the {n_states} State(s) "
+        f"hold {n_found}."
+    )
+    if missing and not unexpected:
+        lines.append(
+            "  If you split with filters, pass every resulting State to merge:\n"
+            "      graphdef, params, rest = ramie.split(model, ramie.Param, ...)\n"
+            "      model = ramie.merge(graphdef, params, rest)"
+        )
+    else:
+        lines.append(
+            "  The model definition probably changed since the State was split or "
+            "saved; rebuild the State from the current model:\n"
+            "      graphdef, state = ramie.split(model)"
+        )
+    return GraphStructureError("\n".join(lines))
+
+
+# ----------------------------------------------------------------- update
+_NOTSET = object()
+
+
+def update(node: Any, state: Any, /, *states: Any) -> None:
+    """Write the values of State(s) into the existing objects of ``node``.
+
+    Accepts States, GraphStates and nested dicts of arrays. Partial States are
+    fine (only the given paths change). A path the graph does not have is an
+    error, and when anything is wrong nothing is changed.
+
+    Raises:
+        StateLoadError: a path in the State does not exist in ``node``.
+        TraceContextError: when called inside a JAX transform on Variables
+            created outside it.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> params = jax.tree.map(jnp.zeros_like, ramie.state(model, ramie.Param))
+        >>> ramie.update(model, params)
+        >>> float(model.kernel.value.sum())
+        0.0
+    """
+    if states:
+        state = merge_state(state, *states)
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"ramie.update(): expected a State or a nested dict of arrays, got "
+            f"{type(state).__name__}"
+        )
+    plan: list[tuple] = []
+    unexpected: list[tuple] = []
+    _plan_update(node, state, (), plan, unexpected)
+    if unexpected:
+        raise load_error(
+            "ramie.update()",
+            [],
+            unexpected,
+            [],
+            fix="  Fix: the State must come from this model (or one with the same "
+            "structure); check the model definition, e.g.\n"
+            "      sorted(ramie.state(model).flat_paths())   # the paths it has",
+        )
+    trace = current_trace()
+    for op in plan:
+        if op[0] == "var" and op[1]._trace is not trace:
+            raise _outer_trace_error(op[1], trace)
+    _apply_plan(plan)
+
+
+def _plan_update(node: Any, sub: Mapping, path: tuple, plan: list, unexpected: list) -> None:
+    k = kind_of(node)
+    for key in sub:
+        val = sub[key]
+        child = _child_of(node, k, key)
+        cpath = path + (key,)
+        if child is _NOTSET:
+            _unexpected_paths(val, cpath, unexpected)
+            continue
+        ck = kind_of(child)
+        if ck is VARIABLE:
+            if _is_mapping(val):
+                _unexpected_paths(val, cpath, unexpected)
+            else:
+                plan.append(("var", child, val))
+        elif ck is ARRAY:
+            if _is_mapping(val):
+                _unexpected_paths(val, cpath, unexpected)
+            elif k is OBJECT or k is LIST or k is DICT:
+                plan.append(("item", node, k, _real_key(node, k, key), val))
+            else:
+                raise GraphStructureError(
+                    f"ramie.update(): the array at {format_path(cpath)} is stored in an "
+                    f"immutable {type(node).__name__} and cannot be updated in place; "
+                    "store it in a Variable instead: ramie.Variable(array)"
+                )
+        elif ck is STATIC:
+            _unexpected_paths(val, cpath, unexpected)
+        else:
+            if _is_mapping(val):
+                _plan_update(child, val, cpath, plan, unexpected)
+            else:
+                unexpected.append(cpath)
+
+
+def _real_key(node: Any, k: str, key: Hashable) -> Hashable:
+    if k is LIST and isinstance(key, str) and key.isdigit():
+        return int(key)
+    return key
+
+
+def _child_of(node: Any, k: str, key: Hashable) -> Any:
+    if k is OBJECT:
+        try:
+            return node._graph_get(key, _NOTSET)
+        except (KeyError, IndexError, TypeError):
+            return _NOTSET
+    if k is LIST or k is TUPLE:
+        if isinstance(key, str) and key.isdigit():
+            key = int(key)
+        if isinstance(key, int) and -len(node) <= key < len(node):
+            return node[key]
+        return _NOTSET
+    if k is DICT:
+        return node.get(key, _NOTSET)
+    if k is NAMEDTUPLE:
+        return getattr(node, key, _NOTSET) if isinstance(key, str) else _NOTSET
+    if k is PYTREE:
+        for ck, cv in registry.one_level(node)[0]:
+            if ck == key:
+                return cv
+        return _NOTSET
+    return _NOTSET
+
+
+def _unexpected_paths(val: Any, path: tuple, out: list) -> None:
+    if _is_mapping(val) and val:
+        for k in sorted_keys(val):
+            _unexpected_paths(val[k], path + (k,), out)
+    else:
+        out.append(path)
+
+
+def _apply_plan(plan: list) -> None:
+    for op in plan:
+        if op[0] == "var":
+            var, val = op[1], op[2]
+            if isinstance(val, Variable):
+                if val is var:
+                    continue
+                _set_raw(var, val._raw)
+                if val._meta != var._meta:
+                    _set_meta(var, dict(val._meta))
+                    from ramie._src.core.epoch import EPOCH
+
+                    EPOCH.value += 1
+            else:
+                _set_raw(var, val)
+        else:
+            _, node, k, key, val = op
+            if isinstance(val, Variable):
+                val = val._raw
+            if k is OBJECT:
+                node.__dict__[key] = val  # a value change, not a structural one
+            else:
+                node[key] = val
+
+
+# ------------------------------------------------------------------ clone
+def clone(node: A, variables: bool = True, *, arrays: bool = False, graph: bool | None = None) -> A:
+    """A deep copy of ``node`` that keeps its internal sharing.
+
+    Args:
+        variables: Copy the Variables (default). With ``False`` the clone
+            shares Variables with ``node``.
+        arrays: Also copy the array buffers.
+
+    Example:
+        >>> import ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> other = ramie.clone(model)
+        >>> other.kernel is model.kernel, bool((other.kernel.value == model.kernel.value).all())
+        (False, True)
+    """
+    flat = flatten(node)
+    leaves = flat.leaves
+    if variables or arrays:
+        import jax.numpy as jnp
+
+        def cp(v: Any) -> Any:
+            if isinstance(v, Variable):
+                raw = jnp.array(v._raw, copy=True) if arrays and hasattr(v._raw, "shape") else v._raw
+                return v.copy(raw) if variables else v
+            return jnp.array(v, copy=True) if arrays else v
+
+        leaves = [cp(v) for v in leaves]
+    return unflatten(flat.graphdef, leaves)
+
+
+# -------------------------------------------------------------------- pop
+def pop(node: Any, *filters: Any) -> Any:
+    """Remove the matching Variables from ``node`` and return them as State(s).
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> class M(ramie.Module):
+        ...     def __call__(self, x):
+        ...         self.sow(ramie.Intermediate, "h", x * 2)
+        ...         return x
+        >>> m = M()
+        >>> _ = m(jnp.ones(2))
+        >>> intermediates = ramie.pop(m, ramie.Intermediate)
+        >>> intermediates.h.value[0].shape, hasattr(m, "h")
+        ((2,), False)
+    """
+    if not filters:
+        raise ValueError("ramie.pop() needs at least one filter, e.g. ramie.pop(model, ramie.Intermediate)")
+    preds = [to_predicate(f) for f in filters]
+    found: list[list] = [[] for _ in preds]
+    removals: list[tuple] = []
+    seen: set[int] = set()
+
+    def walk(value: Any, path: tuple) -> None:
+        k = kind_of(value)
+        if k is OBJECT:
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            items = list(value._graph_children())
+        elif k in registry.CONTAINERS:
+            items = list(_container_items(value, k))
+        else:
+            return
+        for key, child in items:
+            ck = kind_of(child)
+            cpath = path + (key,)
+            if ck is VARIABLE:
+                for i, pred in enumerate(preds):
+                    if pred(cpath, child):
+                        if id(child) not in seen:
+                            seen.add(id(child))
+                            found[i].append((cpath, child))
+                        removals.append((value, k, key, cpath))
+                        break
+            elif ck is OBJECT or ck in registry.CONTAINERS:
+                walk(child, cpath)
+
+    walk(node, ())
+    for parent, k, key, cpath in removals:
+        if k is OBJECT:
+            parent._graph_del(key)
+        elif k is DICT:
+            del parent[key]
+        else:
+            raise GraphStructureError(
+                f"ramie.pop(): the Variable at {format_path(cpath)} is an item of a "
+                f"{type(parent).__name__}; only Module attributes and dict entries can be "
+                "popped. Keep popped Variables as attributes, or use ramie.state() to "
+                "read them without removing."
+            )
+    outs = [to_state([p for p, _ in f], [v for _, v in f]) for f in found]
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+# ----------------------------------------------------------- iteration
+def iter_graph(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tuple, Any]]:
+    """Yield ``(path, value)`` for every node and leaf, children before parents.
+
+    Shared objects are yielded once (at their first path). Static attribute
+    values are included.
+
+    Example:
+        >>> import ramie
+        >>> [ramie.format_path(p) for p, v in ramie.iter_graph(ramie.Linear(1, 1, rngs=ramie.Rngs(0)))
+        ...  if isinstance(v, ramie.Variable)]
+        ['bias', 'kernel']
+    """
+    seen: set[int] = set()
+
+    def walk(value: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:
+        k = kind_of(value)
+        if k is OBJECT or k is VARIABLE:
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+        if k is OBJECT:
+            for key, child in value._graph_children():
+                yield from walk(child, path + (key,))
+        elif k in registry.CONTAINERS:
+            for key, child in _container_items(value, k):
+                yield from walk(child, path + (key,))
+        yield path, value
+
+    yield from walk(node, ())
+
+
+def iter_modules(module: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tuple, Any]]:
+    """Yield ``(path, module)`` for every Module in the graph, root last."""
+    from ramie._src.core.module import Module
+
+    for path, value in iter_graph(module):
+        if isinstance(value, Module):
+            yield path, value
+
+
+def iter_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[Hashable, Any]]:
+    """Yield ``(key, child)`` for the immediate graph-object children of ``node``."""
+    for key, value in node._graph_children():
+        if kind_of(value) in (OBJECT, VARIABLE):
+            yield key, value
+
+
+def iter_module_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[Hashable, Any]]:
+    """Yield ``(key, module)`` for the immediate Module children of ``node``."""
+    from ramie._src.core.module import Module
+
+    for key, value in node._graph_children():
+        if isinstance(value, Module):
+            yield key, value
+
+
+def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
+    """Groups of paths that reach the same object or Variable (shared references).
+
+    Example:
+        >>> import ramie
+        >>> class Tied(ramie.Module):
+        ...     def __init__(self):
+        ...         self.a = ramie.Linear(1, 1, rngs=ramie.Rngs(0))
+        ...         self.b = self.a
+        >>> ramie.find_duplicates(Tied())
+        [[('a',), ('b',)]]
+    """
+    pred = to_predicate(only)
+    first: dict[int, list[tuple]] = {}
+
+    def walk(value: Any, path: tuple, stack: set) -> None:
+        k = kind_of(value)
+        if k is OBJECT or k is VARIABLE:
+            i = id(value)
+            if i in first:
+                if pred(path, value):
+                    first[i].append(path)
+                return
+            first[i] = [path] if pred(path, value) else []
+            if k is VARIABLE:
+                return
+            items = value._graph_children()
+        elif k in registry.CONTAINERS:
+            items = _container_items(value, k)
+        else:
+            return
+        for key, child in items:
+            walk(child, path + (key,), stack)
+
+    walk(node, (), set())
+    return [paths for paths in first.values() if len(paths) > 1]
+
+
+# ---------------------------------------------------------- mapping
+def map(f: Any, node: A, /, *, graph: bool | None = None, recreate_variables: bool = True) -> A:  # noqa: A001
+    """A copy of ``node`` with ``f(path, variable)`` applied to each Variable."""
+    flat = flatten(node)
+    new_leaves = []
+    for p, v in zip(flat.paths, flat.leaves):
+        out = f(p, v)
+        if isinstance(v, Variable) and not isinstance(out, Variable):
+            out = v.copy(out)
+        new_leaves.append(out)
+    return unflatten(flat.graphdef, new_leaves)
+
+
+def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:
+    """Rebuild ``node`` bottom-up, replacing each node and leaf by ``f(path, value)``."""
+    memo: dict[int, Any] = {}
+
+    def rec(value: Any, path: tuple) -> Any:
+        k = kind_of(value)
+        if k is OBJECT or k is VARIABLE:
+            if id(value) in memo:
+                return memo[id(value)]
+        if k is OBJECT:
+            new = object.__new__(type(value))
+            from ramie._src.core.pytree import init_slots
+
+            init_slots(new)
+            memo[id(value)] = new
+            children = {key: rec(c, path + (key,)) for key, c in value._graph_children()}
+            new._graph_rebuild(children)
+            out = f(path, new)
+        elif k is VARIABLE:
+            out = f(path, value.copy())
+        elif k is LIST:
+            out = f(path, [rec(c, path + (i,)) for i, c in enumerate(value)])
+        elif k is TUPLE:
+            out = f(path, tuple(rec(c, path + (i,)) for i, c in enumerate(value)))
+        elif k is DICT:
+            out = f(path, {key: rec(value[key], path + (key,)) for key in sorted_keys(value)})
+        else:
+            out = f(path, value)
+        if k is OBJECT or k is VARIABLE:
+            memo[id(value)] = out
+        return out
+
+    return rec(node, ())
+
+
+def set_metadata(node: Any, /, *, only: Any = Variable, **metadata: Any) -> None:
+    """Set metadata on every matching Variable of ``node`` in place."""
+    pred = to_predicate(only)
+    paths, leaves = leaves_with_paths(node)
+    for p, v in zip(paths, leaves):
+        if isinstance(v, Variable) and pred(p, v):
+            v.set_metadata(**metadata)
+
+
+# ------------------------------------------------------------ calling
+class ApplyCaller:
+    """Calls a method on a graph rebuilt from (graphdef, states), purely.
+
+    Returned by ``graphdef.apply(*states)`` and ``ramie.call((graphdef, state))``.
+    Calling it (or a method reached through attribute access) returns
+    ``(output, (graphdef, new_state))``.
+    """
+
+    def __init__(self, graphdef: GraphDef, states: tuple, path: tuple = ()):
+        self._graphdef = graphdef
+        self._states = states
+        self._path = path
+
+    def __getattr__(self, name: str) -> ApplyCaller:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return ApplyCaller(self._graphdef, self._states, self._path + (name,))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        model = merge(self._graphdef, *self._states)
+        target: Any = model
+        if not self._path:
+            out = model(*args, **kwargs)
+        else:
+            for name in self._path[:-1]:
+                target = getattr(target, name)
+            out = getattr(target, self._path[-1])(*args, **kwargs)
+        return out, split(model)
+
+
+def call(graphdef_state: tuple, /) -> ApplyCaller:
+    """``ramie.call((graphdef, state)).method(*args)`` -> ``(out, (graphdef, state))``."""
+    graphdef, *states = graphdef_state
+    return ApplyCaller(graphdef, tuple(states))
+
+
+# --------------------------------------------------------- low level
+def flatten_graph(node: Any, /, *, with_paths: bool = True, graph: bool | None = None) -> tuple:
+    """``(graphdef, FlatState)`` of ``node`` (Flax's ``flatten``)."""
+    from ramie._src.core.state import FlatState
+
+    flat = flatten(node)
+    return flat.graphdef, FlatState(zip(flat.paths, flat.leaves), sort=False)
+
+
+def unflatten_graph(graphdef: GraphDef, state: Any, /, **kwargs: Any) -> Any:
+    """Inverse of :func:`flatten_graph`; accepts a FlatState, list of leaves or State."""
+    from ramie._src.core.state import FlatState
+
+    if isinstance(state, FlatState):
+        leaves = state.leaves
+    elif isinstance(state, Mapping):
+        return merge(graphdef, state)
+    else:
+        leaves = list(state)
+    if len(leaves) != graphdef.num_leaves:
+        raise GraphStructureError(
+            f"ramie.unflatten(): the GraphDef expects {graphdef.num_leaves} leaves, "
+            f"got {len(leaves)}"
+        )
+    return unflatten(graphdef, leaves)
+
+
+_ = (Pytree, bump, links, iter_flat, MISSING)

@@ -1,0 +1,391 @@
+"""Flatten an object graph into (GraphDef, leaves) and rebuild it.
+
+``flatten`` walks the graph depth-first, children in sorted key order, and
+returns the GraphDef plus three parallel outputs: the path and the leaf
+(a Variable or a bare array) of every state leaf, and the list of all objects
+and Variables by index. Shared objects are visited once; later references
+become ``('R', index)``. Both walks are linear in the size of the graph.
+
+``unflatten`` rebuilds a graph from a GraphDef and the leaves in the same order.
+``collect_leaves`` turns a nested State into that order, checking that every
+leaf is present and nothing is left over. No public names live here; see
+``api.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
+
+from ramie._src.core import links
+from ramie._src.core.graph import registry
+from ramie._src.core.graph.defs import (
+    ARR,
+    ARRAY_DEF,
+    DCT,
+    LST,
+    NTP,
+    OBJ,
+    PTR,
+    REF,
+    STC,
+    TUP,
+    VAR,
+    GraphDef,
+)
+from ramie._src.core.graph.registry import (
+    ARRAY,
+    DICT,
+    LIST,
+    NAMEDTUPLE,
+    OBJECT,
+    PYTREE,
+    STATIC,
+    TUPLE,
+    VARIABLE,
+    kind_of,
+)
+from ramie._src.core.pytree import init_slots
+from ramie._src.core.sentinels import MISSING
+from ramie._src.core.state import State, _key_order, sorted_keys
+from ramie._src.core.variables import (
+    Variable,
+    _set_link,
+    freeze_metadata,
+    hashable,
+    new_variable,
+    thaw_metadata,
+)
+
+_SIMPLE = registry._SIMPLE_STATIC_TYPES  # pyright: ignore[reportPrivateUsage]
+
+
+class Flat:
+    """Result of :func:`flatten`."""
+
+    __slots__ = ("graphdef", "paths", "leaves", "objects")
+
+    def __init__(self, graphdef: GraphDef, paths: list, leaves: list, objects: list):
+        self.graphdef = graphdef
+        self.paths = paths
+        self.leaves = leaves
+        self.objects = objects
+
+
+def _sorted_items(d: dict) -> list:
+    try:
+        return sorted(d.items())
+    except TypeError:
+        return sorted(d.items(), key=lambda kv: _key_order(kv[0]))
+
+
+def flatten(node: Any, *, with_paths: bool = True) -> Flat:
+    """Flatten ``node``'s graph. See the module docstring."""
+    ref_index: dict[int, int] = {}
+    objects: list[Any] = []
+    paths: list[tuple] = []
+    leaves: list[Any] = []
+    root = _flatten(node, (), ref_index, objects, paths, leaves, with_paths)
+    return Flat(GraphDef(root, len(leaves), len(objects)), paths, leaves, objects)
+
+
+def _flatten(
+    value: Any,
+    path: tuple,
+    ref_index: dict[int, int],
+    objects: list,
+    paths: list,
+    leaves: list,
+    with_paths: bool,
+) -> tuple:
+    k = kind_of(value)
+    if k is OBJECT:
+        i = id(value)
+        idx = ref_index.get(i)
+        if idx is not None:
+            return (REF, idx)
+        idx = ref_index[i] = len(objects)
+        objects.append(value)
+        attrs = tuple(
+            [
+                (key, _flatten(child, path + (key,), ref_index, objects, paths, leaves, with_paths))
+                for key, child in value._graph_children()
+            ]
+        )
+        return (OBJ, type(value), idx, attrs)
+    if k is VARIABLE:
+        i = id(value)
+        idx = ref_index.get(i)
+        if idx is not None:
+            return (REF, idx)
+        idx = ref_index[i] = len(objects)
+        objects.append(value)
+        paths.append(path)
+        leaves.append(value)
+        meta = value._meta
+        return (VAR, type(value), idx, freeze_metadata(meta) if meta else ())
+    if k is STATIC:
+        return (STC, hashable(value))
+    if k is ARRAY:
+        paths.append(path)
+        leaves.append(value)
+        return ARRAY_DEF
+    if k is TUPLE:
+        if all(type(x) in _SIMPLE for x in value):
+            return (STC, value)
+        return (
+            TUP,
+            tuple(
+                [
+                    (j, _flatten(c, path + (j,), ref_index, objects, paths, leaves, with_paths))
+                    for j, c in enumerate(value)
+                ]
+            ),
+        )
+    if k is LIST:
+        return (
+            LST,
+            tuple(
+                [
+                    (j, _flatten(c, path + (j,), ref_index, objects, paths, leaves, with_paths))
+                    for j, c in enumerate(value)
+                ]
+            ),
+        )
+    if k is DICT:
+        return (
+            DCT,
+            tuple(
+                [
+                    (key, _flatten(c, path + (key,), ref_index, objects, paths, leaves, with_paths))
+                    for key, c in _sorted_items(value)
+                ]
+            ),
+        )
+    if k is NAMEDTUPLE:
+        return (
+            NTP,
+            type(value),
+            tuple(
+                [
+                    (key, _flatten(c, path + (key,), ref_index, objects, paths, leaves, with_paths))
+                    for key, c in zip(value._fields, value)
+                ]
+            ),
+        )
+    # generic pytree node
+    items, treedef = registry.one_level(value)
+    return (
+        PTR,
+        treedef,
+        tuple(
+            [
+                (key, _flatten(c, path + (key,), ref_index, objects, paths, leaves, with_paths))
+                for key, c in items
+            ]
+        ),
+    )
+
+
+# ---------------------------------------------------------------- unflatten
+def unflatten(
+    graphdef: GraphDef,
+    leaves: list[Any],
+    *,
+    index_ref: dict[int, Any] | None = None,
+    make_variable: Callable[[tuple, Any], Variable] | None = None,
+) -> Any:
+    """Rebuild a graph from ``graphdef`` and its leaves in flatten order.
+
+    Leaves that are Variables are used as they are (the graph then holds
+    those Variable objects); bare values become new Variables of the recorded
+    type and metadata (``make_variable(var_def, value)`` overrides this).
+    ``index_ref`` receives the rebuilt objects by index.
+    """
+    if index_ref is None:
+        index_ref = {}
+    it = iter(leaves)
+    return _build(graphdef.root, it, index_ref, make_variable)
+
+
+def _make_var(defn: tuple, leaf: Any, make_variable: Callable | None) -> Variable:
+    if isinstance(leaf, Variable):
+        return leaf
+    if make_variable is not None:
+        return make_variable(defn, leaf)
+    return new_variable(defn[1], leaf, thaw_metadata(defn[3]) if defn[3] else {})
+
+
+def _build(
+    defn: tuple,
+    it: Iterator[Any],
+    index_ref: dict[int, Any],
+    make_variable: Callable | None,
+) -> Any:
+    tag = defn[0]
+    if tag == OBJ:
+        cls = defn[1]
+        obj = object.__new__(cls)
+        init_slots(obj)
+        index_ref[defn[2]] = obj
+        children: dict[Hashable, Any] = {}
+        pref = None
+        for key, cdef in defn[3]:
+            ct = cdef[0]
+            if ct == STC:
+                v = cdef[1]
+                children[key] = v.value if type(v) is _HASHED else v
+                continue
+            if ct == VAR:
+                v = _make_var(cdef, next(it), make_variable)
+                index_ref[cdef[2]] = v
+            elif ct == REF:
+                v = index_ref[cdef[1]]
+            elif ct == ARR:
+                children[key] = next(it)
+                continue
+            else:
+                v = _build(cdef, it, index_ref, make_variable)
+                if ct != OBJ:
+                    children[key] = v
+                    if pref is None:
+                        pref = links.parent_ref(obj)
+                    links.link_children(obj, key, v, pref)
+                    continue
+            children[key] = v
+            if pref is None:
+                pref = links.parent_ref(obj)
+            links.set_link(v, pref, (key,))
+        obj._graph_rebuild(children)
+        return obj
+    if tag == VAR:
+        v = _make_var(defn, next(it), make_variable)
+        index_ref[defn[2]] = v
+        return v
+    if tag == REF:
+        return index_ref[defn[1]]
+    if tag == ARR:
+        return next(it)
+    if tag == STC:
+        v = defn[1]
+        return v.value if type(v) is _HASHED else v
+    if tag == LST:
+        return [_build(c, it, index_ref, make_variable) for _, c in defn[1]]
+    if tag == TUP:
+        return tuple([_build(c, it, index_ref, make_variable) for _, c in defn[1]])
+    if tag == DCT:
+        return {k: _build(c, it, index_ref, make_variable) for k, c in defn[1]}
+    if tag == NTP:
+        return defn[1](*[_build(c, it, index_ref, make_variable) for _, c in defn[2]])
+    if tag == PTR:
+        return defn[1].unflatten([_build(c, it, index_ref, make_variable) for _, c in defn[2]])
+    raise AssertionError(f"unknown graph definition tag {tag!r}")
+
+
+from ramie._src.core.variables import _Hashed as _HASHED  # noqa: E402
+
+
+# ------------------------------------------------------- state <-> leaves
+def collect_leaves(
+    graphdef: GraphDef, state: Any
+) -> tuple[list[Any], list[tuple], list[tuple]]:
+    """Leaves of a nested State in ``graphdef``'s order.
+
+    Returns ``(leaves, missing_paths, unexpected_paths)``; a missing leaf is
+    represented by ``MISSING`` in ``leaves``.
+    """
+    leaves: list[Any] = []
+    missing: list[tuple] = []
+    unexpected: list[tuple] = []
+    _collect(graphdef.root, state, (), leaves, missing, unexpected, True)
+    return leaves, missing, unexpected
+
+
+def _lookup(sub: Any, key: Hashable) -> Any:
+    if sub is None:
+        return MISSING
+    v = sub.get(key, MISSING)
+    if v is MISSING and isinstance(key, int):
+        v = sub.get(str(key), MISSING)
+    return v
+
+
+def _collect(
+    defn: tuple,
+    sub: Any,
+    path: tuple,
+    leaves: list,
+    missing: list,
+    unexpected: list,
+    is_root: bool,
+) -> None:
+    tag = defn[0]
+    if tag == VAR or tag == ARR:  # a root that is itself a leaf
+        leaves.append(sub)
+        return
+    attrs = (
+        defn[3] if tag == OBJ else defn[1] if tag in (LST, TUP, DCT) else defn[2] if tag in (NTP, PTR) else ()
+    )
+    used = 0
+    for key, cdef in attrs:
+        ct = cdef[0]
+        if ct == STC or ct == REF:
+            continue
+        v = _lookup(sub, key)
+        if ct == VAR or ct == ARR:
+            if v is MISSING or isinstance(v, dict) and not isinstance(v, Variable):
+                missing.append(path + (key,))
+                leaves.append(MISSING)
+            else:
+                used += 1
+                leaves.append(v)
+        else:
+            if v is not MISSING:
+                used += 1
+            _collect(cdef, None if v is MISSING else v, path + (key,), leaves, missing, unexpected, False)
+    if sub is not None and used != len(sub):
+        known = {key for key, cdef in attrs if cdef[0] not in (STC, REF)}
+        known |= {str(k) for k in known if isinstance(k, int)}
+        for k in sorted_keys(sub):
+            if k not in known:
+                _all_paths(sub[k], path + (k,), unexpected)
+
+
+def _all_paths(v: Any, path: tuple, out: list) -> None:
+    if isinstance(v, dict) and not isinstance(v, Variable):
+        if not v:
+            return
+        for k in sorted_keys(v):
+            _all_paths(v[k], path + (k,), out)
+    else:
+        out.append(path)
+
+
+def to_state(paths: list[tuple], leaves: list[Any], cls: type = State) -> Any:
+    """Nest parallel paths and leaves into a State."""
+    root: dict = {}
+    for path, leaf in zip(paths, leaves):
+        d = root
+        for k in path[:-1]:
+            nxt = d.get(k)
+            if nxt is None:
+                nxt = d[k] = {}
+            d = nxt
+        d[path[-1]] = leaf
+    return _nest(root, cls)
+
+
+def _nest(d: dict, cls: type) -> Any:
+    s = cls.__new__(cls)
+    if hasattr(cls, "_graphdef"):
+        object.__setattr__(s, "_graphdef", None)
+    for k, v in d.items():
+        dict.__setitem__(s, k, _nest(v, cls) if type(v) is dict else v)
+    return s
+
+
+def set_variable_link(var: Variable, link: Any) -> None:
+    _set_link(var, link)
+
+
+_ = (STATIC, PYTREE, NAMEDTUPLE, OBJECT)

@@ -1,0 +1,294 @@
+"""Module: the base class of layers and models.
+
+A Module creates its Variables eagerly in ``__init__`` (shapes must be known;
+there is no shape inference) and computes in ``__call__`` or any other method,
+which is called directly: ``model.encode(x)``. Sub-modules are plain
+attributes, and so are lists, dicts and tuples of them.
+
+Behaviour flags such as Dropout's ``deterministic`` and BatchNorm's
+``use_running_average`` are plain attributes too; ``train()``/``eval()`` set
+them on every sub-module at once, and ``set_attributes`` generalises that.
+``sow`` stores intermediate values as Variables on the module.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from ramie._src.core.filters import to_predicate
+from ramie._src.core.graph import api
+from ramie._src.core.pytree import Pytree
+from ramie._src.core.variables import (
+    Intermediate,
+    Perturbation,
+    Variable,
+    variable_type_from_name,
+)
+from ramie.errors import ModuleAttributeError
+
+M = TypeVar("M", bound="Module")
+
+
+def _append(prev: tuple, value: Any) -> tuple:
+    return (*prev, value)
+
+
+class Module(Pytree):
+    """Base class for all neural-network layers and models.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> class MLP(ramie.Module):
+        ...     def __init__(self, din, dmid, dout, *, rngs):
+        ...         self.layers = [ramie.Linear(din, dmid, rngs=rngs),
+        ...                        ramie.Linear(dmid, dout, rngs=rngs)]
+        ...         self.dropout = ramie.Dropout(0.5, rngs=rngs)
+        ...     def __call__(self, x):
+        ...         x = jax.nn.relu(self.layers[0](x))
+        ...         return self.layers[1](self.dropout(x))
+        >>> model = MLP(4, 8, 2, rngs=ramie.Rngs(0))
+        >>> model(jnp.ones((3, 4))).shape
+        (3, 2)
+        >>> model.eval().dropout.deterministic
+        True
+    """
+
+    # ------------------------------------------------------------ sow
+    def sow(
+        self,
+        variable_type: type[Variable] | str,
+        name: str,
+        value: Any,
+        reduce_fn: Callable[[Any, Any], Any] = _append,
+        init_fn: Callable[[], Any] = tuple,
+    ) -> bool:
+        """Store an intermediate value as ``self.<name>``.
+
+        The first call creates ``variable_type(reduce_fn(init_fn(), value))``;
+        later calls fold new values in with ``reduce_fn`` (by default values
+        are collected in a tuple). Read them with ``ramie.state(model,
+        ramie.Intermediate)`` or remove them with ``ramie.pop``.
+
+        Example:
+            >>> import jax.numpy as jnp, ramie
+            >>> class Block(ramie.Module):
+            ...     def __call__(self, x):
+            ...         self.sow(ramie.Intermediate, "hidden", x + 1)
+            ...         return x
+            >>> b = Block()
+            >>> _ = b(jnp.zeros(2)); _ = b(jnp.ones(2))
+            >>> len(b.hidden.value)
+            2
+        """
+        if isinstance(variable_type, str):
+            variable_type = variable_type_from_name(variable_type, allow_register=True)
+        existing = self.__dict__.get(name)
+        if existing is not None:
+            if not isinstance(existing, variable_type):
+                raise ModuleAttributeError(
+                    f"{type(self).__name__}.sow({variable_type.__name__}, {name!r}, ...): "
+                    f"the attribute {name!r} already holds a {type(existing).__name__}, "
+                    f"not a {variable_type.__name__}; use another name."
+                )
+            existing.set_value(reduce_fn(existing._raw, value))
+        else:
+            setattr(self, name, variable_type(reduce_fn(init_fn(), value)))
+        return True
+
+    def perturb(
+        self,
+        name: str,
+        value: Any,
+        variable_type: type[Variable] | str = Perturbation,
+    ) -> Any:
+        """Add a zero Perturbation to ``value`` so ``grad`` can return dL/d(value).
+
+        The first call creates ``self.<name>`` as zeros shaped like ``value``;
+        differentiate w.r.t. ``Perturbation`` to read the intermediate gradient.
+        """
+        import jax.numpy as jnp
+
+        if isinstance(variable_type, str):
+            variable_type = variable_type_from_name(variable_type, allow_register=True)
+        if name not in self.__dict__:
+            setattr(self, name, variable_type(jnp.zeros_like(value)))
+        return value + self.__dict__[name]._raw
+
+    # ----------------------------------------------------- attributes
+    def set_attributes(
+        self: M,
+        *filters: Any,
+        raise_if_not_found: bool = True,
+        graph: bool | None = None,
+        **attributes: Any,
+    ) -> M:
+        """Set attributes on every sub-module that has them (in place).
+
+        Args:
+            *filters: Only modules matching these filters (by type or path)
+                are changed; default all.
+            raise_if_not_found: Raise if an attribute exists on no module.
+            **attributes: Attribute names and values.
+
+        Returns:
+            ``self``, for chaining.
+
+        Raises:
+            ModuleAttributeError: an attribute was found on no matching module.
+
+        Example:
+            >>> import ramie
+            >>> m = ramie.Sequential(ramie.Linear(2, 2, rngs=ramie.Rngs(0)),
+            ...                      ramie.Dropout(0.1, rngs=ramie.Rngs(0)))
+            >>> m.set_attributes(deterministic=True).layers[1].deterministic
+            True
+        """
+        preds = [to_predicate(f) for f in filters]
+        found = set()
+        for path, module in api.iter_modules(self):
+            if preds and not any(p(path, module) for p in preds):
+                continue
+            for name, value in attributes.items():
+                if name in module.__dict__:
+                    setattr(module, name, value)
+                    found.add(name)
+        missing = set(attributes) - found
+        if missing and raise_if_not_found:
+            names = sorted(missing)
+            known = sorted({k for _, m in api.iter_modules(self) for k in m.__dict__})
+            hints = []
+            for n in names:
+                close = difflib.get_close_matches(n, known, n=1)
+                if close:
+                    hints.append(f"{n!r} (did you mean {close[0]!r}?)")
+                else:
+                    hints.append(repr(n))
+            raise ModuleAttributeError(
+                f"{type(self).__name__}.set_attributes(): no sub-module has the "
+                f"attribute(s) {', '.join(hints)}.\n"
+                "  Pass raise_if_not_found=False to ignore attributes that do not exist:\n"
+                "      model.set_attributes(..., raise_if_not_found=False)"
+            )
+        return self
+
+    def train(self: M, **attributes: Any) -> M:
+        """Training mode: Dropout active, BatchNorm uses batch statistics.
+
+        Sets ``deterministic=False`` and ``use_running_average=False`` (plus
+        any ``attributes``) on every sub-module that has them; returns ``self``.
+        """
+        return self.set_attributes(
+            deterministic=False,
+            use_running_average=False,
+            **attributes,
+            raise_if_not_found=False,
+        )
+
+    def eval(self: M, **attributes: Any) -> M:
+        """Evaluation mode: Dropout off, BatchNorm uses running averages."""
+        return self.set_attributes(
+            deterministic=True,
+            use_running_average=True,
+            **attributes,
+            raise_if_not_found=False,
+        )
+
+    def set_view(self, **kwargs: Any) -> dict[str, Any]:
+        """Set view options this module knows; return those it did not use."""
+        rest = {}
+        for k, v in kwargs.items():
+            if k in self.__dict__:
+                setattr(self, k, v)
+            else:
+                rest[k] = v
+        return rest
+
+    # ------------------------------------------------------ iteration
+    def iter_modules(self) -> Iterator[tuple[tuple, Module]]:
+        """Yield ``(path, module)`` for this module and all sub-modules."""
+        return api.iter_modules(self)
+
+    def iter_children(self) -> Iterator[tuple[Any, Module]]:
+        """Yield ``(name, module)`` for the immediate sub-modules."""
+        return api.iter_module_children(self)
+
+
+# ---------------------------------------------------------------- helpers
+def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, graph: Any = None, **kwargs: Any) -> Any:
+    """A copy of ``node`` sharing its Variables, with attributes set (non-mutating ``eval()``).
+
+    Example:
+        >>> import ramie
+        >>> model = ramie.Dropout(0.5, rngs=ramie.Rngs(0))
+        >>> ramie.view(model, deterministic=True).deterministic, model.deterministic
+        (True, False)
+    """
+    new = api.clone(node, variables=False)
+    if isinstance(new, Module):
+        new.set_attributes(only, raise_if_not_found=raise_if_not_found, **kwargs)
+    return new
+
+
+def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, graph: Any = None, **attributes: Any) -> Any:
+    """Same as :func:`view`: a new node sharing arrays, with attributes set."""
+    return view(node, only=only, raise_if_not_found=raise_if_not_found, **attributes)
+
+
+def view_info(node: Any, /, *, only: Any = ..., graph: Any = None) -> str:
+    """The behaviour flags (``deterministic``, ...) of every sub-module, as text."""
+    from ramie._src.core.paths import format_path
+
+    flags = ("deterministic", "use_running_average", "decode")
+    lines = []
+    for path, m in api.iter_modules(node):
+        opts = {f: m.__dict__[f] for f in flags if f in m.__dict__}
+        if opts:
+            lines.append(f"{format_path(path)} ({type(m).__name__}): {opts}")
+    return "\n".join(lines)
+
+
+def capture(fn: Any, *var_types: Any, init: Any = None, method_outputs: Any = None) -> Callable[..., Any]:
+    """Wrap a Module, bound method or function to also return sown values.
+
+    The wrapper returns ``(result, *states)``: for each of ``var_types`` (e.g.
+    ``ramie.Intermediate``) the values sown during the call, removed from the
+    module(s) afterwards.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> class M(ramie.Module):
+        ...     def __call__(self, x):
+        ...         self.sow(ramie.Intermediate, "y", x * 3)
+        ...         return x
+        >>> out, inter = ramie.capture(M(), ramie.Intermediate)(jnp.ones(2))
+        >>> inter.y.value[0]
+        Array([3., 3.], dtype=float32)
+    """
+    if not var_types:
+        var_types = (Intermediate,)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        roots = []
+        target = getattr(fn, "__self__", None)
+        if isinstance(fn, Module):
+            roots.append(fn)
+        elif isinstance(target, Module):
+            roots.append(target)
+        roots.extend(a for a in args if isinstance(a, Module))
+        for r in roots:  # start clean
+            api.pop(r, *var_types)
+        result = fn(*args, **kwargs)
+        states = []
+        for vt in var_types:
+            merged: dict = {}
+            for r in roots:
+                s = api.pop(r, vt)
+                merged.update(s)
+            from ramie._src.core.state import State
+
+            states.append(State(merged))
+        return (result, *states)
+
+    return wrapper

@@ -1,0 +1,305 @@
+"""Graph objects: the base class of Modules, Rngs, Optimizers and containers.
+
+A :class:`Pytree` is a Python object with identity whose attributes form part
+of an object graph: Variables, other graph objects, plain lists/dicts/tuples of
+them, arrays, and static values. Three things happen on every attribute write:
+
+* a *structural* change (a different object stored, an attribute added or
+  deleted) increments the object's version and the global epoch, so caches
+  keyed on graph structure (``ramie.jit``'s fast path) notice it;
+* storing a plain array where a Variable lives updates the Variable's value
+  instead of silently replacing it (``self.count = self.count + 1`` keeps
+  ``count`` a ``Counter``);
+* children get a weak link to their parent, so errors can print paths.
+
+Subclasses are also JAX pytrees (opt out with ``class X(Pytree, pytree=False)``):
+their data attributes are the children and the rest is static, so
+``jax.tree.map`` and raw ``jax.jit`` accept modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import jax
+
+from ramie._src.core import links
+from ramie._src.core.epoch import EPOCH
+from ramie._src.core.graph import registry
+from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE, kind_of
+from ramie._src.core.paths import format_path
+from ramie._src.core.variables import (
+    Variable,
+    _set_watch,
+    freeze_metadata,
+    hashable,
+    unhashable,
+)
+from ramie.errors import GraphStructureError
+
+_SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_wref", "_ramie_acyclic")
+_SLOT_SET = frozenset(_SLOTS)
+_NOTSET = object()
+_NUMBER_TYPES = (int, float, complex, bool)
+
+
+class Pytree:
+    """Base class of every ramie graph object (Modules, Rngs, Optimizers...).
+
+    Attributes hold the object's children. Subclasses are registered as JAX
+    pytrees unless declared with ``pytree=False``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> class Box(ramie.Pytree):
+        ...     def __init__(self):
+        ...         self.w = ramie.Param(jnp.ones(2))
+        ...         self.name = "box"
+        >>> jax.tree.map(lambda x: x * 2, Box()).w.value
+        Array([2., 2.], dtype=float32)
+    """
+
+    __slots__ = ("__dict__", "__weakref__", *_SLOTS)
+    _ramie_is_pytree: bool = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = object.__new__(cls)
+        init_slots(obj)
+        return obj
+
+    def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ramie_is_pytree = pytree
+        if pytree:
+            _register_pytree(cls)
+
+    # ----------------------------------------------------------- attributes
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SLOT_SET:
+            object.__setattr__(self, name, value)
+            return
+        d = self.__dict__
+        old = d.get(name, _NOTSET)
+        if old is value:
+            return
+        if (
+            old is not _NOTSET
+            and isinstance(old, Variable)
+            and not isinstance(value, Variable)
+            and (kind_of(value) is ARRAY or type(value) in _NUMBER_TYPES)
+        ):
+            # `self.count = self.count + 1`: keep the Variable, update its value.
+            old.set_value(value)
+            return
+        d[name] = value
+        _VER_SET(self, _VER_GET(self) + 1)
+        EPOCH.value += 1
+        if kind_of(value) is not registry.STATIC:
+            links.link_children(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in _SLOT_SET:
+            object.__delattr__(self, name)
+            return
+        try:
+            del self.__dict__[name]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            ) from None
+        _VER_SET(self, _VER_GET(self) + 1)
+        EPOCH.value += 1
+
+    # -------------------------------------------------------- graph protocol
+    def _graph_children(self) -> list[tuple[Hashable, Any]]:
+        """``(key, value)`` pairs of this node's children, in a stable order."""
+        d = self.__dict__
+        try:
+            return sorted(d.items())
+        except TypeError:
+            return sorted(d.items(), key=lambda kv: (type(kv[0]).__name__, str(kv[0])))
+
+    def _graph_rebuild(self, children: dict[Hashable, Any]) -> None:
+        """Install ``children`` on a freshly created, empty instance."""
+        self.__dict__.update(children)
+
+    def _graph_get(self, key: Hashable, default: Any = _NOTSET) -> Any:
+        """One child by key (``default`` when absent)."""
+        return self.__dict__.get(key, default) if default is not _NOTSET else self.__dict__[key]
+
+    def _graph_set(self, key: Hashable, value: Any) -> None:
+        """Replace one child (used by update and structural write-back)."""
+        setattr(self, key, value)  # type: ignore[arg-type]
+
+    def _graph_del(self, key: Hashable) -> None:
+        delattr(self, key)  # type: ignore[arg-type]
+
+    # --------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        init_slots(self)
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        from ramie._src.display.repr import object_repr
+
+        return object_repr(self)
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        from ramie._src.display.treescope import render_object
+
+        return render_object(self, path, subtree_renderer)
+
+
+_VER_SET = Pytree._ramie_ver.__set__  # type: ignore[attr-defined]
+_VER_GET = Pytree._ramie_ver.__get__  # type: ignore[attr-defined]
+_LINK_SET = Pytree._ramie_link.__set__  # type: ignore[attr-defined]
+_WREF_SET = Pytree._ramie_wref.__set__  # type: ignore[attr-defined]
+_ACYC_SET = Pytree._ramie_acyclic.__set__  # type: ignore[attr-defined]
+_ACYC_GET = Pytree._ramie_acyclic.__get__  # type: ignore[attr-defined]
+
+
+def init_slots(obj: Pytree) -> None:
+    _VER_SET(obj, 0)
+    _LINK_SET(obj, None)
+    _WREF_SET(obj, None)
+    _ACYC_SET(obj, -1)
+
+
+def version_of(obj: Pytree) -> int:
+    return _VER_GET(obj)
+
+
+def bump(obj: Pytree) -> None:
+    """Record a structural change made without ``__setattr__``."""
+    _VER_SET(obj, _VER_GET(obj) + 1)
+    EPOCH.value += 1
+
+
+class Object(Pytree, pytree=False):
+    """A graph object that is *not* a JAX pytree (Flax's legacy base class)."""
+
+
+# ----------------------------------------------------------- pytree support
+def _check_acyclic(root: Pytree) -> None:
+    """Raise if ``root``'s graph has a cycle (JAX pytrees must be trees)."""
+    epoch = EPOCH.value
+    if _ACYC_GET(root) == epoch:
+        return
+    on_stack: set[int] = set()
+    done: set[int] = set()
+
+    def visit(node: Any, path: tuple) -> None:
+        k = kind_of(node)
+        if k is OBJECT:
+            i = id(node)
+            if i in on_stack:
+                raise GraphStructureError(
+                    f"jax.tree_util: the graph of {type(root).__name__} has a reference "
+                    f"cycle at {format_path(path)}; JAX pytrees must be trees.\n"
+                    "  Use ramie's graph-aware API instead, which supports cycles:\n"
+                    "      graphdef, state = ramie.split(model)   # or ramie.jit(f)(model)"
+                )
+            if i in done:
+                return
+            on_stack.add(i)
+            for key, child in node._graph_children():
+                visit(child, path + (key,))
+            on_stack.discard(i)
+            done.add(i)
+            _ACYC_SET(node, epoch)
+        elif k in registry.CONTAINERS:
+            if k is registry.DICT:
+                items: Iterable = node.items()
+            elif k is registry.PYTREE:
+                items = registry.one_level(node)[0]
+            else:
+                items = enumerate(node)
+            for key, child in items:
+                visit(child, path + (key,))
+
+    visit(root, ())
+
+
+def _classify_children(obj: Pytree) -> tuple[list, list, tuple]:
+    keys, values, static = [], [], []
+    for k, v in obj._graph_children():
+        if registry.has_data(v):
+            keys.append(k)
+            values.append(v)
+        else:
+            static.append((k, hashable(v)))
+    return keys, values, tuple(static)
+
+
+def _register_pytree(cls: type) -> None:
+    def flatten(obj: Pytree):
+        _check_acyclic(obj)
+        keys, values, static = _classify_children(obj)
+        return values, (tuple(keys), static)
+
+    def flatten_with_keys(obj: Pytree):
+        _check_acyclic(obj)
+        keys, values, static = _classify_children(obj)
+        return [(_attr_key(k), v) for k, v in zip(keys, values)], (tuple(keys), static)
+
+    def unflatten(aux: tuple, children: Iterable[Any]) -> Pytree:
+        keys, static = aux
+        obj = object.__new__(cls)
+        init_slots(obj)
+        items: dict[Hashable, Any] = dict(zip(keys, children))
+        for k, v in static:
+            items[k] = unhashable(v)
+        obj._graph_rebuild(dict(sorted(items.items(), key=_sort_key)))
+        _after_unflatten(obj, keys, items)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+
+
+def _sort_key(kv: tuple) -> tuple:
+    k = kv[0]
+    return (type(k).__name__, k) if not isinstance(k, str) else ("str", k)
+
+
+def _attr_key(k: Hashable) -> Any:
+    if isinstance(k, str):
+        return jax.tree_util.GetAttrKey(k)
+    if isinstance(k, int):
+        return jax.tree_util.SequenceKey(k)
+    return jax.tree_util.DictKey(k)
+
+
+def _after_unflatten(obj: Pytree, keys: tuple, items: dict) -> None:
+    """Link children to their new parent; watch Variables unflattened in a trace."""
+    from ramie._src.core.tracing import current_trace
+
+    tracing = current_trace() is not None
+    pref = None
+    for k in keys:
+        v = items[k]
+        kind = kind_of(v)
+        if kind is VARIABLE or kind is OBJECT:
+            if pref is None:
+                pref = links.parent_ref(obj)
+            links.set_link(v, pref, (k,))
+            if tracing and kind is VARIABLE and v._watch is None:
+                _set_watch(v, [False, False])
+        elif kind is not registry.STATIC and kind is not ARRAY:
+            if pref is None:
+                pref = links.parent_ref(obj)
+            links.link_children(obj, k, v, pref)
+            if tracing:
+                _watch_nested(v)
+
+
+def _watch_nested(value: Any) -> None:
+    for leaf in jax.tree_util.tree_leaves(value, is_leaf=lambda x: isinstance(x, Variable)):
+        if isinstance(leaf, Variable) and leaf._watch is None:
+            _set_watch(leaf, [False, False])
+
+
+_ = freeze_metadata

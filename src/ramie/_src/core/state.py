@@ -1,0 +1,633 @@
+"""State: the nested-mapping view of a graph's Variables.
+
+``ramie.split``/``ramie.state`` return a :class:`State`: a nested mapping whose
+keys are attribute names, list indices and dict keys, and whose leaves are the
+model's Variables (or bare arrays). It supports item and attribute access
+(``state['linear']['kernel']`` and ``state.linear.kernel``), is a JAX pytree
+(``jax.tree.map(f, params, grads)`` maps over the arrays and keeps types), and
+converts to and from a flat list of ``(path, leaf)`` pairs (:class:`FlatState`)
+and plain nested dicts of arrays (``to_pure_dict`` / ``replace_by_pure_dict``).
+
+``replace_by_pure_dict`` is strict: a missing key, an unexpected key or a shape
+or dtype mismatch raises :class:`~ramie.errors.StateLoadError` listing every
+offending path, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+
+from ramie._src.core.filters import filters_to_predicates, to_predicate
+from ramie._src.core.paths import format_path, format_paths, parse_key
+from ramie._src.core.sentinels import MISSING
+from ramie._src.core.variables import Variable
+from ramie._src.display.arrays import shape_str
+from ramie.errors import FilterError, StateLoadError
+
+S = TypeVar("S", bound="State")
+PathParts = tuple[Hashable, ...]
+
+
+def _key_order(k: Hashable) -> tuple:
+    if isinstance(k, str):
+        return (1, k, 0)
+    if isinstance(k, int):
+        return (0, "", k)
+    return (2, repr(k), 0)
+
+
+def sorted_keys(mapping: Mapping) -> list:
+    keys = list(mapping.keys())
+    try:
+        keys.sort()
+    except TypeError:
+        keys.sort(key=_key_order)
+    return keys
+
+
+def _is_mapping(x: Any) -> bool:
+    return isinstance(x, Mapping) and not isinstance(x, Variable)
+
+
+class State(dict):
+    """A nested mapping of Variables, as returned by ``split`` and ``state``.
+
+    Keys follow the model's attributes, so ``state.block.linear.kernel`` is the
+    Variable at ``model.block.linear.kernel``. A State is a JAX pytree.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> state = ramie.state(model)
+        >>> sorted(state.keys())
+        ['bias', 'kernel']
+        >>> state.kernel.shape
+        (2, 3)
+        >>> jax.tree.map(jnp.shape, state.to_pure_dict())
+        {'bias': (3,), 'kernel': (2, 3)}
+    """
+
+    __slots__ = ()
+
+    def __init__(self, mapping: Mapping | Iterable = (), /, *, _copy: bool = True):
+        super().__init__()
+        items = mapping.items() if isinstance(mapping, Mapping) else mapping
+        for k, v in items:
+            if _is_mapping(v) and not isinstance(v, State):
+                v = type(self)(v)
+            dict.__setitem__(self, k, v)
+
+    # --------------------------------------------------------------- access
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(
+                f"State has no key {key!r}; keys: {sorted_keys(self)}"
+            ) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        try:
+            del self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        if _is_mapping(value) and not isinstance(value, State):
+            value = State(value)
+        dict.__setitem__(self, key, value)
+
+    @property
+    def raw_mapping(self) -> dict:
+        """The underlying mapping (the State itself)."""
+        return self
+
+    def __or__(self, other: Mapping) -> State:  # type: ignore[override]
+        return merge_state(self, State(other) if not isinstance(other, State) else other)
+
+    def __sub__(self, other: State) -> State:
+        return diff(self, other)
+
+    def __repr__(self) -> str:
+        from ramie._src.display.repr import state_repr
+
+        return state_repr(self)
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        from ramie._src.display.treescope import render_state
+
+        return render_state(self, path, subtree_renderer)
+
+    def __reduce__(self):
+        return (type(self), (dict(self),))
+
+    def copy(self) -> State:  # type: ignore[override]
+        return type(self)({k: v.copy() if isinstance(v, State) else v for k, v in self.items()})
+
+    # ------------------------------------------------------- legacy methods
+    def flat_state(self) -> FlatState:
+        """This State as a sorted list of ``(path, leaf)`` pairs."""
+        return to_flat_state(self)
+
+    def flat_paths(self) -> list[PathParts]:
+        return [p for p, _ in iter_flat(self)]
+
+    def filter(self, first: Any, /, *filters: Any) -> Any:
+        """Select sub-States by filters (non-exhaustive)."""
+        return filter_state(self, first, *filters)
+
+    def split(self, first: Any, /, *filters: Any) -> Any:
+        """Partition into one State per filter (every leaf must match one)."""
+        return split_state(self, first, *filters)
+
+    @staticmethod
+    def merge(state: Mapping, /, *states: Mapping) -> State:
+        """Deep-merge States; later ones win (``State.merge(params, rest)``)."""
+        return merge_state(state, *states)
+
+    def map(self, f: Callable[[PathParts, Any], Any]) -> State:
+        return map_state(f, self)
+
+    def to_pure_dict(self, extract_fn: Callable[[PathParts, Any], Any] | None = None) -> dict:
+        return to_pure_dict(self, extract_fn)
+
+    def replace_by_pure_dict(
+        self, pure_dict: Mapping, replace_fn: Callable[..., Any] | None = None
+    ) -> None:
+        replace_by_pure_dict(self, pure_dict, replace_fn)
+
+    @classmethod
+    def from_flat_path(cls, flat: Iterable[tuple[PathParts, Any]] | Mapping, /) -> State:
+        items = flat.items() if isinstance(flat, Mapping) else flat
+        return from_flat_state(list(items), cls=cls)
+
+
+class GraphState(State):
+    """A State that may carry the GraphDef it was split from.
+
+    ``GraphState.merge(params, rest)`` deep-merges States (the seeds' spelling
+    of :func:`merge_state`); ``ramie.unpack`` returns GraphStates bundling a
+    GraphDef, which ``merge`` and ``update`` accept directly.
+    """
+
+    __slots__ = ("_graphdef",)
+
+    def __init__(self, mapping: Mapping | Iterable = (), /, graphdef: Any = None, **kw: Any):
+        object.__setattr__(self, "_graphdef", graphdef)
+        super().__init__(mapping, **kw)
+
+    @property
+    def graphdef(self) -> Any:
+        return self._graphdef
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "_graphdef":
+            object.__setattr__(self, key, value)
+        else:
+            self[key] = value
+
+
+# ------------------------------------------------------------ flat views
+def iter_flat(state: Mapping, prefix: PathParts = ()) -> Iterator[tuple[PathParts, Any]]:
+    """Yield ``(path, leaf)`` for every leaf of a nested mapping, keys sorted."""
+    for k in sorted_keys(state):
+        v = state[k]
+        if _is_mapping(v):
+            yield from iter_flat(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def _path_order(path: PathParts) -> tuple:
+    return tuple(_key_order(k) for k in path)
+
+
+class FlatState(list):
+    """A sorted list of ``(path, leaf)`` pairs.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> flat = ramie.to_flat_state(ramie.state(ramie.Linear(2, 3, rngs=ramie.Rngs(0))))
+        >>> flat.paths
+        (('bias',), ('kernel',))
+    """
+
+    def __init__(self, items: Iterable[tuple[PathParts, Any]] = (), /, *, sort: bool = True):
+        items = [(tuple(p), v) for p, v in items]
+        if sort:
+            try:
+                items.sort(key=lambda kv: kv[0])
+            except TypeError:
+                items.sort(key=lambda kv: _path_order(kv[0]))
+        super().__init__(items)
+
+    @property
+    def paths(self) -> tuple[PathParts, ...]:
+        return tuple(p for p, _ in self)
+
+    @property
+    def leaves(self) -> list[Any]:
+        return [v for _, v in self]
+
+    def to_nested_state(self) -> State:
+        return from_flat_state(self)
+
+    def filter(self, first: Any, /, *filters: Any) -> Any:
+        preds = filters_to_predicates((first, *filters))
+        outs = [FlatState([(p, v) for p, v in self if pred(p, v)], sort=False) for pred in preds]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def split(self, first: Any, /, *filters: Any) -> Any:
+        parts = _partition(list(self), (first, *filters), "FlatState.split")
+        outs = [FlatState(p, sort=False) for p in parts]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @staticmethod
+    def merge(flat: Iterable, /, *flats: Iterable) -> FlatState:
+        items: dict[PathParts, Any] = {}
+        for f in (flat, *flats):
+            items.update((tuple(p), v) for p, v in f)
+        return FlatState(items.items())
+
+    @staticmethod
+    def from_sorted_keys_values(keys: Iterable[PathParts], values: Iterable[Any]) -> FlatState:
+        return FlatState(zip(keys, values), sort=False)
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  ({format_path(p)!s}, {v!r})" for p, v in self)
+        return f"FlatState([\n{inner}\n])" if self else "FlatState([])"
+
+
+def to_flat_state(state: Mapping) -> FlatState:
+    """A State as a :class:`FlatState`."""
+    return FlatState(iter_flat(state), sort=False)
+
+
+def from_flat_state(flat: Iterable[tuple[PathParts, Any]], *, cls: type[S] = State) -> S:  # type: ignore[assignment]
+    """Build a nested State from ``(path, leaf)`` pairs."""
+    root: dict = {}
+    for path, leaf in flat:
+        if not path:
+            raise ValueError("from_flat_state: empty path; every leaf needs a key")
+        d = root
+        for k in path[:-1]:
+            nxt = d.get(k)
+            if nxt is None:
+                nxt = d[k] = {}
+            d = nxt
+        d[path[-1]] = leaf
+    return _to_state(root, cls)
+
+
+def _to_state(d: dict, cls: type) -> Any:
+    s = cls.__new__(cls)
+    if cls is GraphState:
+        object.__setattr__(s, "_graphdef", None)
+    for k, v in d.items():
+        dict.__setitem__(s, k, _to_state(v, cls) if type(v) is dict else v)
+    return s
+
+
+# --------------------------------------------------- filtering & merging
+def _partition(
+    items: list[tuple[PathParts, Any]], filters: tuple, api: str, exhaustive: bool = True
+) -> list[list[tuple[PathParts, Any]]]:
+    preds = filters_to_predicates(filters)
+    parts: list[list] = [[] for _ in preds]
+    rest = []
+    for path, leaf in items:
+        for i, pred in enumerate(preds):
+            if pred(path, leaf):
+                parts[i].append((path, leaf))
+                break
+        else:
+            rest.append((path, leaf))
+    if rest and exhaustive:
+        raise unmatched_error(api, filters, rest)
+    return parts
+
+
+def unmatched_error(api: str, filters: tuple, rest: list) -> FilterError:
+    from ramie._src.core.filters import filter_name
+
+    names = ", ".join(filter_name(f) for f in filters)
+    described = [
+        f"{format_path(p)} ({type(v).__name__ if isinstance(v, Variable) else 'array'})"
+        for p, v in rest[:10]
+    ]
+    more = f"\n    ... and {len(rest) - 10} more" if len(rest) > 10 else ""
+    return FilterError(
+        f"{api}: {len(rest)} Variable(s) matched none of the filters ({names}):\n    "
+        + "\n    ".join(described)
+        + more
+        + "\n  Every Variable must go to exactly one State. Add `...` as the last "
+        "filter to collect the rest:\n"
+        f"      graphdef, *states, rest = ramie.split(model, {names}, ...)"
+    )
+
+
+def split_state(state: Mapping, first: Any, /, *filters: Any) -> Any:
+    """Partition a State by filters; every leaf must match one of them.
+
+    Example:
+        >>> import ramie
+        >>> bn = ramie.BatchNorm(3, rngs=ramie.Rngs(0))
+        >>> params, stats = ramie.split_state(ramie.state(bn), ramie.Param, ...)
+        >>> sorted(params), sorted(stats)
+        (['bias', 'scale'], ['mean', 'var'])
+    """
+    parts = _partition(list(iter_flat(state)), (first, *filters), "split_state")
+    cls = type(state) if isinstance(state, State) else State
+    outs = [from_flat_state(p, cls=cls) for p in parts]
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def filter_state(state: Mapping, first: Any, /, *filters: Any) -> Any:
+    """Select sub-States by filters; leaves matching none are left out."""
+    preds = tuple(to_predicate(f) for f in (first, *filters))
+    flat = list(iter_flat(state))
+    cls = type(state) if isinstance(state, State) else State
+    outs = [from_flat_state([(p, v) for p, v in flat if pred(p, v)], cls=cls) for pred in preds]
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def merge_state(state: Mapping, /, *states: Mapping, cls: type[State] = State) -> State:
+    """Deep-merge States into a new State; for a path in several, the last wins.
+
+    Example:
+        >>> import ramie
+        >>> bn = ramie.BatchNorm(3, rngs=ramie.Rngs(0))
+        >>> _, params, rest = ramie.split(bn, ramie.Param, ...)
+        >>> sorted(ramie.merge_state(params, rest))
+        ['bias', 'mean', 'scale', 'var']
+    """
+    out: dict = {}
+    for s in (state, *states):
+        _deep_update(out, s)
+    return _to_state(out, cls)
+
+
+def _deep_update(out: dict, src: Mapping) -> None:
+    for k, v in src.items():
+        if _is_mapping(v):
+            cur = out.get(k)
+            if type(cur) is not dict:
+                cur = out[k] = {}
+            _deep_update(cur, v)
+        else:
+            out[k] = v
+
+
+def map_state(f: Callable[[PathParts, Any], Any], state: Mapping) -> State:
+    """A new State with ``f(path, leaf)`` applied to every leaf."""
+    cls = type(state) if isinstance(state, State) else State
+    return from_flat_state([(p, f(p, v)) for p, v in iter_flat(state)], cls=cls)
+
+
+def diff(state: Mapping, other: Mapping) -> State:
+    """The leaves of ``state`` whose paths are not in ``other``."""
+    other_paths = {p for p, _ in iter_flat(other)}
+    return from_flat_state([(p, v) for p, v in iter_flat(state) if p not in other_paths])
+
+
+# ------------------------------------------------------------ pure dicts
+def to_pure_dict(
+    state: Mapping, extract_fn: Callable[[PathParts, Any], Any] | None = None
+) -> dict:
+    """Nested plain dicts of raw values (what checkpoint libraries store).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> pure = ramie.to_pure_dict(ramie.state(ramie.Linear(2, 3, rngs=ramie.Rngs(0))))
+        >>> jax.tree.map(jnp.shape, pure)
+        {'bias': (3,), 'kernel': (2, 3)}
+    """
+
+    def convert(m: Mapping, prefix: PathParts) -> dict:
+        out = {}
+        for k in sorted_keys(m):
+            v = m[k]
+            if _is_mapping(v):
+                out[k] = convert(v, prefix + (k,))
+            elif extract_fn is not None:
+                out[k] = extract_fn(prefix + (k,), v)
+            else:
+                out[k] = v._raw if isinstance(v, Variable) else v
+        return out
+
+    return convert(state, ())
+
+
+def restore_int_paths(pure_dict: Mapping) -> dict:
+    """Turn digit-string keys (from string-keyed formats) back into ints.
+
+    Example:
+        >>> restore_int_paths({"layers": {"0": {"w": 1}}})
+        {'layers': {0: {'w': 1}}}
+    """
+    return {
+        parse_key(k): restore_int_paths(v) if isinstance(v, Mapping) else v
+        for k, v in pure_dict.items()
+    }
+
+
+def _lookup_flat(pure: Mapping) -> dict[PathParts, Any]:
+    out = {}
+    for path, v in iter_flat(pure):
+        out[tuple(parse_key(k) for k in path)] = v
+    return out
+
+
+def _describe_value(v: Any) -> str:
+    s = shape_str(v)
+    return s if s is not None else type(v).__name__
+
+
+def replace_by_pure_dict(
+    state: Mapping,
+    pure_dict: Mapping,
+    replace_fn: Callable[..., Any] | None = None,
+    *,
+    strict: bool = True,
+) -> None:
+    """Write a pure dict's values into ``state`` in place, strictly.
+
+    Every leaf of ``state`` must get a value of the same shape and dtype, and
+    every value must have a place. Otherwise nothing changes and a
+    :class:`~ramie.errors.StateLoadError` lists all offending paths.
+
+    Args:
+        state: The State to fill (its Variables are updated in place).
+        pure_dict: Nested dicts of arrays, e.g. from ``to_pure_dict`` or a
+            checkpoint (digit-string keys are accepted for list indices).
+        replace_fn: Optional ``(leaf, new_value) -> new_leaf`` for custom
+            conversion; when given, shape and dtype checks are skipped.
+        strict: With ``False``, missing and unexpected keys are allowed (only
+            matching paths are written); shapes are still checked.
+
+    Raises:
+        StateLoadError: on missing, unexpected or mismatched entries.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> state = ramie.state(model)
+        >>> ramie.replace_by_pure_dict(state, {"kernel": jnp.zeros((2, 3)), "bias": jnp.ones(3)})
+        >>> model.bias.value
+        Array([1., 1., 1.], dtype=float32)
+    """
+    flat_state = list(iter_flat(state))
+    flat_new = _lookup_flat(pure_dict)
+    missing, mismatched, plan = [], [], []
+    seen: set[PathParts] = set()
+    for path, leaf in flat_state:
+        key = tuple(parse_key(k) for k in path)
+        if key not in flat_new:
+            missing.append(path)
+            continue
+        seen.add(key)
+        new = flat_new[key]
+        if replace_fn is None:
+            problem = _check_compatible(leaf, new)
+            if problem:
+                mismatched.append((path, *problem))
+                continue
+        plan.append((path, leaf, new))
+    unexpected = [p for p in flat_new if p not in seen]
+    if not strict:
+        missing, unexpected = [], []
+    if missing or unexpected or mismatched:
+        raise load_error("replace_by_pure_dict", missing, unexpected, mismatched)
+    for path, leaf, new in plan:
+        if replace_fn is not None:
+            new_leaf = replace_fn(leaf, new)
+            _set_path(state, path, new_leaf)
+        elif isinstance(leaf, Variable):
+            leaf.set_value(_as_like(leaf._raw, new))
+        else:
+            _set_path(state, path, _as_like(leaf, new))
+
+
+def _set_path(state: Mapping, path: PathParts, value: Any) -> None:
+    d = state
+    for k in path[:-1]:
+        d = d[k]
+    d[path[-1]] = value  # type: ignore[index]
+
+
+def _as_like(old: Any, new: Any) -> Any:
+    if isinstance(new, Variable):
+        new = new._raw
+    if isinstance(old, jax.Array) and not isinstance(new, jax.Array):
+        import jax.numpy as jnp
+
+        return jnp.asarray(new, dtype=old.dtype)
+    return new
+
+
+def _check_compatible(leaf: Any, new: Any) -> tuple[str, str] | None:
+    old = leaf._raw if isinstance(leaf, Variable) else leaf
+    if isinstance(new, Variable):
+        new = new._raw
+    old_shape = getattr(old, "shape", None)
+    if old_shape is None:
+        return None
+    new_shape = getattr(new, "shape", None)
+    if new_shape is None:
+        try:
+            new_shape = np.shape(new)
+        except Exception:
+            return (_describe_value(old), type(new).__name__)
+    if tuple(new_shape) != tuple(old_shape):
+        return (_describe_value(old), _describe_value(new) if hasattr(new, "shape") else str(tuple(new_shape)))
+    old_dtype = getattr(old, "dtype", None)
+    new_dtype = getattr(new, "dtype", None)
+    if old_dtype is not None and new_dtype is not None and np.dtype(old_dtype) != np.dtype(new_dtype):
+        try:
+            same = jax.dtypes.issubdtype(old_dtype, new_dtype) and jax.dtypes.issubdtype(new_dtype, old_dtype)
+        except Exception:
+            same = False
+        if not same:
+            return (_describe_value(old), _describe_value(new))
+    return None
+
+
+def load_error(
+    api: str,
+    missing: list,
+    unexpected: list,
+    mismatched: list,
+    *,
+    fix: str | None = None,
+) -> StateLoadError:
+    """The aggregated missing/unexpected/mismatched report (PyTorch-style)."""
+    lines = [f"{api}: the values do not fit the target; nothing was changed."]
+    if missing:
+        lines.append(f"  Missing ({len(missing)}): in the target, not in the values:")
+        lines.append(format_paths(missing))
+    if unexpected:
+        lines.append(f"  Unexpected ({len(unexpected)}): in the values, not in the target:")
+        lines.append(format_paths(unexpected))
+    if mismatched:
+        lines.append(f"  Mismatched ({len(mismatched)}): expected -> found:")
+        for path, exp, found in mismatched[:10]:
+            lines.append(f"    {format_path(path)}: {exp} -> {found}")
+        if len(mismatched) > 10:
+            lines.append(f"    ... and {len(mismatched) - 10} more")
+    lines.append(
+        fix
+        or "  Fix: build the model with the configuration the values came from, or "
+        "rename keys first, e.g.\n"
+        "      pure = ramie.to_pure_dict(ramie.state(model))   # the expected layout"
+    )
+    return StateLoadError("\n".join(lines), missing, unexpected, mismatched)
+
+
+# ------------------------------------------------------------ pytree
+def _state_flatten(s: State):
+    keys = sorted_keys(s)
+    return [s[k] for k in keys], tuple(keys)
+
+
+def _state_flatten_with_keys(s: State):
+    keys = sorted_keys(s)
+    return [(jax.tree_util.DictKey(k), s[k]) for k in keys], tuple(keys)
+
+
+def _make_unflatten(cls: type) -> Callable:
+    def unflatten(keys: tuple, children: Iterable[Any]) -> Any:
+        s = cls.__new__(cls)
+        if cls is GraphState:
+            object.__setattr__(s, "_graphdef", None)
+        dict.update(s, zip(keys, children))
+        return s
+
+    return unflatten
+
+
+for _cls in (State, GraphState):
+    jax.tree_util.register_pytree_with_keys(
+        _cls, _state_flatten_with_keys, _make_unflatten(_cls), _state_flatten
+    )
+
+
+def _flat_state_flatten(f: FlatState):
+    return [v for _, v in f], tuple(p for p, _ in f)
+
+
+jax.tree_util.register_pytree_node(
+    FlatState,
+    _flat_state_flatten,
+    lambda paths, leaves: FlatState(zip(paths, leaves), sort=False),
+)
+
+_ = MISSING
