@@ -3,7 +3,8 @@
 Every change that alters the *structure* of any graph (an attribute set to a
 different object, a container of sub-modules mutated, Variable metadata
 changed, ``train()``/``eval()`` flipping a flag) increments ``EPOCH.value``.
-Value updates of Variables do not. Caches that depend on graph structure, such
+Value updates of Variables do not. Metadata changes of Variables increment
+``EPOCH.meta``. Caches that depend on graph structure, such
 as the cached call path of ``ramie.jit``, compare the epoch they were built at
 with the current one and revalidate only when it moved.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 
 class _Epoch:
-    __slots__ = ("value",)
+    __slots__ = ("value", "meta")
 
     def __init__(self) -> None:
-        self.value = 0
+        self.value = 0  # structural changes
+        self.meta = 0  # Variable metadata changes
 
     def bump(self) -> None:
         self.value += 1

@@ -124,6 +124,12 @@ class Pytree:
         """Install ``children`` on a freshly created, empty instance."""
         self.__dict__.update(children)
 
+    def _graph_replace(self, children: dict[Hashable, Any]) -> None:
+        """Replace all children in place (structural write-back of transforms)."""
+        self.__dict__.clear()
+        self._graph_rebuild(children)
+        bump(self)
+
     def _graph_get(self, key: Hashable, default: Any = _NOTSET) -> Any:
         """One child by key (``default`` when absent)."""
         return self.__dict__.get(key, default) if default is not _NOTSET else self.__dict__[key]

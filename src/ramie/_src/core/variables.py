@@ -320,14 +320,14 @@ class Variable(Generic[A]):
             )
         for k, v in kwargs.items():
             self._meta[canonical_metadata_name(k)] = v
-        EPOCH.value += 1
+        EPOCH.meta += 1
 
     def has_metadata(self, name: str) -> bool:
         return canonical_metadata_name(name) in self._meta
 
     def del_metadata(self, name: str) -> None:
         del self._meta[canonical_metadata_name(name)]
-        EPOCH.value += 1
+        EPOCH.meta += 1
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -361,7 +361,7 @@ class Variable(Generic[A]):
         self.set_value(other._raw)
         if other._meta != self._meta:
             _set_meta(self, dict(other._meta))
-            EPOCH.value += 1
+            EPOCH.meta += 1
 
     update_from_state = copy_from
 

@@ -427,7 +427,7 @@ def _apply_plan(plan: list) -> None:
                     _set_meta(var, dict(val._meta))
                     from ramie._src.core.epoch import EPOCH
 
-                    EPOCH.value += 1
+                    EPOCH.meta += 1
             else:
                 _set_raw(var, val)
         else:

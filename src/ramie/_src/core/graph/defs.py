@@ -171,3 +171,10 @@ class GraphDef(Generic[A]):
 
         walk(self.root, "", 0)
         return "\n".join(lines)
+
+
+# A GraphDef is a leafless pytree node: it passes through jax.jit, jax.grad and
+# jax.tree utilities as static structure (like a PyTreeDef).
+import jax  # noqa: E402
+
+jax.tree_util.register_pytree_node(GraphDef, lambda g: ((), g), lambda g, _: g)

@@ -61,15 +61,28 @@ _SIMPLE = registry._SIMPLE_STATIC_TYPES  # pyright: ignore[reportPrivateUsage]
 
 
 class Flat:
-    """Result of :func:`flatten`."""
+    """Result of :func:`flatten`.
 
-    __slots__ = ("graphdef", "paths", "leaves", "objects")
+    Attributes:
+        graphdef: The GraphDef.
+        paths: Path of each state leaf, in leaf order.
+        leaves: The state leaves (Variables and bare arrays).
+        objects: Every graph object and Variable, by index.
+        ref_index: ``id(object) -> index`` for every object and Variable.
+        containers: With ``track_containers``, ``(container, child_ids)`` for
+            every mutable plain container (list, dict, generic pytree node),
+            so later in-place mutations can be detected.
+    """
 
-    def __init__(self, graphdef: GraphDef, paths: list, leaves: list, objects: list):
+    __slots__ = ("graphdef", "paths", "leaves", "objects", "ref_index", "containers")
+
+    def __init__(self, graphdef, paths, leaves, objects, ref_index, containers):
         self.graphdef = graphdef
         self.paths = paths
         self.leaves = leaves
         self.objects = objects
+        self.ref_index = ref_index
+        self.containers = containers
 
 
 def _sorted_items(d: dict) -> list:
@@ -79,112 +92,100 @@ def _sorted_items(d: dict) -> list:
         return sorted(d.items(), key=lambda kv: _key_order(kv[0]))
 
 
-def flatten(node: Any, *, with_paths: bool = True) -> Flat:
-    """Flatten ``node``'s graph. See the module docstring."""
-    ref_index: dict[int, int] = {}
-    objects: list[Any] = []
+def flatten(
+    node: Any,
+    *,
+    with_paths: bool = True,
+    ref_index: dict[int, int] | None = None,
+    objects: list | None = None,
+    track_containers: bool = False,
+) -> Flat:
+    """Flatten ``node``'s graph. See the module docstring.
+
+    ``ref_index``/``objects`` may be pre-seeded with objects from another
+    flatten, so that references to them become ``('R', index)`` (used by
+    transforms to express outputs that point into their inputs).
+    """
+    if ref_index is None:
+        ref_index = {}
+    if objects is None:
+        objects = []
     paths: list[tuple] = []
     leaves: list[Any] = []
-    root = _flatten(node, (), ref_index, objects, paths, leaves, with_paths)
-    return Flat(GraphDef(root, len(leaves), len(objects)), paths, leaves, objects)
+    containers: list[tuple[Any, tuple]] = []
+    kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
 
+    def walk(value: Any, path: tuple) -> tuple:
+        k = kinds.get(type(value)) or kind_of(value)
+        if k is OBJECT:
+            i = id(value)
+            idx = ref_index.get(i)
+            if idx is not None:
+                return (REF, idx)
+            idx = ref_index[i] = len(objects)
+            objects.append(value)
+            return (
+                OBJ,
+                type(value),
+                idx,
+                tuple([(key, walk(child, path + (key,))) for key, child in value._graph_children()]),
+            )
+        if k is VARIABLE:
+            i = id(value)
+            idx = ref_index.get(i)
+            if idx is not None:
+                return (REF, idx)
+            idx = ref_index[i] = len(objects)
+            objects.append(value)
+            paths.append(path)
+            leaves.append(value)
+            meta = value._meta
+            return (VAR, type(value), idx, freeze_metadata(meta) if meta else ())
+        if k is STATIC:
+            return (STC, hashable(value))
+        if k is ARRAY:
+            paths.append(path)
+            leaves.append(value)
+            return ARRAY_DEF
+        if k is TUPLE:
+            if all(type(x) in _SIMPLE for x in value):
+                return (STC, value)
+            return (TUP, tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]))
+        if k is LIST:
+            if track_containers:
+                containers.append((value, tuple(map(id, value))))
+            return (LST, tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]))
+        if k is DICT:
+            items = _sorted_items(value)
+            if track_containers:
+                containers.append((value, tuple((key, id(c)) for key, c in items)))
+            return (DCT, tuple([(key, walk(c, path + (key,))) for key, c in items]))
+        if k is NAMEDTUPLE:
+            return (
+                NTP,
+                type(value),
+                tuple([(key, walk(c, path + (key,))) for key, c in zip(value._fields, value)]),
+            )
+        items, treedef = registry.one_level(value)
+        if track_containers:
+            containers.append((value, tuple(id(c) for _, c in items)))
+        return (PTR, treedef, tuple([(key, walk(c, path + (key,))) for key, c in items]))
 
-def _flatten(
-    value: Any,
-    path: tuple,
-    ref_index: dict[int, int],
-    objects: list,
-    paths: list,
-    leaves: list,
-    with_paths: bool,
-) -> tuple:
-    k = kind_of(value)
-    if k is OBJECT:
-        i = id(value)
-        idx = ref_index.get(i)
-        if idx is not None:
-            return (REF, idx)
-        idx = ref_index[i] = len(objects)
-        objects.append(value)
-        attrs = tuple(
-            [
-                (key, _flatten(child, path + (key,), ref_index, objects, paths, leaves, with_paths))
-                for key, child in value._graph_children()
-            ]
-        )
-        return (OBJ, type(value), idx, attrs)
-    if k is VARIABLE:
-        i = id(value)
-        idx = ref_index.get(i)
-        if idx is not None:
-            return (REF, idx)
-        idx = ref_index[i] = len(objects)
-        objects.append(value)
-        paths.append(path)
-        leaves.append(value)
-        meta = value._meta
-        return (VAR, type(value), idx, freeze_metadata(meta) if meta else ())
-    if k is STATIC:
-        return (STC, hashable(value))
-    if k is ARRAY:
-        paths.append(path)
-        leaves.append(value)
-        return ARRAY_DEF
-    if k is TUPLE:
-        if all(type(x) in _SIMPLE for x in value):
-            return (STC, value)
-        return (
-            TUP,
-            tuple(
-                [
-                    (j, _flatten(c, path + (j,), ref_index, objects, paths, leaves, with_paths))
-                    for j, c in enumerate(value)
-                ]
-            ),
-        )
-    if k is LIST:
-        return (
-            LST,
-            tuple(
-                [
-                    (j, _flatten(c, path + (j,), ref_index, objects, paths, leaves, with_paths))
-                    for j, c in enumerate(value)
-                ]
-            ),
-        )
-    if k is DICT:
-        return (
-            DCT,
-            tuple(
-                [
-                    (key, _flatten(c, path + (key,), ref_index, objects, paths, leaves, with_paths))
-                    for key, c in _sorted_items(value)
-                ]
-            ),
-        )
-    if k is NAMEDTUPLE:
-        return (
-            NTP,
-            type(value),
-            tuple(
-                [
-                    (key, _flatten(c, path + (key,), ref_index, objects, paths, leaves, with_paths))
-                    for key, c in zip(value._fields, value)
-                ]
-            ),
-        )
-    # generic pytree node
-    items, treedef = registry.one_level(value)
-    return (
-        PTR,
-        treedef,
-        tuple(
-            [
-                (key, _flatten(c, path + (key,), ref_index, objects, paths, leaves, with_paths))
-                for key, c in items
-            ]
-        ),
+    root = walk(node, ())
+    return Flat(
+        GraphDef(root, len(leaves), len(objects)), paths, leaves, objects, ref_index, containers
     )
+
+
+def container_unchanged(container: Any, snapshot: tuple) -> bool:
+    """Whether a container recorded by ``flatten(track_containers=True)`` is unchanged."""
+    t = type(container)
+    if t is list:
+        return tuple(map(id, container)) == snapshot
+    if t is dict:
+        return tuple((k, id(c)) for k, c in _sorted_items(container)) == snapshot
+    items, _ = registry.one_level(container)
+    return tuple(id(c) for _, c in items) == snapshot
 
 
 # ---------------------------------------------------------------- unflatten

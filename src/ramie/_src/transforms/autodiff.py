@@ -1,0 +1,514 @@
+"""Automatic differentiation over modules: grad, value_and_grad, vjp, jvp, custom_vjp.
+
+For a graph argument (a module), ``grad`` differentiates the Variables that
+match a filter - ``Param`` by default, or the filter of a
+:class:`~ramie.DiffState` - and returns the gradient as a State with the same
+paths and Variable types. Other state (BatchStat, RNG counters, ...) is not
+differentiated, but updates to it made inside (BatchNorm statistics, dropout
+RNG counts) are written back to the module, as with every ramie transform.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from ramie._src.core.filters import to_predicate
+from ramie._src.core.graph.flatten import to_state
+from ramie._src.core.sentinels import MISSING
+from ramie._src.core.variables import Param, Variable, new_variable
+from ramie._src.transforms import lifting
+from ramie._src.transforms.axes import DiffState
+from ramie._src.transforms.lifting import Extracted, is_node
+
+
+def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
+    if isinstance(argnums, int):
+        return [(argnums, Param)], True
+    if isinstance(argnums, DiffState):
+        return [(argnums.argnum, argnums.filter)], True
+    out = []
+    for a in argnums:
+        if isinstance(a, DiffState):
+            out.append((a.argnum, a.filter))
+        elif isinstance(a, int):
+            out.append((a, Param))
+        else:
+            raise TypeError(
+                f"argnums entries must be ints or ramie.DiffState, got {type(a).__name__}"
+            )
+    return out, False
+
+
+class _DiffPlan:
+    """Which leaves of the extracted arguments are differentiated, per argnum."""
+
+    def __init__(self, ext: Extracted, args: tuple, specs: list[tuple[int, Any]], api: str):
+        self.ext = ext
+        self.specs = specs
+        # leaf ranges of each positional argument in the flattened (args, kwargs)
+        counts = [len(jax.tree_util.tree_leaves(a, is_leaf=is_node)) for a in args]
+        starts = [0]
+        for c in counts:
+            starts.append(starts[-1] + c)
+        self.starts = starts
+        n_pos = starts[-1]
+        for argnum, _ in specs:
+            if not 0 <= argnum < len(args):
+                raise ValueError(
+                    f"{api}: argnums refers to argument {argnum}, but the function was "
+                    f"called with {len(args)} positional argument(s)"
+                )
+
+        def arg_of(leaf_pos: int) -> int | None:
+            if leaf_pos >= n_pos:
+                return None
+            for a in range(len(args)):
+                if starts[a] <= leaf_pos < starts[a + 1]:
+                    return a
+            return None
+
+        node_arg = [arg_of(p) for p in ext.node_pos]
+        preds = {a: to_predicate(f) for a, f in specs}
+        self.diff_graph: list[int] = []
+        for j, (path, leaf) in enumerate(zip(ext.flat.paths, ext.flat.leaves)):
+            a = node_arg[path[0]]
+            if a in preds and preds[a](path[1:], leaf):
+                self.diff_graph.append(j)
+        node_set = set(ext.node_pos)
+        other_pos = [p for p in range(len(ext.node_pos) + len(ext.other)) if p not in node_set]
+        self.other_pos = other_pos
+        self.diff_other: list[int] = [
+            i for i, p in enumerate(other_pos) if arg_of(p) in preds
+        ]
+        self.node_arg = node_arg
+        self.args = args
+
+    def split(self, values: list, other: list) -> tuple[list, list, list, list]:
+        dg = set(self.diff_graph)
+        do = set(self.diff_other)
+        return (
+            [values[i] for i in self.diff_graph],
+            [other[i] for i in self.diff_other],
+            [v for i, v in enumerate(values) if i not in dg],
+            [v for i, v in enumerate(other) if i not in do],
+        )
+
+    def join(self, dg: list, do: list, rg: list, ro: list) -> tuple[list, list]:
+        return _interleave(dg, rg, self.diff_graph), _interleave(do, ro, self.diff_other)
+
+    def grads(self, g_graph: list, g_other: list, single: bool) -> Any:
+        ext = self.ext
+        graph_grad = dict(zip(self.diff_graph, g_graph))
+        other_grad = dict(zip(self.diff_other, g_other))
+        other_index = {p: i for i, p in enumerate(self.other_pos)}
+        node_index = {p: k for k, p in enumerate(ext.node_pos)}
+        results = []
+        for argnum, _ in self.specs:
+            arg = self.args[argnum]
+            leaves, treedef = jax.tree_util.tree_flatten(arg, is_leaf=is_node)
+            out = []
+            for off, leaf in enumerate(leaves):
+                p = self.starts[argnum] + off
+                if p in node_index:
+                    k = node_index[p]
+                    out.append(self._node_grad(k, graph_grad, argnum))
+                else:
+                    out.append(other_grad.get(other_index[p]))
+            results.append(jax.tree_util.tree_unflatten(treedef, out))
+        return results[0] if single else tuple(results)
+
+    def _node_grad(self, k: int, graph_grad: dict, argnum: int) -> Any:
+        ext = self.ext
+        paths, leaves = [], []
+        for j, (path, leaf) in enumerate(zip(ext.flat.paths, ext.flat.leaves)):
+            if path[0] != k or j not in graph_grad:
+                continue
+            g = graph_grad[j]
+            if isinstance(leaf, Variable):
+                g = new_variable(type(leaf), g, dict(leaf._meta))
+            if len(path) == 1:  # the argument is itself a Variable
+                return g
+            paths.append(path[1:])
+            leaves.append(g)
+        return to_state(paths, leaves)
+
+
+def _interleave(a: list, b: list, a_idx: list[int]) -> list:
+    n = len(a) + len(b)
+    out: list[Any] = [None] * n
+    a_set = set(a_idx)
+    for i, v in zip(a_idx, a):
+        out[i] = v
+    it = iter(b)
+    for i in range(n):
+        if i not in a_set:
+            out[i] = next(it)
+    return out
+
+
+def value_and_grad(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    argnums: int | DiffState | Sequence[int | DiffState] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    reduce_axes: Sequence[Any] = (),
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """Like :func:`grad` but also returns the value: ``(value, grads)``.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 1, rngs=ramie.Rngs(0))
+        >>> loss, grads = ramie.value_and_grad(lambda m: (m(jnp.ones((1, 2))) ** 2).mean())(model)
+        >>> sorted(grads), grads.kernel.shape
+        (['bias', 'kernel'], (2, 1))
+    """
+    if f is MISSING:
+        return lambda fn: value_and_grad(
+            fn, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic, allow_int=allow_int
+        )
+    return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=True)
+
+
+def grad(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    argnums: int | DiffState | Sequence[int | DiffState] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    reduce_axes: Sequence[Any] = (),
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """Gradient of ``f`` w.r.t. its arguments; for modules, w.r.t. their Params.
+
+    Args:
+        f: Function returning a scalar (or ``(scalar, aux)`` with ``has_aux``).
+        argnums: Argument(s) to differentiate: ints (modules: their ``Param``
+            Variables) or :class:`~ramie.DiffState` for another filter.
+        has_aux: ``f`` returns ``(loss, aux)``; aux is returned too.
+        holomorphic, allow_int: As in ``jax.grad``.
+
+    Returns:
+        A function returning the gradients (a State for each module argument,
+        arrays for array arguments), plus ``aux`` when ``has_aux``.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.BatchNorm(3, rngs=ramie.Rngs(0))
+        >>> grads = ramie.grad(lambda m, x: m(x).sum())(model, jnp.ones((4, 3)))
+        >>> sorted(grads)  # BatchStats are not differentiated...
+        ['bias', 'scale']
+        >>> float(model.mean.value[0])  # ...but their update is kept
+        0.01
+    """
+    if f is MISSING:
+        return lambda fn: grad(
+            fn, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic, allow_int=allow_int
+        )
+    return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=False)
+
+
+def _grad_impl(
+    f: Callable[..., Any],
+    argnums: Any,
+    has_aux: bool,
+    holomorphic: bool,
+    allow_int: bool,
+    *,
+    return_value: bool,
+) -> Callable[..., Any]:
+    api = "ramie.value_and_grad" if return_value else "ramie.grad"
+    specs, single = _normalize_argnums(argnums)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ext = lifting.extract((args, kwargs))
+        lifting.check_traces(ext, api)
+        plan = _DiffPlan(ext, args, specs, api)
+        static = ext.static
+
+        def pure(dg: list, do: list, rg: list, ro: list) -> Any:
+            values, other = plan.join(dg, do, rg, ro)
+            (a, k), inner = lifting.rebuild(static, values, other)
+            out = f(*a, **k)
+            if has_aux:
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise TypeError(
+                        f"{api}(has_aux=True): the function must return (loss, aux), got "
+                        f"{type(out).__name__}"
+                    )
+                loss, aux = out
+            else:
+                loss, aux = out, None
+            aux_out, extra = lifting.collect(inner, aux, mode="changed", api=api)
+            return loss, (aux_out, extra)
+
+        dg, do, rg, ro = plan.split(ext.values, ext.other)
+        vg = jax.value_and_grad(
+            pure, argnums=(0, 1), has_aux=True, holomorphic=holomorphic, allow_int=allow_int
+        )
+        (loss, (aux_out, (auxs, state_vals))), (g_graph, g_other) = vg(dg, do, rg, ro)
+        index_map = lifting.apply_state(ext, auxs.value, state_vals, api)
+        aux = lifting.build_outputs(aux_out, auxs.value, index_map)
+        grads = plan.grads(g_graph, g_other, single)
+        if return_value:
+            value = (loss, aux) if has_aux else loss
+            return value, grads
+        return (grads, aux) if has_aux else grads
+
+    return wrapper
+
+
+def vjp(
+    f: Callable[..., Any],
+    *primals: Any,
+    has_aux: bool = False,
+    reduce_axes: Sequence[Any] = (),
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """``jax.vjp`` with modules among the primals (their Params are differentiated).
+
+    Returns ``(out, vjp_fn)`` (and ``aux`` with ``has_aux``); ``vjp_fn(ct)``
+    returns one cotangent per primal: a State for module primals.
+    """
+    ext = lifting.extract((primals, {}))
+    lifting.check_traces(ext, "ramie.vjp")
+    plan = _DiffPlan(ext, primals, [(i, Param) for i in range(len(primals))], "ramie.vjp")
+    static = ext.static
+    dg, do, rg, ro = plan.split(ext.values, ext.other)
+
+    def pure(dg: list, do: list) -> Any:
+        values, other = plan.join(dg, do, rg, ro)
+        (a, _), inner = lifting.rebuild(static, values, other)
+        out = f(*a)
+        if has_aux:
+            out, aux = out
+        else:
+            aux = None
+        aux_out, extra = lifting.collect(inner, aux, mode="changed", api="ramie.vjp")
+        return out, (aux_out, extra)
+
+    out, vjp_fun, (aux_out, (auxs, state_vals)) = jax.vjp(pure, dg, do, has_aux=True)
+    index_map = lifting.apply_state(ext, auxs.value, state_vals, "ramie.vjp")
+    aux = lifting.build_outputs(aux_out, auxs.value, index_map)
+
+    def vjp_fn(ct: Any) -> tuple:
+        g_graph, g_other = vjp_fun(ct)
+        return plan.grads(g_graph, g_other, single=False)
+
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+
+def jvp(
+    f: Callable[..., Any],
+    primals: tuple,
+    tangents: tuple,
+    *,
+    has_aux: bool = False,
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """``jax.jvp`` with modules among the primals.
+
+    The tangent of a module primal is a State of tangents for (some of) its
+    Params, by path; Params not in it get zero tangents.
+    """
+    import jax.numpy as jnp
+
+    ext = lifting.extract((tuple(primals), {}))
+    lifting.check_traces(ext, "ramie.jvp")
+    plan = _DiffPlan(ext, tuple(primals), [(i, Param) for i in range(len(primals))], "ramie.jvp")
+    static = ext.static
+    dg, do, rg, ro = plan.split(ext.values, ext.other)
+    t_graph = []
+    node_index = {p: k for k, p in enumerate(ext.node_pos)}
+    tangent_leaves: dict[int, Any] = {}
+    for k, p in enumerate(ext.node_pos):
+        a = _arg_of_leaf(plan, p)
+        tangent_leaves[k] = tangents[a] if a is not None else None
+    for j in plan.diff_graph:
+        path = ext.flat.paths[j]
+        t = tangent_leaves.get(path[0])
+        for key in path[1:]:
+            if t is None:
+                break
+            try:
+                t = t[key]
+            except (KeyError, IndexError, TypeError):
+                t = None
+        if isinstance(t, Variable):
+            t = t._raw
+        t_graph.append(jnp.zeros_like(ext.values[j]) if t is None else t)
+    t_other = []
+    flat_t = []
+    for a, tan in enumerate(tangents):
+        if not is_node(primals[a]):
+            flat_t.extend(jax.tree_util.tree_leaves(tan))
+    t_other = flat_t[: len(do)]
+    del node_index
+
+    def pure(dg: list, do: list) -> Any:
+        values, other = plan.join(dg, do, rg, ro)
+        (a, _), inner = lifting.rebuild(static, values, other)
+        out = f(*a)
+        if has_aux:
+            out, aux = out
+        else:
+            aux = None
+        aux_out, extra = lifting.collect(inner, aux, mode="changed", api="ramie.jvp")
+        return out, (aux_out, extra)
+
+    (out, (aux_out, (auxs, state_vals))), (t_out, _) = jax.jvp(pure, (dg, do), (t_graph, t_other))
+    index_map = lifting.apply_state(ext, auxs.value, state_vals, "ramie.jvp")
+    aux = lifting.build_outputs(aux_out, auxs.value, index_map)
+    return (out, t_out, aux) if has_aux else (out, t_out)
+
+
+def _arg_of_leaf(plan: _DiffPlan, leaf_pos: int) -> int | None:
+    for a in range(len(plan.args)):
+        if plan.starts[a] <= leaf_pos < plan.starts[a + 1]:
+            return a
+    return None
+
+
+class CustomVJP:
+    """A function with a custom backward pass; modules allowed as inputs.
+
+    ``bwd(res, g)`` returns one cotangent per (differentiable) input: for a
+    module input, a State of cotangents for (some of) its Variables by path -
+    missing ones are zero.
+    """
+
+    def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple[int, ...] = ()):
+        self.fun = fun
+        self.nondiff_argnums = tuple(nondiff_argnums)
+        self.fwd: Callable[..., Any] | None = None
+        self.bwd: Callable[..., Any] | None = None
+        functools.update_wrapper(self, fun)
+
+    def defvjp(self, fwd: Callable[..., Any], bwd: Callable[..., Any], symbolic_zeros: bool = False) -> None:
+        self.fwd = fwd
+        self.bwd = bwd
+
+    def __call__(self, *args: Any) -> Any:
+        if self.fwd is None or self.bwd is None:
+            raise TypeError(
+                "ramie.custom_vjp: call defvjp(fwd, bwd) before calling the function"
+            )
+        nd = self.nondiff_argnums
+        nd_vals = {i: args[i] for i in nd}
+        diff_args = tuple(a for i, a in enumerate(args) if i not in nd)
+        ext = lifting.extract((diff_args, {}))
+        lifting.check_traces(ext, "ramie.custom_vjp")
+        static = ext.static
+        fun, fwd, bwd = self.fun, self.fwd, self.bwd
+        n = len(args)
+
+        def full(d: tuple) -> list:
+            it = iter(d)
+            return [nd_vals[i] if i in nd_vals else next(it) for i in range(n)]
+
+        @jax.custom_vjp
+        def pure(values: list, other: list) -> Any:
+            (a, _), inner = lifting.rebuild(static, values, other)
+            out = fun(*full(a))
+            return lifting.collect(inner, out, mode="all", allow_structure_change=False, api="ramie.custom_vjp")
+
+        def pure_fwd(values: list, other: list) -> Any:
+            (a, _), inner = lifting.rebuild(static, values, other)
+            out, res = fwd(*full(a))
+            return lifting.collect(inner, out, mode="all", allow_structure_change=False, api="ramie.custom_vjp"), res
+
+        def pure_bwd(res: Any, g: Any) -> tuple[list, list]:
+            g_out, _ = g
+            cts = bwd(*[nd_vals[i] for i in nd], res, g_out) if nd else bwd(res, g_out)
+            if not isinstance(cts, tuple):
+                cts = (cts,)
+            return _cotangents_to_leaves(ext, diff_args, cts)
+
+        pure.defvjp(pure_fwd, pure_bwd)
+        out, (aux, state_vals) = pure(ext.values, ext.other)
+        index_map = lifting.apply_state(ext, aux.value, state_vals, "ramie.custom_vjp")
+        return lifting.build_outputs(out, aux.value, index_map)
+
+
+def _cotangents_to_leaves(ext: Extracted, args: tuple, cts: tuple) -> tuple[list, list]:
+    import jax.numpy as jnp
+
+    if len(cts) != len(args):
+        raise ValueError(
+            f"ramie.custom_vjp: bwd returned {len(cts)} cotangent(s) for {len(args)} "
+            "differentiable input(s)"
+        )
+    g_values = [jnp.zeros_like(v) if hasattr(v, "shape") else None for v in ext.values]
+    g_other: list[Any] = []
+    node_k = 0
+    for a, (arg, ct) in enumerate(zip(args, cts)):
+        leaves = jax.tree_util.tree_leaves(arg, is_leaf=is_node)
+        ct_leaves = jax.tree_util.tree_leaves(ct, is_leaf=lambda x: is_node(x) or isinstance(x, dict)) if ct is not None else []
+        ci = 0
+        for leaf in leaves:
+            if is_node(leaf):
+                node_ct = ct_leaves[ci] if ci < len(ct_leaves) else None
+                ci += 1
+                for j, path in enumerate(ext.flat.paths):
+                    if path[0] != node_k:
+                        continue
+                    t = node_ct
+                    for key in path[1:]:
+                        if t is None:
+                            break
+                        try:
+                            t = t[key]
+                        except (KeyError, IndexError, TypeError):
+                            t = None
+                    if isinstance(t, Variable):
+                        t = t._raw
+                    if t is not None:
+                        g_values[j] = t
+                node_k += 1
+            else:
+                g = ct_leaves[ci] if ci < len(ct_leaves) else None
+                ci += 1
+                g_other.append(jnp.zeros_like(leaf) if g is None else g)
+    return g_values, g_other
+
+
+def custom_vjp(
+    fun: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    nondiff_argnums: tuple[int, ...] = (),
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """``jax.custom_vjp`` for functions that take modules.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> @ramie.custom_vjp
+        ... def scale(m, x):
+        ...     return m(x)
+        >>> def fwd(m, x):
+        ...     return m(x), (m.kernel.value, x)
+        >>> def bwd(res, g):
+        ...     kernel, x = res
+        ...     return ramie.State({"kernel": x.T @ g}), g @ kernel.T
+        >>> scale.defvjp(fwd, bwd)
+        >>> m = ramie.Linear(2, 2, use_bias=False, rngs=ramie.Rngs(0))
+        >>> grads = ramie.grad(lambda m, x: scale(m, x).sum())(m, jnp.ones((1, 2)))
+        >>> grads.kernel.shape
+        (2, 2)
+    """
+    if fun is MISSING:
+        return lambda f: CustomVJP(f, nondiff_argnums)
+    return CustomVJP(fun, nondiff_argnums)

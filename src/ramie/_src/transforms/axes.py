@@ -1,0 +1,114 @@
+"""Markers and per-filter specs used by the transforms.
+
+* :class:`Carry` marks the carry of ``scan`` in ``in_axes``/``out_axes``.
+* :class:`StateAxes` gives one axis per filter for a graph argument of
+  ``vmap``/``scan`` (``StateAxes({ramie.Param: 0, ramie.BatchStat: None})``).
+* :class:`DiffState` picks which Variables of an argument ``grad`` differentiates.
+* :class:`StateSharding` gives one sharding per filter to ``jit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+
+from ramie._src.core.filters import filter_name, to_predicate
+
+
+class Carry:
+    """Marks the carry argument and output of :func:`ramie.scan`.
+
+    ``in_axes=(ramie.Carry, 0)`` scans over the second argument and carries the
+    first; ``out_axes=ramie.Carry`` means the function returns only the carry.
+    """
+
+    def __repr__(self) -> str:  # pragma: no cover - class used as marker
+        return "Carry"
+
+
+def is_carry(x: Any) -> bool:
+    return x is Carry or isinstance(x, Carry)
+
+
+class _FilterMap:
+    def __init__(self, filter_map: Mapping[Any, Any] | Iterable[tuple[Any, Any]], /):
+        items = filter_map.items() if isinstance(filter_map, Mapping) else filter_map
+        self._items = tuple(items)
+        self._preds = tuple(to_predicate(f) for f, _ in self._items)
+
+    @property
+    def filters(self) -> tuple[Any, ...]:
+        return tuple(f for f, _ in self._items)
+
+    @property
+    def axes(self) -> tuple[Any, ...]:
+        return tuple(a for _, a in self._items)
+
+    def items(self) -> tuple[tuple[Any, Any], ...]:
+        return self._items
+
+    def lookup(self, path: tuple, leaf: Any, api: str) -> Any:
+        for pred, (_, value) in zip(self._preds, self._items):
+            if pred(path, leaf):
+                return value
+        from ramie._src.core.paths import format_path
+
+        raise ValueError(
+            f"{api}: the Variable at {format_path(path)} ({type(leaf).__name__}) "
+            f"matches none of the filters of {self!r}; add `...: <axis>` as the last "
+            "entry to cover the rest"
+        )
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{filter_name(f)}: {a!r}" for f, a in self._items)
+        return f"{type(self).__name__}({{{inner}}})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._items == other._items  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._items))
+
+
+class StateAxes(_FilterMap):
+    """One vmap/scan axis per filter for a graph argument.
+
+    Example:
+        >>> import ramie
+        >>> ramie.StateAxes({ramie.Param: 0, ...: None})
+        StateAxes({Param: 0, ...: None})
+    """
+
+
+class StateSharding(_FilterMap):
+    """One sharding (or PartitionSpec) per filter for a graph argument of ``jit``."""
+
+
+class DiffState:
+    """Differentiate argument ``argnum`` w.r.t. the Variables matching ``filter``.
+
+    Example:
+        >>> import ramie
+        >>> ramie.DiffState(0, ramie.Param)
+        DiffState(argnum=0, filter=Param)
+    """
+
+    def __init__(self, argnum: int, filter: Any):
+        self.argnum = argnum
+        self.filter = filter
+
+    def __repr__(self) -> str:
+        return f"DiffState(argnum={self.argnum}, filter={filter_name(self.filter)})"
+
+
+AXIS_LEAF_TYPES = (int, type(None), StateAxes, StateSharding)
+
+
+def is_axis_leaf(x: Any) -> bool:
+    return (
+        isinstance(x, AXIS_LEAF_TYPES)
+        or is_carry(x)
+        or isinstance(x, (jax.sharding.Sharding, jax.sharding.PartitionSpec))
+    )

@@ -1,0 +1,160 @@
+"""Lifted transforms that need no axis bookkeeping: eval_shape, remat, and the
+shared ``lifted_call`` helper (also used by ``make_jaxpr`` and ``checkify``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from ramie._src.core.sentinels import MISSING
+from ramie._src.transforms import lifting
+
+
+def lifted_call(
+    transform: Callable[[Callable[..., Any]], Callable[..., Any]],
+    fun: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    api: str,
+    *,
+    write_back: bool = True,
+    post: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Run ``transform(pure)(values, other)`` with graph arguments lifted."""
+    ext = lifting.extract((args, kwargs))
+    lifting.check_traces(ext, api)
+    static = ext.static
+
+    def pure(values: list, other: list) -> Any:
+        (a, k), inner = lifting.rebuild(static, values, other)
+        out = fun(*a, **k)
+        return lifting.collect(inner, out, mode="changed", api=api)
+
+    result = transform(pure)(ext.values, ext.other)
+    if post is not None:
+        result = post(result)
+    out, (aux, state_vals) = result
+    if write_back:
+        index_map = lifting.apply_state(ext, aux.value, state_vals, api)
+    else:
+        index_map = ext.flat.objects
+    return lifting.build_outputs(out, aux.value, index_map)
+
+
+def eval_shape(f: Callable[..., Any], *args: Any, graph: Any = None, graph_updates: Any = None, **kwargs: Any) -> Any:
+    """Shapes and dtypes of ``f``'s outputs, without computing (``jax.eval_shape``).
+
+    Graph objects returned by ``f`` come back as *abstract* objects whose
+    Variables hold ``jax.ShapeDtypeStruct``: the way to describe a large model
+    without allocating it (e.g. to restore a checkpoint into). Arguments are
+    not modified.
+
+    Example:
+        >>> import ramie
+        >>> abstract = ramie.eval_shape(lambda: ramie.Linear(1024, 1024, rngs=ramie.Rngs(0)))
+        >>> abstract.kernel.value
+        ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
+    """
+    return lifted_call(jax.eval_shape, f, args, kwargs, "ramie.eval_shape", write_back=False)
+
+
+def remat(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    prevent_cse: bool = True,
+    static_argnums: int | Sequence[int] = (),
+    policy: Callable[..., bool] | None = None,
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """Rematerialise ``f`` in the backward pass (``jax.checkpoint``), modules allowed.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> layer = ramie.Linear(2, 2, rngs=ramie.Rngs(0))
+        >>> y = ramie.remat(lambda m, x: m(x))(layer, jnp.ones((1, 2)))
+        >>> y.shape
+        (1, 2)
+    """
+    if f is MISSING:
+        return lambda fn: remat(fn, prevent_cse=prevent_cse, static_argnums=static_argnums, policy=policy)
+    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        static_vals = {i: args[i] for i in statics}
+        dyn = tuple(a for i, a in enumerate(args) if i not in static_vals)
+
+        def call(*d: Any, **kw: Any) -> Any:
+            it = iter(d)
+            full = [static_vals[i] if i in static_vals else next(it) for i in range(len(args))]
+            return f(*full, **kw)
+
+        transform = lambda pure: jax.checkpoint(pure, prevent_cse=prevent_cse, policy=policy)
+        return lifted_call(transform, call, dyn, kwargs, "ramie.remat")
+
+    return wrapper
+
+
+checkpoint = remat
+
+
+def make_jaxpr(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    static_argnums: Sequence[int] = (),
+    graph: Any = None,
+    graph_updates: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """``jax.make_jaxpr`` for functions that take modules."""
+    if f is MISSING:
+        return lambda fn: make_jaxpr(fn, static_argnums=static_argnums, **kwargs)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        ext = lifting.extract((args, kw))
+        static = ext.static
+
+        def pure(values: list, other: list) -> Any:
+            (a, k), inner = lifting.rebuild(static, values, other)
+            out = f(*a, **k)
+            out, _ = lifting.collect(inner, out, mode="changed")
+            return out
+
+        return jax.make_jaxpr(pure, **kwargs)(ext.values, ext.other)
+
+    return wrapper
+
+
+def checkify(f: Callable[..., Any], errors: Any = None, graph: Any = None, graph_updates: Any = None) -> Any:
+    """``jax.experimental.checkify.checkify`` for functions that take modules.
+
+    Returns ``(error, output)`` like checkify; Variable updates are applied.
+    """
+    from jax.experimental import checkify as ck
+
+    errs = ck.user_checks if errors is None else errors
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        box: dict[str, Any] = {}
+
+        def transform(pure: Callable[..., Any]) -> Callable[..., Any]:
+            checked = ck.checkify(pure, errors=errs)
+
+            def run(values: list, other: list) -> Any:
+                err, result = checked(values, other)
+                box["err"] = err
+                return result
+
+            return run
+
+        out = lifted_call(transform, f, args, kwargs, "ramie.checkify")
+        return box["err"], out
+
+    return wrapper

@@ -1,0 +1,584 @@
+"""``ramie.jit``: ``jax.jit`` for functions that take and mutate modules.
+
+The first call with a given set of graph objects flattens their graphs, traces
+the function once per argument signature (as ``jax.jit`` does) and records a
+cache *entry*: the list of the graphs' Variables in leaf order and the jitted
+callable. Later calls with the same objects skip graph traversal entirely:
+
+1. compute a key from the identity of the graph arguments (a few µs);
+2. check the entry is still valid: the global structure epoch has not moved
+   (or every object's version is unchanged), and plain lists/dicts inside the
+   graphs still hold the same children;
+3. read the Variables' values into one list, make one JAX dispatch;
+4. write back only the Variables the function changed.
+
+Which Variables changed is decided at trace time and travels in the output's
+pytree structure, so it is right for every compiled signature. A structural
+change made inside the function (a new attribute, a replaced sub-module) is
+applied to the caller's objects and invalidates the entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import jax
+
+from ramie._src.core.epoch import EPOCH
+from ramie._src.core.graph import registry
+from ramie._src.core.graph.flatten import container_unchanged, flatten
+from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
+from ramie._src.core.pytree import _VER_GET
+from ramie._src.core.sentinels import MISSING
+from ramie._src.core.tracing import current_trace
+from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
+from ramie._src.transforms import lifting
+from ramie._src.transforms.lifting import Extracted, is_node, raw
+
+# Counters that tests use to assert the fast path does no extra work.
+STATS = {"traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0}
+
+_MAX_ENTRIES = 32
+_NODE, _LEAF, _OTHER = 0, 1, 2
+_type_kinds: dict[type, int] = {}
+
+
+def _arg_kind(t: type, value: Any) -> int:
+    k = _type_kinds.get(t)
+    if k is None:
+        gk = registry.kind_of(value)
+        if gk is OBJECT or gk is VARIABLE:
+            k = _NODE
+        elif gk is ARRAY or t in (int, float, bool, complex, type(None)):
+            k = _LEAF
+        else:
+            k = _OTHER
+        _type_kinds[t] = k
+    return k
+
+
+def _contains_node(x: Any, depth: int = 0) -> bool:
+    t = type(x)
+    if t in (list, tuple):
+        return any(_contains_node(v, depth + 1) for v in x)
+    if t is dict:
+        return any(_contains_node(v, depth + 1) for v in x.values())
+    k = _arg_kind(t, x)
+    if k == _NODE:
+        return True
+    if k == _LEAF or depth > 32:
+        return False
+    for leaf in jax.tree_util.tree_leaves(x, is_leaf=is_node):
+        if is_node(leaf):
+            return True
+    return False
+
+
+def _as_tuple(x: int | Sequence[int] | None) -> tuple[int, ...]:
+    if x is None:
+        return ()
+    if isinstance(x, int):
+        return (x,)
+    return tuple(x)
+
+
+def _names(x: str | Sequence[str] | None) -> tuple[str, ...]:
+    if x is None:
+        return ()
+    if isinstance(x, str):
+        return (x,)
+    return tuple(x)
+
+
+class _Static:
+    """Hashable description of one call signature's graph structure."""
+
+    __slots__ = ("parts", "_hash")
+
+    def __init__(self, *parts: Any):
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, _Static) and self._hash == other._hash and self.parts == other.parts)
+
+
+class _Entry:
+    """A cached call path for one set of graph arguments (see module docstring)."""
+
+    __slots__ = (
+        "roots", "ext", "vars", "objs", "vers", "containers", "epoch", "meta",
+        "trace", "jitted", "dyn_pos", "dyn_kw", "targets", "fast", "donated",
+    )  # fmt: skip
+
+    def valid(self) -> bool:
+        if self.epoch != EPOCH.value:
+            for obj, ver in zip(self.objs, self.vers):
+                if _VER_GET(obj) != ver:
+                    return False
+            self.epoch = EPOCH.value
+        if self.meta != EPOCH.meta:
+            flat = flatten(self.ext.nodes)
+            STATS["flattens"] += 1
+            if flat.graphdef != self.ext.flat.graphdef:
+                return False
+            self.meta = EPOCH.meta
+        for c, snap in self.containers:
+            if not container_unchanged(c, snap):
+                return False
+        return True
+
+
+class JitWrapped:
+    """The callable returned by :func:`jit` (binds as a method, too)."""
+
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        *,
+        in_shardings: Any = None,
+        out_shardings: Any = None,
+        static_argnums: int | Sequence[int] | None = None,
+        static_argnames: str | Sequence[str] | None = None,
+        donate_argnums: int | Sequence[int] | None = None,
+        donate_argnames: str | Sequence[str] | None = None,
+        keep_unused: bool = False,
+        device: Any = None,
+        backend: str | None = None,
+        inline: bool = False,
+        abstracted_axes: Any = None,
+    ):
+        self.fun = fun
+        functools.update_wrapper(self, fun, updated=())
+        try:
+            self._sig: inspect.Signature | None = inspect.signature(fun)
+        except (TypeError, ValueError):
+            self._sig = None
+        self.static_argnums = _as_tuple(static_argnums)
+        self.static_argnames = _names(static_argnames)
+        self.donate_argnums = _as_tuple(donate_argnums)
+        self.donate_argnames = _names(donate_argnames)
+        self._resolve_names()
+        self.in_shardings = in_shardings
+        self.out_shardings = out_shardings
+        self._jit_kwargs = {
+            k: v
+            for k, v in dict(
+                keep_unused=keep_unused, device=device, backend=backend, inline=inline
+            ).items()
+            if v not in (None, False)
+        }
+        self._entries: dict[Hashable, _Entry] = {}
+        self._compiled: dict[_Static, Any] = {}
+
+    def _resolve_names(self) -> None:
+        # static/donate given by name also apply to the same positional argument
+        if self._sig is None:
+            return
+        params = list(self._sig.parameters)
+        for name in self.static_argnames:
+            if name in params and params.index(name) not in self.static_argnums:
+                self.static_argnums += (params.index(name),)
+        for i in self.static_argnums:
+            if i < len(params) and params[i] not in self.static_argnames:
+                self.static_argnames += (params[i],)
+        for name in self.donate_argnames:
+            if name in params and params.index(name) not in self.donate_argnums:
+                self.donate_argnums += (params.index(name),)
+        for i in self.donate_argnums:
+            if i < len(params) and params[i] not in self.donate_argnames:
+                self.donate_argnames += (params[i],)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return functools.partial(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<ramie.jit of {getattr(self.fun, '__qualname__', self.fun)!r}>"
+
+    # ----------------------------------------------------------- calling
+    def _key(self, args: tuple, kwargs: dict) -> tuple | None:
+        parts: list[Any] = []
+        statics = self.static_argnums
+        for i, a in enumerate(args):
+            if statics and i in statics:
+                parts.append(("s", hashable(a)))
+                continue
+            k = _arg_kind(type(a), a)
+            if k == _NODE:
+                parts.append(id(a))
+            elif k == _LEAF:
+                parts.append(None)
+            elif _contains_node(a):
+                return None
+            else:
+                parts.append(None)
+        if kwargs:
+            for name in sorted(kwargs):
+                a = kwargs[name]
+                if name in self.static_argnames:
+                    parts.append((name, "s", hashable(a)))
+                    continue
+                k = _arg_kind(type(a), a)
+                if k == _NODE:
+                    parts.append((name, id(a)))
+                elif k != _LEAF and _contains_node(a):
+                    return None
+                else:
+                    parts.append((name,))
+        return tuple(parts)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = self._key(args, kwargs)
+        if key is not None:
+            entry = self._entries.get(key)
+            if entry is not None and entry.fast and entry.trace is current_trace() and entry.valid():
+                return self._run(entry, args, kwargs)
+            entry = self._build_entry(args, kwargs)
+            self._store(key, entry)
+            return self._run(entry, args, kwargs)
+        return self._generic_call(args, kwargs)
+
+    def _store(self, key: Hashable, entry: _Entry) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        if len(entries) >= _MAX_ENTRIES:
+            entries.pop(next(iter(entries)))
+        entries[key] = entry
+
+    def _split_args(self, args: tuple, kwargs: dict) -> tuple:
+        node_pos, dyn_pos, static_items = [], [], []
+        for i, a in enumerate(args):
+            if i in self.static_argnums:
+                static_items.append((i, hashable(a)))
+            elif _arg_kind(type(a), a) == _NODE:
+                node_pos.append(i)
+            else:
+                dyn_pos.append(i)
+        node_kw, dyn_kw, static_kw = [], [], []
+        for name in sorted(kwargs):
+            a = kwargs[name]
+            if name in self.static_argnames:
+                static_kw.append((name, hashable(a)))
+            elif _arg_kind(type(a), a) == _NODE:
+                node_kw.append(name)
+            else:
+                dyn_kw.append(name)
+        return (
+            tuple(node_pos), tuple(dyn_pos), tuple(static_items),
+            tuple(node_kw), tuple(dyn_kw), tuple(static_kw),
+        )  # fmt: skip
+
+    def _build_entry(self, args: tuple, kwargs: dict) -> _Entry:
+        node_pos, dyn_pos, static_items, node_kw, dyn_kw, static_kw = self._split_args(args, kwargs)
+        nodes = tuple(args[i] for i in node_pos) + tuple(kwargs[n] for n in node_kw)
+        flat = flatten(nodes, track_containers=True)
+        STATS["flattens"] += 1
+        ext = Extracted(None, None, nodes, flat, [raw(v) for v in flat.leaves], [])
+        lifting.check_traces(ext, "ramie.jit")
+        donated = self._donated_leaves(flat, node_pos, node_kw)
+        static = _Static(
+            "fast", node_pos, node_kw, static_items, static_kw, len(args), dyn_pos, dyn_kw,
+            flat.graphdef, donated,
+        )  # fmt: skip
+        entry = _Entry()
+        entry.roots = nodes
+        entry.ext = ext
+        entry.vars = flat.leaves
+        entry.objs = [o for o in flat.objects if registry.kind_of(o) is OBJECT]
+        entry.vers = [_VER_GET(o) for o in entry.objs]
+        entry.containers = flat.containers
+        entry.epoch = EPOCH.value
+        entry.meta = EPOCH.meta
+        entry.trace = current_trace()
+        entry.fast = all(isinstance(v, Variable) for v in flat.leaves)
+        entry.dyn_pos = dyn_pos
+        entry.dyn_kw = dyn_kw
+        entry.targets = {}
+        entry.donated = donated
+        entry.jitted = self._compiled_for(static, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs)
+        return entry
+
+    def _donated_leaves(self, flat: Any, node_pos: tuple, node_kw: tuple) -> frozenset:
+        if not self.donate_argnums and not self.donate_argnames:
+            return frozenset()
+        donated_nodes = {k for k, p in enumerate(node_pos) if p in self.donate_argnums}
+        donated_nodes |= {len(node_pos) + k for k, n in enumerate(node_kw) if n in self.donate_argnames}
+        return frozenset(i for i, p in enumerate(flat.paths) if p[0] in donated_nodes)
+
+    def _compiled_for(
+        self, static: _Static, flat: Any, node_pos: tuple, node_kw: tuple,
+        dyn_pos: tuple, dyn_kw: tuple, args: tuple, kwargs: dict,
+    ) -> Any:  # fmt: skip
+        jitted = self._compiled.get(static)
+        if jitted is not None:
+            return jitted
+        fun = self.fun
+        _, node_pos, node_kw, static_items, static_kw, n_args, dyn_pos, dyn_kw, graphdef, donated = static.parts
+        n_node_args = len(node_pos)
+
+        def pure(vals: list, dyn: tuple, kw: dict) -> Any:
+            STATS["traces"] += 1
+            inner_nodes, inner = _rebuild_nodes(graphdef, vals)
+            call_args: list[Any] = [None] * n_args
+            for i, n in zip(node_pos, inner_nodes[:n_node_args]):
+                call_args[i] = n
+            for i, a in zip(dyn_pos, dyn):
+                call_args[i] = a
+            for i, a in static_items:
+                call_args[i] = _unwrap(a)
+            call_kw = dict(kw)
+            for name, n in zip(node_kw, inner_nodes[n_node_args:]):
+                call_kw[name] = n
+            for name, a in static_kw:
+                call_kw[name] = _unwrap(a)
+            out = fun(*call_args, **call_kw)
+            return lifting.collect(inner, out, mode="changed", always=donated)
+
+        jit_kwargs = dict(self._jit_kwargs)
+        shardings = self._leaf_shardings(flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs)
+        if self.out_shardings is not None:
+            jit_kwargs["out_shardings"] = (self.out_shardings, None)
+        if donated:
+            order = sorted(donated) + [i for i in range(len(flat.leaves)) if i not in donated]
+            n = len(donated)
+
+            def pure_donating(d: list, k: list, dyn: tuple, kw: dict) -> Any:
+                return pure(_unsort(d + k, order), dyn, kw)
+
+            if shardings is not None:
+                vs, ds, ks = shardings
+                ordered = [vs[i] for i in order]
+                jit_kwargs["in_shardings"] = (ordered[:n], ordered[n:], ds, ks)
+            jitted = _DonatingCall(
+                jax.jit(pure_donating, donate_argnums=(0,), **jit_kwargs), order, n
+            )
+        else:
+            if shardings is not None:
+                jit_kwargs["in_shardings"] = shardings
+            jitted = jax.jit(pure, **jit_kwargs)
+        self._compiled[static] = jitted
+        return jitted
+
+    def _leaf_shardings(self, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs):
+        spec = self.in_shardings
+        if spec is None:
+            return None
+        from ramie._src.transforms.sharding import leaf_shardings_for_jit
+
+        return leaf_shardings_for_jit(spec, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs)
+
+    def _run(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
+        STATS["fast_calls"] += 1
+        vals = [_get_raw(v) for v in entry.vars]
+        dyn = tuple([args[i] for i in entry.dyn_pos])
+        kw = {n: kwargs[n] for n in entry.dyn_kw} if entry.dyn_kw else {}
+        out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
+        static = aux.value
+        st = static[0]
+        if st[0] == "same":
+            idx = st[1]
+            if idx:
+                targets = entry.targets.get(idx)
+                if targets is None:
+                    vs = entry.vars
+                    targets = entry.targets[idx] = [vs[i] for i in idx]
+                for v, x in zip(targets, state_vals):
+                    _set_raw(v, x)
+            index_map = entry.ext.flat.objects
+        else:
+            index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
+        if static[1]:
+            out = lifting.build_outputs(out, static, index_map)
+        return out
+
+    # -------------------------------------------------- generic path
+    def _generic_call(self, args: tuple, kwargs: dict) -> Any:
+        STATS["slow_calls"] += 1
+        static_items = tuple((i, hashable(args[i])) for i in self.static_argnums if i < len(args))
+        dyn_args = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
+        static_kw = tuple((k, hashable(kwargs[k])) for k in sorted(kwargs) if k in self.static_argnames)
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        ext = lifting.extract((dyn_args, dyn_kwargs))
+        STATS["flattens"] += 1
+        lifting.check_traces(ext, "ramie.jit")
+        static = _Static("generic", ext.static, static_items, static_kw, len(args))
+        jitted = self._compiled.get(static)
+        if jitted is None:
+            fun = self.fun
+            n_args = len(args)
+
+            def pure(values: list, other: list) -> Any:
+                STATS["traces"] += 1
+                tree, inner = lifting.rebuild(ext_static, values, other)
+                d_args, d_kwargs = tree
+                it = iter(d_args)
+                statics = dict(static_items)
+                call_args = [
+                    _unwrap(statics[i]) if i in statics else next(it) for i in range(n_args)
+                ]
+                call_kw = dict(d_kwargs)
+                for k, v in static_kw:
+                    call_kw[k] = _unwrap(v)
+                out = fun(*call_args, **call_kw)
+                return lifting.collect(inner, out, mode="changed")
+
+            ext_static = ext.static
+            jit_kwargs = dict(self._jit_kwargs)
+            if self.out_shardings is not None:
+                jit_kwargs["out_shardings"] = (self.out_shardings, None)
+            jitted = jax.jit(pure, **jit_kwargs)
+            self._compiled[static] = jitted
+        out, (aux, state_vals) = jitted(ext.values, ext.other)
+        index_map = lifting.apply_state(ext, aux.value, state_vals, "ramie.jit")
+        return lifting.build_outputs(out, aux.value, index_map)
+
+    # ------------------------------------------------------ jax-like API
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        """Lower for the given arguments (like ``jax.jit(f).lower``)."""
+        key = self._key(args, kwargs)
+        if key is None:
+            raise NotImplementedError(
+                "ramie.jit(...).lower(): graph objects nested inside containers are not "
+                "supported here; pass modules as top-level arguments"
+            )
+        entry = self._build_entry(args, kwargs)
+        vals = [_get_raw(v) for v in entry.vars]
+        dyn = tuple(args[i] for i in entry.dyn_pos)
+        kw = {n: kwargs[n] for n in entry.dyn_kw}
+        return entry.jitted.lower(vals, dyn, kw)
+
+    def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
+        from ramie._src.transforms.general import eval_shape
+
+        return eval_shape(self.fun, *args, **kwargs)
+
+
+class _DonatingCall:
+    """Calls a jitted function with the donated leaves as a separate argument."""
+
+    def __init__(self, jitted: Any, order: list[int], n_donated: int):
+        self.jitted = jitted
+        self.order = order
+        self.n = n_donated
+
+    def __call__(self, vals: list, dyn: tuple, kw: dict) -> Any:
+        ordered = [vals[i] for i in self.order]
+        return self.jitted(ordered[: self.n], ordered[self.n :], dyn, kw)
+
+    def lower(self, vals: list, dyn: tuple, kw: dict) -> Any:
+        ordered = [vals[i] for i in self.order]
+        return self.jitted.lower(ordered[: self.n], ordered[self.n :], dyn, kw)
+
+
+def _unsort(vals: list, order: list[int]) -> list:
+    out: list[Any] = [None] * len(vals)
+    for pos, i in enumerate(order):
+        out[i] = vals[pos]
+    return out
+
+
+def _unwrap(a: Any) -> Any:
+    from ramie._src.core.variables import unhashable
+
+    return unhashable(a)
+
+
+def _rebuild_nodes(graphdef: Any, vals: list) -> tuple[tuple, lifting.Inner]:
+    from ramie._src.core.graph.flatten import unflatten
+
+    index_ref: dict[int, Any] = {}
+    nodes = unflatten(graphdef, list(vals), index_ref=index_ref)
+    objects = [index_ref[i] for i in range(graphdef.num_nodes)]
+    return nodes, lifting.Inner(nodes, objects, list(vals), graphdef)
+
+
+def jit(
+    fun: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    in_shardings: Any = None,
+    out_shardings: Any = None,
+    static_argnums: int | Sequence[int] | None = None,
+    static_argnames: str | Sequence[str] | None = None,
+    donate_argnums: int | Sequence[int] | None = None,
+    donate_argnames: str | Sequence[str] | None = None,
+    keep_unused: bool = False,
+    device: Any = None,
+    backend: str | None = None,
+    inline: bool = False,
+    abstracted_axes: Any = None,
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
+) -> Any:
+    """Compile a function that takes modules (and mutates them) with ``jax.jit``.
+
+    Modules, Rngs, Optimizers and any graph objects may be passed anywhere in
+    the arguments; Variable updates and structural changes made inside are
+    applied to the caller's objects, so the function needs to return nothing.
+    Repeated calls with the same objects take a cached path that costs about
+    what ``jax.jit`` on the raw arrays costs.
+
+    Args:
+        fun: The function (omit to use as ``@ramie.jit(static_argnums=...)``).
+        in_shardings, out_shardings: As in ``jax.jit``; for a module argument a
+            single sharding applies to all its Variables, a
+            :class:`~ramie.StateSharding` gives one per filter.
+        static_argnums, static_argnames: Arguments that are compile-time constants.
+        donate_argnums, donate_argnames: Arguments whose buffers may be reused.
+        keep_unused, device, backend, inline: Passed to ``jax.jit``.
+
+    Returns:
+        The compiled callable (it also works as a method decorator).
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> @ramie.jit
+        ... def zero_bias(model, x):
+        ...     model.bias.value = jnp.zeros(3) + x.sum()
+        ...     return model(x)
+        >>> zero_bias(model, jnp.ones((1, 2))).shape
+        (1, 3)
+        >>> model.bias.value
+        Array([2., 2., 2.], dtype=float32)
+    """
+    kwargs = dict(
+        in_shardings=in_shardings,
+        out_shardings=out_shardings,
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+        donate_argnums=donate_argnums,
+        donate_argnames=donate_argnames,
+        keep_unused=keep_unused,
+        device=device,
+        backend=backend,
+        inline=inline,
+        abstracted_axes=abstracted_axes,
+    )
+    if fun is MISSING:
+        return lambda f: jit(f, **kwargs)  # type: ignore[arg-type]
+    if is_node(fun) and callable(fun):
+        node = fun
+        wrapped = JitWrapped(lambda m, *a, **k: m(*a, **k), **kwargs)  # type: ignore[arg-type]
+        return functools.partial(wrapped, node)
+    return JitWrapped(fun, **kwargs)  # type: ignore[arg-type]
+
+
+def jit_partial(fun: Callable[..., Any], *partial_args: Any, **jit_kwargs: Any) -> Any:
+    """``jit(fun)`` with leading arguments bound (ramie caches every call anyway)."""
+    return functools.partial(jit(fun, **jit_kwargs), *partial_args)
+
+
+def cached_partial(f: Callable[..., Any], *cached_args: Any, graph: Any = None, graph_updates: Any = None) -> Any:
+    """Bind arguments of a ramie-transformed function (Flax's ``cached_partial``)."""
+    return functools.partial(f, *cached_args)
+
+
+_ = (_set_raw, raw)

@@ -1,0 +1,455 @@
+"""The graph <-> pytree conversion that every ramie transform shares.
+
+A ramie transform wraps a JAX transform around a *pure* function that:
+
+1. rebuilds fresh copies of the argument graphs from their state values
+   (``rebuild``), so that every Variable inside belongs to the JAX trace;
+2. calls the user function on them, which may mutate them freely;
+3. flattens the graphs again and returns, next to the user's output, the new
+   state values: only the changed ones (``mode='changed'``) or all of them
+   (``mode='all'``, for transforms such as vmap/scan/cond whose output
+   structure must be fixed in advance) (``collect``).
+
+Outside, ``apply_state`` writes the new values into the caller's own objects,
+and ``build_outputs`` turns graph nodes in the output back into objects; an
+output that is an argument (or part of one) comes back as the caller's object.
+
+Static information (GraphDefs, which leaves changed) crosses the JAX boundary in
+the output *structure*, as leafless :class:`Aux` nodes, so it is correct for
+every trace and every cached call. If the function changes the structure of
+an argument graph (new attribute, replaced sub-module or Variable), the new
+structure is applied to the caller's objects in place (``apply_graph_update``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import jax
+
+from ramie._src.core import links
+from ramie._src.core.graph import registry
+from ramie._src.core.graph.defs import (
+    ARR,
+    DCT,
+    LST,
+    NTP,
+    OBJ,
+    PTR,
+    REF,
+    STC,
+    TUP,
+    VAR,
+    GraphDef,
+)
+from ramie._src.core.graph.flatten import Flat, flatten, unflatten
+from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
+from ramie._src.core.paths import format_path
+from ramie._src.core.pytree import init_slots
+from ramie._src.core.tracing import current_trace
+from ramie._src.core.variables import (
+    Variable,
+    _Hashed,
+    _outer_trace_error,
+    _set_meta,
+    _set_raw,
+    new_variable,
+    thaw_metadata,
+)
+from ramie.errors import GraphStructureError
+
+
+def is_node(x: Any) -> bool:
+    """True for graph objects and Variables (treated as units by transforms)."""
+    k = registry._cache.get(type(x)) or kind_of(x)  # pyright: ignore[reportPrivateUsage]
+    return k is OBJECT or k is VARIABLE
+
+
+def raw(x: Any) -> Any:
+    return x._raw if isinstance(x, Variable) else x
+
+
+class Aux:
+    """A leafless pytree node that carries hashable static data through JAX."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Aux({self.value!r})"
+
+
+jax.tree_util.register_pytree_node(Aux, lambda a: ((), a.value), lambda v, _: Aux(v))
+
+
+# ------------------------------------------------------------------ outer
+class Extracted:
+    """Arguments split into graph state and the rest (outer side)."""
+
+    __slots__ = ("treedef", "node_pos", "nodes", "flat", "values", "other")
+
+    def __init__(self, treedef, node_pos, nodes, flat, values, other):
+        self.treedef = treedef
+        self.node_pos = node_pos
+        self.nodes = nodes
+        self.flat: Flat = flat
+        self.values = values
+        self.other = other
+
+    @property
+    def static(self) -> tuple:
+        return (self.treedef, self.node_pos, self.flat.graphdef)
+
+
+def extract(tree: Any, *, track_containers: bool = False) -> Extracted:
+    """Find the graph nodes in ``tree`` and flatten them jointly."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=is_node)
+    node_pos = tuple(i for i, leaf in enumerate(leaves) if is_node(leaf))
+    nodes = tuple(leaves[i] for i in node_pos)
+    flat = flatten(nodes, track_containers=track_containers)
+    values = [raw(v) for v in flat.leaves]
+    if node_pos:
+        pos = set(node_pos)
+        other = [leaf for i, leaf in enumerate(leaves) if i not in pos]
+    else:
+        other = leaves
+    return Extracted(treedef, node_pos, nodes, flat, values, other)
+
+
+def check_traces(ext: Extracted, api: str) -> None:
+    """Raise if a Variable of the arguments belongs to another JAX trace."""
+    trace = current_trace()
+    for path, leaf in zip(ext.flat.paths, ext.flat.leaves):
+        if isinstance(leaf, Variable) and leaf._trace is not trace:
+            raise _outer_trace_error(leaf, trace)
+
+
+# ------------------------------------------------------------------ inner
+class Inner:
+    """The rebuilt argument graphs inside the traced function."""
+
+    __slots__ = ("nodes", "objects", "values_in", "graphdef", "outer_index")
+
+    def __init__(self, nodes, objects, values_in, graphdef):
+        self.nodes = nodes
+        self.objects = objects
+        self.values_in = values_in
+        self.graphdef = graphdef
+        self.outer_index = None
+
+
+def rebuild(static: tuple, values: list, other: list) -> tuple[Any, Inner]:
+    """Rebuild the argument tree with fresh graph objects from ``values``."""
+    treedef, node_pos, graphdef = static
+    index_ref: dict[int, Any] = {}
+    nodes = unflatten(graphdef, list(values), index_ref=index_ref) if node_pos else ()
+    objects = [index_ref[i] for i in range(graphdef.num_nodes)] if node_pos else []
+    if node_pos:
+        leaves: list[Any] = list(other)
+        for p, n in zip(node_pos, nodes):
+            leaves.insert(p, n)
+    else:
+        leaves = list(other)
+    tree = jax.tree_util.tree_unflatten(treedef, leaves)
+    return tree, Inner(nodes, objects, list(values), graphdef)
+
+
+def collect(
+    inner: Inner,
+    out: Any,
+    *,
+    mode: str,
+    always: frozenset = frozenset(),
+    out_specs: Callable[[Any], list[Any]] | None = None,
+    allow_structure_change: bool = True,
+    api: str = "ramie transform",
+) -> tuple[Any, Any]:
+    """After the user function: the output and the argument-state updates.
+
+    Returns ``(out_tree, (Aux(static), state_values))``. In ``out_tree`` each
+    graph node is replaced by a subtree ``(Aux(node_static), groups)`` holding
+    its new leaves (``groups`` splits them by the filters of a StateAxes spec
+    given by ``out_specs``), so axis prefixes apply to it like to any subtree.
+    """
+    objs = inner.objects
+    flat2 = flatten(inner.nodes) if objs else flatten(())
+    same = (
+        flat2.graphdef == inner.graphdef
+        and len(flat2.objects) == len(objs)
+        and all(a is b for a, b in zip(flat2.objects, objs))
+    )
+    if same:
+        new_vals = [raw(v) for v in flat2.leaves]
+        if mode == "changed":
+            vin = inner.values_in
+            idx = tuple(i for i, v in enumerate(new_vals) if v is not vin[i] or i in always)
+            state_static: tuple = ("same", idx)
+            state_vals = [new_vals[i] for i in idx]
+        else:
+            state_static = ("same", None)
+            state_vals = new_vals
+    else:
+        if not allow_structure_change:
+            raise GraphStructureError(
+                f"{api}: the function changed the structure of an argument (added, "
+                "removed or replaced an attribute, sub-module or Variable). Inside this "
+                "transform only Variable values may change; create the structure before "
+                "calling it."
+            )
+        outer_index = {id(o): i for i, o in enumerate(objs)}
+        outer_of = tuple(outer_index.get(id(o)) for o in flat2.objects)
+        state_static = ("new", flat2.graphdef, outer_of)
+        state_vals = [raw(v) for v in flat2.leaves]
+    out_leaves, out_treedef = jax.tree_util.tree_flatten(out, is_leaf=is_node)
+    pos = [i for i, leaf in enumerate(out_leaves) if is_node(leaf)]
+    if pos:
+        from ramie._src.transforms.axes import _FilterMap
+
+        specs = out_specs(out) if out_specs is not None else None
+        ref_index = dict(flat2.ref_index)
+        objects = list(flat2.objects)
+        for i in pos:
+            nflat = flatten(out_leaves[i], ref_index=ref_index, objects=objects)
+            vals = [raw(v) for v in nflat.leaves]
+            spec = specs[i] if specs is not None else None
+            if isinstance(spec, _FilterMap):
+                n = len(spec.items())
+                group_ids = tuple(
+                    _group_of(spec, p, leaf, api) for p, leaf in zip(nflat.paths, nflat.leaves)
+                )
+                groups: list[list] = [[] for _ in range(n)]
+                for g, v in zip(group_ids, vals):
+                    groups[g].append(v)
+            else:
+                group_ids = None
+                groups = [vals]
+            out_leaves[i] = (Aux(("node", nflat.graphdef, group_ids)), groups)
+        out = jax.tree_util.tree_unflatten(out_treedef, out_leaves)
+    return out, (Aux((state_static, bool(pos))), state_vals)
+
+
+def _group_of(spec: Any, path: tuple, leaf: Any, api: str) -> int:
+    for g, (pred, _) in enumerate(zip(spec._preds, spec.items())):
+        if pred(path, leaf):
+            return g
+    spec.lookup(path, leaf, api)  # raises a clear error
+    return 0
+
+
+def is_node_subtree(x: Any) -> bool:
+    return type(x) is tuple and len(x) == 2 and type(x[0]) is Aux and type(x[1]) is list
+
+
+# ------------------------------------------------------------ outer after
+def apply_state(ext: Extracted, static: tuple, values: list, api: str) -> list[Any]:
+    """Write new argument state into the caller's objects.
+
+    Returns the index -> object list of the (possibly new) argument graph,
+    used to resolve outputs that refer to arguments.
+    """
+    state_static = static[0]
+    flat = ext.flat
+    if state_static[0] == "same":
+        idx = state_static[1]
+        if idx is None:
+            idx = range(len(values))
+        trace = current_trace()
+        writes = []
+        for i, v in zip(idx, values):
+            leaf = flat.leaves[i]
+            if isinstance(leaf, Variable):
+                if leaf._raw is v:
+                    continue
+                if leaf._trace is not trace:
+                    raise _outer_trace_error(leaf, trace)
+                writes.append((leaf, v))
+            else:
+                _write_raw_leaf(ext, flat.paths[i], v)
+        for leaf, v in writes:
+            _set_raw(leaf, v)
+        return flat.objects
+    _, graphdef2, outer_of = state_static
+    return apply_graph_update(ext, graphdef2, outer_of, values, api)
+
+
+def _write_raw_leaf(ext: Extracted, path: tuple, value: Any) -> None:
+    parent: Any = ext.nodes
+    for key in path[:-1]:
+        parent = _child(parent, key)
+    key = path[-1]
+    k = kind_of(parent)
+    if k is OBJECT:
+        parent.__dict__[key] = value
+    elif type(parent) in (list, dict):
+        parent[key] = value
+    else:
+        raise GraphStructureError(
+            f"a transform updated the array at {format_path(path)}, which is stored in an "
+            f"immutable {type(parent).__name__}; store it in a Variable instead"
+        )
+
+
+def _child(node: Any, key: Hashable) -> Any:
+    k = kind_of(node)
+    if k is OBJECT:
+        return node._graph_get(key)
+    if k is registry.NAMEDTUPLE:
+        return getattr(node, key)  # type: ignore[arg-type]
+    if k is registry.PYTREE:
+        return dict(registry.one_level(node)[0])[key]
+    return node[key]
+
+
+def apply_graph_update(
+    ext: Extracted, graphdef: GraphDef, outer_of: tuple, values: list, api: str
+) -> list[Any]:
+    """Make the caller's argument graphs match ``graphdef`` (structure changed inside)."""
+    old = ext.flat.objects
+    index_map: list[Any] = [None] * graphdef.num_nodes
+    it = iter(values)
+
+    def build(defn: tuple) -> Any:
+        tag = defn[0]
+        if tag == OBJ:
+            idx = defn[2]
+            oi = outer_of[idx]
+            if oi is not None:
+                target = old[oi]
+            else:
+                target = object.__new__(defn[1])
+                init_slots(target)
+            index_map[idx] = target
+            children = {}
+            for key, cdef in defn[3]:
+                children[key] = build(cdef)
+            if oi is not None:
+                target._graph_replace(children)
+            else:
+                target._graph_rebuild(children)
+            pref = links.parent_ref(target)
+            for key, v in children.items():
+                links.link_children(target, key, v, pref)
+            return target
+        if tag == VAR:
+            idx = defn[2]
+            oi = outer_of[idx]
+            value = next(it)
+            meta = thaw_metadata(defn[3]) if defn[3] else {}
+            if oi is not None:
+                var = old[oi]
+                _set_raw(var, value)
+                if var._meta != meta:
+                    _set_meta(var, meta)
+            else:
+                var = new_variable(defn[1], value, meta)
+            index_map[idx] = var
+            return var
+        if tag == REF:
+            return index_map[defn[1]]
+        if tag == ARR:
+            return next(it)
+        if tag == STC:
+            v = defn[1]
+            return v.value if type(v) is _Hashed else v
+        if tag == LST:
+            return [build(c) for _, c in defn[1]]
+        if tag == TUP:
+            return tuple(build(c) for _, c in defn[1])
+        if tag == DCT:
+            return {k: build(c) for k, c in defn[1]}
+        if tag == NTP:
+            return defn[1](*[build(c) for _, c in defn[2]])
+        if tag == PTR:
+            return defn[1].unflatten([build(c) for _, c in defn[2]])
+        raise AssertionError(tag)
+
+    root = graphdef.root  # a tuple of the argument nodes
+    for (_, cdef), node in zip(root[1], ext.nodes):
+        if cdef[0] in (OBJ, VAR):
+            build(cdef)
+        else:  # pragma: no cover - roots are always nodes
+            raise GraphStructureError(f"{api}: an argument graph root changed kind")
+    return index_map
+
+
+def build_outputs(out: Any, static: tuple, index_map: list[Any]) -> Any:
+    """Replace output node subtrees by graph objects (outer side).
+
+    Nodes that refer to argument objects resolve to the caller's objects via
+    ``index_map`` (from :func:`apply_state`).
+    """
+    if not static[1]:
+        return out
+    index_ref: dict[int, Any] = dict(enumerate(index_map))
+
+    def rebuild_node(x: Any) -> Any:
+        if not is_node_subtree(x):
+            return x
+        aux, groups = x
+        _, graphdef, group_ids = aux.value
+        if group_ids is None:
+            vals = list(groups[0])
+        else:
+            iters = [iter(g) for g in groups]
+            vals = [next(iters[g]) for g in group_ids]
+        return unflatten(graphdef, vals, index_ref=index_ref)
+
+    return jax.tree_util.tree_map(rebuild_node, out, is_leaf=is_node_subtree)
+
+
+# ------------------------------------------------------ prefix matching
+def broadcast_prefix(prefix: Any, full: Any, is_leaf: Callable[[Any], bool], api: str) -> list[Any]:
+    """Expand a pytree prefix (axes, shardings) to one entry per leaf of ``full``.
+
+    Graph nodes count as leaves of ``full``.
+    """
+    from ramie._src.transforms.axes import is_axis_leaf
+
+    out: list[Any] = []
+
+    def rec(p: Any, f: Any, where: str) -> None:
+        if is_axis_leaf(p) or f is None or is_leaf(f):
+            n = len(jax.tree_util.tree_leaves(f, is_leaf=is_leaf))
+            out.extend([p] * n)
+            return
+        pc, ptd = jax.tree_util.flatten_one_level(p) if not is_axis_leaf(p) else ((), None)
+        fc, ftd = jax.tree_util.flatten_one_level(f)
+        if type(p) is not type(f) and not (isinstance(p, (tuple, list)) and isinstance(f, (tuple, list))):
+            raise ValueError(
+                f"{api}: the axes/specs {p!r} do not match the argument structure at "
+                f"{where or 'the top level'} ({type(f).__name__})"
+            )
+        pc, fc = list(pc), list(fc)
+        if isinstance(p, dict) and isinstance(f, dict):
+            pc = [p[k] for k in sorted(f)]
+        if len(pc) != len(fc):
+            raise ValueError(
+                f"{api}: the axes/specs have {len(pc)} entries where the arguments at "
+                f"{where or 'the top level'} have {len(fc)}"
+            )
+        for i, (a, b) in enumerate(zip(pc, fc)):
+            rec(a, b, f"{where}[{i}]")
+
+    rec(prefix, full, "")
+    return out
+
+
+def leaf_specs(
+    ext: Extracted, arg_specs: list[Any], api: str, convert: Callable[[Any], Any] = lambda x: x
+) -> list[Any]:
+    """Per graph-leaf spec from per-argument-leaf specs (StateAxes resolved)."""
+    from ramie._src.transforms.axes import _FilterMap
+
+    node_specs = [arg_specs[p] for p in ext.node_pos]
+    out = []
+    seen: dict[int, Any] = {}
+    for path, leaf in zip(ext.flat.paths, ext.flat.leaves):
+        spec = node_specs[path[0]]
+        if isinstance(spec, _FilterMap):
+            spec = spec.lookup(path[1:], leaf, api)
+        out.append(convert(spec))
+        seen[id(leaf)] = spec
+    return out

@@ -1,0 +1,269 @@
+"""``ramie.scan``: ``jax.lax.scan`` with modules as carry, scanned or broadcast inputs.
+
+``in_axes`` has one entry per positional argument:
+
+* :class:`~ramie.Carry` - the carry (at most one argument);
+* an int - the argument is scanned over that axis (stacked layers: ``0``);
+* ``None`` - broadcast: the same value at every step.
+
+``out_axes`` describes the return value the same way: ``(Carry, 0)`` (the
+default) means ``f`` returns ``(carry, y)`` with ``y`` stacked on axis 0, and
+``Carry`` alone means ``f`` returns only the carry.
+
+Module state follows its argument: Variables of a scanned module are sliced
+per step and their updates stacked back; Variables of broadcast and carried
+modules are threaded through the loop, so updates such as RNG counters or
+BatchNorm statistics accumulate across steps and are written back at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ramie._src.core.sentinels import MISSING
+from ramie._src.transforms import lifting
+from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
+from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
+
+
+def _moveaxis(tree: Any, src: int, dst: int) -> Any:
+    if src == dst:
+        return tree
+    return jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, src, dst), tree)
+
+
+def scan(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    _split_transpose: bool = False,
+    in_axes: Any = (Carry, 0),
+    out_axes: Any = (Carry, 0),
+    transform_metadata: Mapping[str, Any] = {},  # noqa: B006 - read only
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """Loop ``f`` over the leading (or given) axis of its scanned inputs.
+
+    Args:
+        f: ``f(*args)`` per step (omit for decorator use).
+        length: Number of steps (inferred from scanned inputs when omitted).
+        reverse, unroll: As in ``jax.lax.scan``.
+        in_axes: Per argument: ``Carry``, an int axis, ``None`` (broadcast) or,
+            for modules, a :class:`~ramie.StateAxes`. Default ``(Carry, 0)``.
+        out_axes: ``(Carry, axis)`` (default ``(Carry, 0)``), ``Carry`` alone,
+            or axes for a function without carry.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> cell = ramie.Linear(4, 4, rngs=ramie.Rngs(0))
+        >>> step = lambda h, cell, x: (jnp.tanh(cell(h) + x),) * 2
+        >>> h, ys = ramie.scan(step, in_axes=(ramie.Carry, None, 0))(
+        ...     jnp.zeros(4), cell, jnp.ones((7, 4)))
+        >>> ys.shape
+        (7, 4)
+    """
+    if f is MISSING:
+        return lambda fn: scan(
+            fn,
+            length=length,
+            reverse=reverse,
+            unroll=unroll,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            transform_metadata=transform_metadata,
+        )
+    api = "ramie.scan"
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"{api}: pass arguments positionally (got keywords {sorted(kwargs)})")
+        axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        axes = tuple(axes)
+        if len(axes) != len(args):
+            raise ValueError(
+                f"{api}: in_axes has {len(axes)} entries but the function was called with "
+                f"{len(args)} argument(s)"
+            )
+        carry_pos = [i for i, a in enumerate(axes) if is_carry(a)]
+        if len(carry_pos) > 1:
+            raise ValueError(f"{api}: at most one argument can be the Carry; got in_axes={axes}")
+        ext = lifting.extract((args, {}))
+        lifting.check_traces(ext, api)
+        arg_specs = lifting.broadcast_prefix(
+            tuple(Carry if is_carry(a) else a for a in axes), args, is_node, api
+        )
+        g_specs = lifting.leaf_specs(ext, arg_specs, api)
+        node_set = set(ext.node_pos)
+        o_specs = [s for p, s in enumerate(arg_specs) if p not in node_set]
+        for s in o_specs:
+            if isinstance(s, StateAxes):
+                raise ValueError(f"{api}: StateAxes can only be used for module arguments")
+        # classify leaves: carry (Carry or broadcast module state), scanned, const
+        g_carry = [j for j, s in enumerate(g_specs) if is_carry(s) or s is None]
+        g_scan = [j for j, s in enumerate(g_specs) if isinstance(s, int) and not is_carry(s)]
+        o_carry = [j for j, s in enumerate(o_specs) if is_carry(s)]
+        o_scan = [j for j, s in enumerate(o_specs) if isinstance(s, int) and not is_carry(s)]
+        o_const = [j for j, s in enumerate(o_specs) if s is None]
+        values, other = ext.values, ext.other
+        xs_g = [_moveaxis(values[j], g_specs[j], 0) for j in g_scan]
+        xs_o = [_moveaxis(other[j], o_specs[j], 0) for j in o_scan]
+        n_steps = length
+        if n_steps is None:
+            firsts = [jax.tree_util.tree_leaves(x) for x in xs_g + xs_o]
+            sizes = {leaf.shape[0] for leaves in firsts for leaf in leaves}
+            if not sizes:
+                raise ValueError(f"{api}: nothing to scan over; pass length=... or a scanned input")
+            if len(sizes) > 1:
+                raise ValueError(f"{api}: scanned inputs have different lengths {sorted(sizes)}")
+            n_steps = sizes.pop()
+        static = ext.static
+        consts = [other[j] for j in o_const]
+        carry_arg_nodes = _carry_nodes(args, carry_pos)
+        out_is_carry_only = is_carry(out_axes)
+        carry_out_index = _carry_out_index(out_axes, api)
+        y_axes_spec = _y_axes(out_axes)
+
+        def body(carry: tuple, xs: tuple) -> tuple:
+            c_g, c_o = carry
+            x_g, x_o = xs
+            vals: list[Any] = [None] * len(values)
+            for j, v in zip(g_carry, c_g):
+                vals[j] = v
+            for j, v in zip(g_scan, x_g):
+                vals[j] = v
+            oth: list[Any] = [None] * len(other)
+            for j, v in zip(o_carry, c_o):
+                oth[j] = v
+            for j, v in zip(o_scan, x_o):
+                oth[j] = v
+            for j, v in zip(o_const, consts):
+                oth[j] = v
+            (a, _), inner = lifting.rebuild(static, vals, oth)
+            out = f(*a)
+            if out_is_carry_only:
+                carry_out, y = out, None
+            else:
+                if not isinstance(out, tuple):
+                    raise TypeError(
+                        f"{api}: with out_axes={out_axes!r} the function must return a tuple; "
+                        f"got {type(out).__name__}"
+                    )
+                if carry_out_index is None:
+                    carry_out, y = None, out
+                else:
+                    carry_out = out[carry_out_index]
+                    rest = out[:carry_out_index] + out[carry_out_index + 1 :]
+                    y = rest[0] if len(rest) == 1 else rest
+            inner_carry = _carry_nodes(a, carry_pos)
+            c_leaves = _check_carry(carry_out, inner_carry, carry_arg_nodes, api)
+            y_out, (aux, state_vals) = lifting.collect(
+                inner, y, mode="all", allow_structure_change=False, api=api
+            )
+            new_c_g = [state_vals[j] for j in g_carry]
+            new_x_g = [state_vals[j] for j in g_scan]
+            return (new_c_g, c_leaves), (new_x_g, y_out, aux)
+
+        carry0 = ([values[j] for j in g_carry], [other[j] for j in o_carry])
+        (c_g, c_o), (ys_g, ys_user, aux) = jax.lax.scan(
+            body, carry0, (xs_g, xs_o), length=n_steps, reverse=reverse, unroll=unroll
+        )
+        # write back module state
+        new_vals = list(values)
+        for j, v in zip(g_carry, c_g):
+            new_vals[j] = v
+        for j, v in zip(g_scan, ys_g):
+            new_vals[j] = _moveaxis(v, 0, g_specs[j])
+        lifting.apply_state(ext, (("same", None), False), new_vals, api)
+        # user outputs
+        carry_result = None
+        if carry_pos:
+            carry_leaves, carry_def = jax.tree_util.tree_flatten(args[carry_pos[0]], is_leaf=is_node)
+            it = iter(c_o)
+            carry_result = jax.tree_util.tree_unflatten(
+                carry_def, [leaf if is_node(leaf) else next(it) for leaf in carry_leaves]
+            )
+        if out_is_carry_only:
+            return carry_result
+        y_result = _apply_y_axes(ys_user, y_axes_spec, api)
+        if aux.value[1]:
+            y_result = lifting.build_outputs(y_result, aux.value, ext.flat.objects)
+        if carry_out_index is None:
+            return y_result
+        rest = y_result if isinstance(out_axes, tuple) and len(out_axes) > 2 else (y_result,)
+        out_list = list(rest)
+        out_list.insert(carry_out_index, carry_result)
+        return tuple(out_list)
+
+    return wrapper
+
+
+def _carry_nodes(args: tuple, carry_pos: list[int]) -> list[Any]:
+    if not carry_pos:
+        return []
+    return [x for x in jax.tree_util.tree_leaves(args[carry_pos[0]], is_leaf=is_node) if is_node(x)]
+
+
+def _carry_out_index(out_axes: Any, api: str) -> int | None:
+    if is_carry(out_axes):
+        return 0
+    if isinstance(out_axes, tuple):
+        idx = [i for i, a in enumerate(out_axes) if is_carry(a)]
+        if len(idx) > 1:
+            raise ValueError(f"{api}: at most one output can be the Carry; got out_axes={out_axes}")
+        return idx[0] if idx else None
+    return None
+
+
+def _y_axes(out_axes: Any) -> Any:
+    if is_carry(out_axes):
+        return None
+    if isinstance(out_axes, tuple):
+        rest = tuple(a for a in out_axes if not is_carry(a))
+        return rest[0] if len(rest) == 1 else rest
+    return out_axes
+
+
+def _check_carry(carry_out: Any, inner_nodes: list[Any], outer_nodes: list[Any], api: str) -> list[Any]:
+    leaves = jax.tree_util.tree_leaves(carry_out, is_leaf=is_node)
+    nodes = [x for x in leaves if is_node(x)]
+    if len(nodes) != len(inner_nodes) or any(a is not b for a, b in zip(nodes, inner_nodes)):
+        raise ValueError(
+            f"{api}: the carry returned by the function must contain the same modules "
+            "as the carry argument (return the module you were given, e.g. "
+            "`return model, y`)"
+        )
+    return [x for x in leaves if not is_node(x)]
+
+
+def _apply_y_axes(ys: Any, spec: Any, api: str) -> Any:
+    if spec is None or ys is None:
+        return ys
+    if isinstance(spec, int):
+        return _map_arrays(ys, lambda x: jnp.moveaxis(x, 0, spec) if spec != 0 else x)
+    if isinstance(spec, tuple) and isinstance(ys, tuple) and len(spec) == len(ys):
+        return tuple(_apply_y_axes(y, s, api) for y, s in zip(ys, spec))
+    if isinstance(spec, _FilterMap):
+        return ys
+    raise ValueError(f"{api}: out_axes {spec!r} do not match the outputs")
+
+
+def _map_arrays(tree: Any, fn: Callable[[Any], Any]) -> Any:
+    def go(x: Any) -> Any:
+        if is_node_subtree(x):
+            aux, groups = x
+            return (aux, [[fn(v) for v in g] for g in groups])
+        return fn(x)
+
+    return jax.tree_util.tree_map(go, tree, is_leaf=is_node_subtree)
+
+
+_ = Aux

@@ -1,0 +1,61 @@
+"""Shardings for ramie transforms: per-argument specs to per-leaf shardings.
+
+``ramie.jit(in_shardings=...)`` takes one entry per positional argument, as
+``jax.jit`` does. For a graph argument (a module), the entry may be a single
+sharding for all its Variables, a :class:`~ramie.StateSharding` mapping
+filters to shardings, or a State-shaped tree of shardings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ramie._src.core.state import iter_flat
+from ramie._src.transforms.axes import StateSharding
+
+
+def _per_arg(spec: Any, n_args: int) -> list[Any]:
+    if isinstance(spec, (tuple, list)):
+        if len(spec) != n_args:
+            raise ValueError(
+                f"ramie.jit(in_shardings=...): got {len(spec)} entries for {n_args} "
+                "positional arguments; give one per argument (None for unspecified)"
+            )
+        return list(spec)
+    return [spec] * n_args
+
+
+def _node_leaf_spec(spec: Any, path: tuple, leaf: Any, table: dict | None) -> Any:
+    if spec is None:
+        return None
+    if isinstance(spec, StateSharding):
+        return spec.lookup(path, leaf, "ramie.jit(in_shardings=...)")
+    if table is not None:
+        return table.get(path)
+    return spec
+
+
+def leaf_shardings_for_jit(
+    spec: Any,
+    flat: Any,
+    node_pos: tuple,
+    node_kw: tuple,
+    dyn_pos: tuple,
+    dyn_kw: tuple,
+    args: tuple,
+    kwargs: dict,
+) -> tuple[list, tuple, dict]:
+    per_arg = _per_arg(spec, len(args))
+    node_specs = [per_arg[i] for i in node_pos] + [None for _ in node_kw]
+    tables = [
+        {p: s for p, s in iter_flat(ns)} if isinstance(ns, Mapping) and not isinstance(ns, StateSharding) else None
+        for ns in node_specs
+    ]
+    vals = []
+    for path, leaf in zip(flat.paths, flat.leaves):
+        k = path[0]
+        vals.append(_node_leaf_spec(node_specs[k], path[1:], leaf, tables[k]))
+    dyn = tuple(per_arg[i] for i in dyn_pos)
+    kw = {n: None for n in dyn_kw}
+    return vals, dyn, kw

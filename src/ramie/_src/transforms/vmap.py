@@ -1,0 +1,233 @@
+"""``ramie.vmap`` (and ``pmap``): map a function over an axis, modules included.
+
+For a module argument, ``in_axes`` may be an int (every Variable is mapped over
+that axis), ``None`` (the module is broadcast) or a :class:`~ramie.StateAxes`
+(one axis per filter). Modules created inside and returned come out stacked:
+this is how the guides build N layers at once::
+
+    @ramie.split_rngs(splits=5)
+    @ramie.vmap(in_axes=(0,), out_axes=0)
+    def create_block(rngs):
+        return Block(64, 64, rngs=rngs)
+
+Changes to argument Variables made inside are written back, with the argument's
+own axis. Structural changes to arguments are not allowed inside ``vmap``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from ramie._src.core.sentinels import MISSING
+from ramie._src.core.variables import Variable
+from ramie._src.transforms import lifting
+from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
+from ramie._src.transforms.lifting import is_node
+
+
+def _convert_out_axes(out_axes: Any) -> Any:
+    """StateAxes at a node position become ``(0, [axis_per_group])``."""
+
+    def conv(x: Any) -> Any:
+        if isinstance(x, _FilterMap):
+            return (0, list(x.axes))
+        return x
+
+    return jax.tree_util.tree_map(conv, out_axes, is_leaf=is_axis_leaf)
+
+
+def _add_axes(out: Any, out_axes: Any, axis_name: Any, api: str) -> None:
+    """Record the new axis in sharding metadata of Variables of output modules."""
+    if axis_name is None:
+        return
+    try:
+        specs = lifting.broadcast_prefix(out_axes, out, is_node, api)
+    except ValueError:
+        return
+    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node)
+    from ramie._src.core.graph.api import leaves_with_paths
+
+    for leaf, spec in zip(leaves, specs):
+        if is_node(leaf) and isinstance(spec, int):
+            _, vs = leaves_with_paths(leaf)
+            for v in vs:
+                if isinstance(v, Variable):
+                    v.add_axis(spec, axis_name)
+
+
+def vmap(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Any = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Any = None,
+    transform_metadata: Mapping[str, Any] = {},  # noqa: B006 - read only
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """Vectorise ``f`` over an axis; module arguments and outputs are allowed.
+
+    Args:
+        f: The function (omit for decorator use with options).
+        in_axes: Per positional argument: an int, ``None`` (broadcast) or, for
+            modules, a :class:`~ramie.StateAxes`; a single value applies to all.
+        out_axes: Same, for the outputs.
+        axis_name, axis_size, spmd_axis_name: As in ``jax.vmap``.
+        transform_metadata: ``{ramie.PARTITION_NAME: name}`` adds ``name`` to the
+            sharding metadata of Variables of returned modules at the new axis.
+
+    Example:
+        >>> import ramie
+        >>> @ramie.split_rngs(splits=3)
+        ... @ramie.vmap(in_axes=(0,), out_axes=0)
+        ... def create(rngs):
+        ...     return ramie.Linear(4, 4, rngs=rngs)
+        >>> create(ramie.Rngs(0)).kernel.shape
+        (3, 4, 4)
+    """
+    if f is MISSING:
+        return lambda fn: vmap(
+            fn,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            axis_name=axis_name,
+            axis_size=axis_size,
+            spmd_axis_name=spmd_axis_name,
+            transform_metadata=transform_metadata,
+        )
+    api = "ramie.vmap"
+    partition = transform_metadata.get("partition_name")
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ext = lifting.extract((args, kwargs))
+        lifting.check_traces(ext, api)
+        axes_args = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        if isinstance(in_axes, list):
+            axes_args = tuple(in_axes)
+        if len(axes_args) != len(args):
+            raise ValueError(
+                f"{api}: in_axes has {len(axes_args)} entries but the function was called "
+                f"with {len(args)} positional argument(s)"
+            )
+        arg_specs = lifting.broadcast_prefix(tuple(axes_args), args, is_node, api)
+        kw_specs = [0] * len(jax.tree_util.tree_leaves(kwargs, is_leaf=is_node))
+        specs = arg_specs + kw_specs
+        graph_axes = lifting.leaf_specs(ext, specs, api)
+        node_set = set(ext.node_pos)
+        other_axes = [s for p, s in enumerate(specs) if p not in node_set]
+        for s in other_axes:
+            if isinstance(s, StateAxes):
+                raise ValueError(f"{api}: StateAxes can only be used for module arguments")
+        static = ext.static
+
+        def out_specs(out: Any) -> list[Any]:
+            return lifting.broadcast_prefix(out_axes, out, is_node, api)
+
+        def pure(values: list, other: list) -> Any:
+            (a, k), inner = lifting.rebuild(static, values, other)
+            out = f(*a, **k)
+            return lifting.collect(
+                inner, out, mode="all", out_specs=out_specs, allow_structure_change=False, api=api
+            )
+
+        jax_out_axes = (_convert_out_axes(out_axes), (0, graph_axes))
+        kw = {}
+        if spmd_axis_name is not None:
+            kw["spmd_axis_name"] = spmd_axis_name
+        try:
+            out, (aux, state_vals) = jax.vmap(
+                pure,
+                in_axes=(graph_axes, other_axes),
+                out_axes=jax_out_axes,
+                axis_name=axis_name,
+                axis_size=axis_size,
+                **kw,
+            )(ext.values, ext.other)
+        except ValueError as e:
+            if "out_axes" in str(e) and "None" in str(e):
+                raise ValueError(
+                    f"{api}: a Variable of an argument broadcast with in_axes=None was "
+                    "changed to a per-example value inside vmap, which cannot be written "
+                    "back to the unbatched argument. Map that argument (in_axes=0 or a "
+                    "StateAxes giving those Variables an axis) or do not change it.\n"
+                    f"JAX said: {e}"
+                ) from e
+            raise
+        index_map = lifting.apply_state(ext, aux.value, state_vals, api)
+        result = lifting.build_outputs(out, aux.value, index_map)
+        if partition is not None:
+            _add_axes(result, out_axes, partition, api)
+        return result
+
+    return wrapper
+
+
+def pmap(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    axis_name: Any = None,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    static_broadcasted_argnums: Any = (),
+    devices: Any = None,
+    backend: str | None = None,
+    axis_size: int | None = None,
+    donate_argnums: Any = (),
+    global_arg_shapes: Any = None,
+    transform_metadata: Mapping[str, Any] = {},  # noqa: B006 - read only
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
+    """``jax.pmap`` for functions that take modules (mapped over devices).
+
+    Implemented as ``vmap`` inside ``jax.pmap`` semantics: module arguments
+    follow ``in_axes`` like in :func:`vmap`.
+    """
+    if f is MISSING:
+        return lambda fn: pmap(fn, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes, devices=devices, backend=backend, axis_size=axis_size)
+    api = "ramie.pmap"
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"{api}: keyword arguments are not supported, pass them positionally")
+        ext = lifting.extract((args, {}))
+        lifting.check_traces(ext, api)
+        axes_args = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        specs = lifting.broadcast_prefix(tuple(axes_args), args, is_node, api)
+        graph_axes = lifting.leaf_specs(ext, specs, api)
+        node_set = set(ext.node_pos)
+        other_axes = [s for p, s in enumerate(specs) if p not in node_set]
+        static = ext.static
+
+        def out_specs(out: Any) -> list[Any]:
+            return lifting.broadcast_prefix(out_axes, out, is_node, api)
+
+        def pure(values: list, other: list) -> Any:
+            (a, k), inner = lifting.rebuild(static, values, other)
+            out = f(*a, **k)
+            return lifting.collect(inner, out, mode="all", out_specs=out_specs, allow_structure_change=False, api=api)
+
+        out, (aux, state_vals) = jax.pmap(
+            pure,
+            axis_name=axis_name,
+            in_axes=(graph_axes, other_axes),
+            out_axes=(_convert_out_axes(out_axes), (0, graph_axes)),
+            devices=devices,
+            backend=backend,
+            axis_size=axis_size,
+        )(ext.values, ext.other)
+        index_map = lifting.apply_state(ext, aux.value, state_vals, api)
+        return lifting.build_outputs(out, aux.value, index_map)
+
+    return wrapper
+
+
+PARTITION_NAME = "partition_name"
