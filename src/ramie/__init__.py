@@ -86,6 +86,11 @@ from ramie._src.core.variables import variable_name_from_type as variable_name_f
 from ramie._src.core.variables import variable_type_from_name as variable_type_from_name
 from ramie._src.core.variables import with_metadata as with_metadata
 from ramie._src.nn import initializers as initializers
+from ramie._src.training.optimizer import ModelAndOptimizer as ModelAndOptimizer
+from ramie._src.training.optimizer import OptArray as OptArray
+from ramie._src.training.optimizer import Optimizer as Optimizer
+from ramie._src.training.optimizer import OptState as OptState
+from ramie._src.training.optimizer import OptVariable as OptVariable
 from ramie._src.transforms.autodiff import custom_vjp as custom_vjp
 from ramie._src.transforms.autodiff import grad as grad
 from ramie._src.transforms.autodiff import jvp as jvp

@@ -60,17 +60,18 @@ def set_link(child: Any, pref: weakref.ref, keys: tuple[Hashable, ...]) -> None:
 
 def link_children(parent: Any, key: Hashable, value: Any, pref=None) -> None:
     """Link ``value`` (and graph objects inside plain containers) to ``parent``."""
+    from ramie._src.core.graph import registry
     from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
 
     k = kind_of(value)
     if k is VARIABLE or k is OBJECT:
         set_link(value, pref or parent_ref(parent), (key,))
         return
-    if type(value) in (list, tuple):
+    if k is registry.LIST or k is registry.TUPLE:
         pref = pref or parent_ref(parent)
         for i, item in enumerate(value):
             _link_nested(item, pref, (key, i))
-    elif type(value) is dict:
+    elif k is registry.DICT:
         pref = pref or parent_ref(parent)
         for k2, item in value.items():
             _link_nested(item, pref, (key, k2))
@@ -82,10 +83,10 @@ def _link_nested(value: Any, pref, keys: tuple) -> None:
     k = kind_of(value)
     if k is VARIABLE or k is OBJECT:
         set_link(value, pref, keys)
-    elif type(value) in (list, tuple) and len(keys) < 8:
+    elif isinstance(value, (list, tuple)) and len(keys) < 8:
         for i, item in enumerate(value):
             _link_nested(item, pref, keys + (i,))
-    elif type(value) is dict and len(keys) < 8:
+    elif isinstance(value, dict) and len(keys) < 8:
         for k2, item in value.items():
             _link_nested(item, pref, keys + (k2,))
 

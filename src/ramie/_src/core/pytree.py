@@ -29,6 +29,7 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE, kind_of
 from ramie._src.core.paths import format_path
+from ramie._src.core.tracked import track
 from ramie._src.core.variables import (
     Variable,
     _set_watch,
@@ -83,6 +84,9 @@ class Pytree:
         old = d.get(name, _NOTSET)
         if old is value:
             return
+        t = type(value)
+        if t is list or t is dict or t is tuple:
+            value = track(value)
         if (
             old is not _NOTSET
             and isinstance(old, Variable)

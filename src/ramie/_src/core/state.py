@@ -551,13 +551,8 @@ def _check_compatible(leaf: Any, new: Any) -> tuple[str, str] | None:
         return (_describe_value(old), _describe_value(new) if hasattr(new, "shape") else str(tuple(new_shape)))
     old_dtype = getattr(old, "dtype", None)
     new_dtype = getattr(new, "dtype", None)
-    if old_dtype is not None and new_dtype is not None and np.dtype(old_dtype) != np.dtype(new_dtype):
-        try:
-            same = jax.dtypes.issubdtype(old_dtype, new_dtype) and jax.dtypes.issubdtype(new_dtype, old_dtype)
-        except Exception:
-            same = False
-        if not same:
-            return (_describe_value(old), _describe_value(new))
+    if old_dtype is not None and new_dtype is not None and old_dtype != new_dtype:
+        return (_describe_value(old), _describe_value(new))
     return None
 
 

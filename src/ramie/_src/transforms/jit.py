@@ -120,7 +120,7 @@ class _Entry:
     def valid(self) -> bool:
         if self.epoch != EPOCH.value:
             for obj, ver in zip(self.objs, self.vers):
-                if _VER_GET(obj) != ver:
+                if obj._ramie_ver != ver:
                     return False
             self.epoch = EPOCH.value
         if self.meta != EPOCH.meta:
@@ -292,8 +292,8 @@ class JitWrapped:
         entry.roots = nodes
         entry.ext = ext
         entry.vars = flat.leaves
-        entry.objs = [o for o in flat.objects if registry.kind_of(o) is OBJECT]
-        entry.vers = [_VER_GET(o) for o in entry.objs]
+        entry.objs = [o for o in flat.objects if registry.kind_of(o) is OBJECT] + flat.tracked
+        entry.vers = [o._ramie_ver for o in entry.objs]
         entry.containers = flat.containers
         entry.epoch = EPOCH.value
         entry.meta = EPOCH.meta

@@ -43,10 +43,11 @@ from ramie._src.core.graph.defs import (
     VAR,
     GraphDef,
 )
-from ramie._src.core.graph.flatten import Flat, flatten, unflatten
+from ramie._src.core.graph.flatten import Flat, _holds_data, flatten, unflatten
 from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
 from ramie._src.core.paths import format_path
 from ramie._src.core.pytree import init_slots
+from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.variables import (
     Variable,
@@ -355,11 +356,13 @@ def apply_graph_update(
             v = defn[1]
             return v.value if type(v) is _Hashed else v
         if tag == LST:
-            return [build(c) for _, c in defn[1]]
+            items = [build(c) for _, c in defn[1]]
+            return TrackedList(items) if _holds_data(defn[1]) else items
         if tag == TUP:
             return tuple(build(c) for _, c in defn[1])
         if tag == DCT:
-            return {k: build(c) for k, c in defn[1]}
+            d = {k: build(c) for k, c in defn[1]}
+            return TrackedDict(d) if _holds_data(defn[1]) else d
         if tag == NTP:
             return defn[1](*[build(c) for _, c in defn[2]])
         if tag == PTR:

@@ -46,6 +46,7 @@ from ramie._src.core.graph.registry import (
     kind_of,
 )
 from ramie._src.core.pytree import init_slots
+from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.state import State, _key_order, sorted_keys
 from ramie._src.core.variables import (
@@ -70,19 +71,22 @@ class Flat:
         objects: Every graph object and Variable, by index.
         ref_index: ``id(object) -> index`` for every object and Variable.
         containers: With ``track_containers``, ``(container, child_ids)`` for
-            every mutable plain container (list, dict, generic pytree node),
-            so later in-place mutations can be detected.
+            every untracked mutable container (a plain list or dict, a generic
+            pytree node), so later in-place mutations can be detected.
+        tracked: With ``track_containers``, the TrackedList/TrackedDict
+            containers (they carry their own version counter).
     """
 
-    __slots__ = ("graphdef", "paths", "leaves", "objects", "ref_index", "containers")
+    __slots__ = ("graphdef", "paths", "leaves", "objects", "ref_index", "containers", "tracked")
 
-    def __init__(self, graphdef, paths, leaves, objects, ref_index, containers):
+    def __init__(self, graphdef, paths, leaves, objects, ref_index, containers, tracked):
         self.graphdef = graphdef
         self.paths = paths
         self.leaves = leaves
         self.objects = objects
         self.ref_index = ref_index
         self.containers = containers
+        self.tracked = tracked
 
 
 def _sorted_items(d: dict) -> list:
@@ -113,6 +117,7 @@ def flatten(
     paths: list[tuple] = []
     leaves: list[Any] = []
     containers: list[tuple[Any, tuple]] = []
+    tracked: list[Any] = []
     kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
 
     def walk(value: Any, path: tuple) -> tuple:
@@ -153,12 +158,18 @@ def flatten(
             return (TUP, tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]))
         if k is LIST:
             if track_containers:
-                containers.append((value, tuple(map(id, value))))
+                if type(value) is TrackedList:
+                    tracked.append(value)
+                else:
+                    containers.append((value, tuple(map(id, value))))
             return (LST, tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]))
         if k is DICT:
             items = _sorted_items(value)
             if track_containers:
-                containers.append((value, tuple((key, id(c)) for key, c in items)))
+                if type(value) is TrackedDict:
+                    tracked.append(value)
+                else:
+                    containers.append((value, tuple((key, id(c)) for key, c in items)))
             return (DCT, tuple([(key, walk(c, path + (key,))) for key, c in items]))
         if k is NAMEDTUPLE:
             return (
@@ -173,7 +184,7 @@ def flatten(
 
     root = walk(node, ())
     return Flat(
-        GraphDef(root, len(leaves), len(objects)), paths, leaves, objects, ref_index, containers
+        GraphDef(root, len(leaves), len(objects)), paths, leaves, objects, ref_index, containers, tracked
     )
 
 
@@ -271,11 +282,13 @@ def _build(
         v = defn[1]
         return v.value if type(v) is _HASHED else v
     if tag == LST:
-        return [_build(c, it, index_ref, make_variable) for _, c in defn[1]]
+        items = [_build(c, it, index_ref, make_variable) for _, c in defn[1]]
+        return TrackedList(items) if _holds_data(defn[1]) else items
     if tag == TUP:
         return tuple([_build(c, it, index_ref, make_variable) for _, c in defn[1]])
     if tag == DCT:
-        return {k: _build(c, it, index_ref, make_variable) for k, c in defn[1]}
+        d = {k: _build(c, it, index_ref, make_variable) for k, c in defn[1]}
+        return TrackedDict(d) if _holds_data(defn[1]) else d
     if tag == NTP:
         return defn[1](*[_build(c, it, index_ref, make_variable) for _, c in defn[2]])
     if tag == PTR:
@@ -284,6 +297,14 @@ def _build(
 
 
 from ramie._src.core.variables import _Hashed as _HASHED  # noqa: E402
+
+
+def _holds_data(attrs: tuple) -> bool:
+    """Whether a container definition has any non-static child."""
+    for _, c in attrs:
+        if c[0] != STC:
+            return True
+    return False
 
 
 # ------------------------------------------------------- state <-> leaves

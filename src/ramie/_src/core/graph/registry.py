@@ -21,6 +21,8 @@ from typing import Any, Final
 import jax
 import numpy as np
 
+from ramie._src.core.tracked import TrackedDict, TrackedList
+
 STATIC: Final = "static"
 VARIABLE: Final = "variable"
 OBJECT: Final = "object"
@@ -34,7 +36,14 @@ PYTREE: Final = "pytree"
 CONTAINERS: Final = frozenset({LIST, TUPLE, DICT, NAMEDTUPLE, PYTREE})
 DATA_KINDS: Final = frozenset({VARIABLE, OBJECT, ARRAY})
 
-_cache: dict[type, str] = {type(None): STATIC, list: LIST, tuple: TUPLE, dict: DICT}
+_cache: dict[type, str] = {
+    type(None): STATIC,
+    list: LIST,
+    tuple: TUPLE,
+    dict: DICT,
+    TrackedList: LIST,
+    TrackedDict: DICT,
+}
 _SIMPLE_STATIC: Final = (str, int, float, bool, complex, bytes, type(None))
 
 
