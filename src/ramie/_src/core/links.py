@@ -20,30 +20,16 @@ _MAX_DEPTH = 256
 
 
 def parent_ref(parent: Any) -> weakref.ref:
-    """The (cached) weak reference to ``parent``."""
-    try:
-        ref = parent._ramie_wref
-    except AttributeError:
-        ref = None
-    if ref is None:
-        ref = weakref.ref(parent)
-        try:
-            object.__setattr__(parent, "_ramie_wref", ref)
-        except AttributeError:
-            pass
-    return ref
+    """A weak reference to ``parent`` (CPython reuses one per object)."""
+    return weakref.ref(parent)
 
 
 def _link_of(obj: Any):
     # Variables store the link in `_link`, graph objects in `_ramie_link`.
-    try:
-        return obj._ramie_link
-    except AttributeError:
-        pass
-    try:
-        return obj._link
-    except AttributeError:
-        return None
+    link = getattr(obj, "_ramie_link", None)
+    if link is None:
+        link = getattr(obj, "_link", None)
+    return link
 
 
 def set_link(child: Any, pref: weakref.ref, keys: tuple[Hashable, ...]) -> None:

@@ -39,7 +39,7 @@ from ramie._src.core.variables import (
 )
 from ramie.errors import GraphStructureError
 
-_SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_wref", "_ramie_acyclic")
+_SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_acyclic")
 _SLOT_SET = frozenset(_SLOTS)
 _NOTSET = object()
 _NUMBER_TYPES = (int, float, complex, bool)
@@ -66,7 +66,8 @@ class Pytree:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         obj = object.__new__(cls)
-        init_slots(obj)
+        _VER_SET(obj, 0)
+        _LINK_SET(obj, None)
         return obj
 
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any) -> None:
@@ -97,7 +98,7 @@ class Pytree:
             old.set_value(value)
             return
         d[name] = value
-        _VER_SET(self, _VER_GET(self) + 1)
+        _VER_SET(self, version_of(self) + 1)
         EPOCH.value += 1
         if kind_of(value) is not registry.STATIC:
             links.link_children(self, name, value)
@@ -112,7 +113,7 @@ class Pytree:
             raise AttributeError(
                 f"{type(self).__name__!r} object has no attribute {name!r}"
             ) from None
-        _VER_SET(self, _VER_GET(self) + 1)
+        _VER_SET(self, version_of(self) + 1)
         EPOCH.value += 1
 
     # -------------------------------------------------------- graph protocol
@@ -167,25 +168,30 @@ class Pytree:
 _VER_SET = Pytree._ramie_ver.__set__  # type: ignore[attr-defined]
 _VER_GET = Pytree._ramie_ver.__get__  # type: ignore[attr-defined]
 _LINK_SET = Pytree._ramie_link.__set__  # type: ignore[attr-defined]
-_WREF_SET = Pytree._ramie_wref.__set__  # type: ignore[attr-defined]
 _ACYC_SET = Pytree._ramie_acyclic.__set__  # type: ignore[attr-defined]
-_ACYC_GET = Pytree._ramie_acyclic.__get__  # type: ignore[attr-defined]
 
 
 def init_slots(obj: Pytree) -> None:
+    """Initialise the bookkeeping slots of an object made with ``object.__new__``.
+
+    Only the version is required; the link and the acyclic marker are read
+    with defaults.
+    """
     _VER_SET(obj, 0)
-    _LINK_SET(obj, None)
-    _WREF_SET(obj, None)
-    _ACYC_SET(obj, -1)
 
 
-def version_of(obj: Pytree) -> int:
-    return _VER_GET(obj)
+def _acyclic_epoch(obj: Pytree) -> int:
+    return getattr(obj, "_ramie_acyclic", -1)
+
+
+def version_of(obj: Any) -> int:
+    """Structural version of a graph object (0 until first changed)."""
+    return getattr(obj, "_ramie_ver", 0)
 
 
 def bump(obj: Pytree) -> None:
     """Record a structural change made without ``__setattr__``."""
-    _VER_SET(obj, _VER_GET(obj) + 1)
+    _VER_SET(obj, version_of(obj) + 1)
     EPOCH.value += 1
 
 
@@ -197,7 +203,7 @@ class Object(Pytree, pytree=False):
 def _check_acyclic(root: Pytree) -> None:
     """Raise if ``root``'s graph has a cycle (JAX pytrees must be trees)."""
     epoch = EPOCH.value
-    if _ACYC_GET(root) == epoch:
+    if _acyclic_epoch(root) == epoch:
         return
     on_stack: set[int] = set()
     done: set[int] = set()

@@ -50,7 +50,11 @@ def sorted_keys(mapping: Mapping) -> list:
 
 
 def _is_mapping(x: Any) -> bool:
-    return isinstance(x, Mapping) and not isinstance(x, Variable)
+    if isinstance(x, dict):
+        return True
+    if isinstance(x, (Variable, jax.Array)):
+        return False
+    return isinstance(x, Mapping)
 
 
 class State(dict):

@@ -124,7 +124,7 @@ class VariableMetadata(Generic[A]):
 
 
 _SLOTS = ("_raw", "_meta", "_trace", "_link", "_watch")
-_OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__", "_ramie_wref"}
+_OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__"}
 
 
 def _unwrap(x: Any) -> Any:

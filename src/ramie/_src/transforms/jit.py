@@ -31,7 +31,7 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.flatten import container_unchanged, flatten
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
-from ramie._src.core.pytree import _VER_GET
+from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
@@ -120,7 +120,7 @@ class _Entry:
     def valid(self) -> bool:
         if self.epoch != EPOCH.value:
             for obj, ver in zip(self.objs, self.vers):
-                if obj._ramie_ver != ver:
+                if getattr(obj, "_ramie_ver", 0) != ver:
                     return False
             self.epoch = EPOCH.value
         if self.meta != EPOCH.meta:
@@ -293,7 +293,7 @@ class JitWrapped:
         entry.ext = ext
         entry.vars = flat.leaves
         entry.objs = [o for o in flat.objects if registry.kind_of(o) is OBJECT] + flat.tracked
-        entry.vers = [o._ramie_ver for o in entry.objs]
+        entry.vers = [version_of(o) for o in entry.objs]
         entry.containers = flat.containers
         entry.epoch = EPOCH.value
         entry.meta = EPOCH.meta

@@ -19,7 +19,8 @@ from ramie._src.core import links
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.defs import GraphDef
-from ramie._src.core.graph.flatten import collect_leaves, flatten, to_state, unflatten
+from ramie._src.core.nogc import no_gc
+from ramie._src.core.graph.flatten import flatten, to_state, unflatten, unflatten_state
 from ramie._src.core.graph.registry import (
     ARRAY,
     DICT,
@@ -60,6 +61,7 @@ def split(node: A, /) -> tuple[GraphDef[A], State]: ...
 def split(node: A, first: Any, /) -> tuple[GraphDef[A], State]: ...
 @overload
 def split(node: A, first: Any, second: Any, /, *filters: Any) -> tuple[Any, ...]: ...
+@no_gc
 def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:  # type: ignore[misc]
     """Split a graph into a static GraphDef and one State per filter.
 
@@ -170,6 +172,7 @@ def leaves_with_paths(node: Any) -> tuple[list[tuple], list[Any]]:
     return paths, leaves
 
 
+@no_gc
 def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
     """The State of ``node`` (its live Variables), optionally filtered.
 
@@ -200,12 +203,14 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
 variables = state
 
 
+@no_gc
 def graphdef(node: A, /, *, graph: bool | None = None) -> GraphDef[A]:
     """Only the GraphDef of ``node``."""
     return flatten(node, with_paths=False).graphdef
 
 
 # ------------------------------------------------------------------ merge
+@no_gc
 def merge(
     graphdef: GraphDef[A] | GraphState,
     /,
@@ -253,12 +258,10 @@ def merge(
         state_all = states[0]
     else:
         state_all = merge_state(*states)
-    leaves, missing, unexpected = collect_leaves(graphdef, state_all)
+    node, missing, unexpected = unflatten_state(graphdef, state_all, copy=copy)
     if missing or unexpected:
         raise _structure_error("ramie.merge()", graphdef, missing, unexpected, len(states))
-    if copy:
-        leaves = [v.copy() if isinstance(v, Variable) else v for v in leaves]
-    return unflatten(graphdef, leaves)
+    return node
 
 
 def _structure_error(
@@ -295,6 +298,7 @@ def _structure_error(
 _NOTSET = object()
 
 
+@no_gc
 def update(node: Any, state: Any, /, *states: Any) -> None:
     """Write the values of State(s) into the existing objects of ``node``.
 
@@ -344,20 +348,22 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
 
 def _plan_update(node: Any, sub: Mapping, path: tuple, plan: list, unexpected: list) -> None:
     k = kind_of(node)
+    d = node.__dict__ if k is OBJECT and type(node)._graph_get is Pytree._graph_get else None
     for key in sub:
         val = sub[key]
-        child = _child_of(node, k, key)
-        cpath = path + (key,)
+        child = d.get(key, _NOTSET) if d is not None else _child_of(node, k, key)
         if child is _NOTSET:
-            _unexpected_paths(val, cpath, unexpected)
+            _unexpected_paths(val, path + (key,), unexpected)
             continue
-        ck = kind_of(child)
-        if ck is VARIABLE:
-            if _is_mapping(val):
-                _unexpected_paths(val, cpath, unexpected)
+        if isinstance(child, Variable):
+            if isinstance(val, dict) or (not isinstance(val, Variable) and _is_mapping(val)):
+                _unexpected_paths(val, path + (key,), unexpected)
             else:
                 plan.append(("var", child, val))
-        elif ck is ARRAY:
+            continue
+        ck = kind_of(child)
+        cpath = path + (key,)
+        if ck is ARRAY:
             if _is_mapping(val):
                 _unexpected_paths(val, cpath, unexpected)
             elif k is OBJECT or k is LIST or k is DICT:
@@ -441,6 +447,7 @@ def _apply_plan(plan: list) -> None:
 
 
 # ------------------------------------------------------------------ clone
+@no_gc
 def clone(node: A, variables: bool = True, *, arrays: bool = False, graph: bool | None = None) -> A:
     """A deep copy of ``node`` that keeps its internal sharing.
 

@@ -64,13 +64,14 @@ class GraphDef(Generic[A]):
         (1, 3)
     """
 
-    __slots__ = ("root", "num_leaves", "num_nodes", "_hash", "__weakref__")
+    __slots__ = ("root", "num_leaves", "num_nodes", "_hash", "_plan", "__weakref__")
 
     def __init__(self, root: tuple, num_leaves: int, num_nodes: int):
         self.root = root
         self.num_leaves = num_leaves
         self.num_nodes = num_nodes
         self._hash: int | None = None
+        self._plan: Any = None  # merge plan, built on first merge (see flatten.py)
 
     def __hash__(self) -> int:
         h = self._hash

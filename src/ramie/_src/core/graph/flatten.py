@@ -45,13 +45,20 @@ from ramie._src.core.graph.registry import (
     VARIABLE,
     kind_of,
 )
-from ramie._src.core.pytree import init_slots
+from ramie._src.core.pytree import _LINK_SET as _OBJ_LINK_SET
+from ramie._src.core.pytree import _VER_SET
+from ramie._src.core.pytree import Pytree, init_slots
 from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.state import State, _key_order, sorted_keys
+from ramie._src.core.tracing import current_trace
 from ramie._src.core.variables import (
     Variable,
     _set_link,
+    _set_meta,
+    _set_raw,
+    _set_trace,
+    _set_watch,
     freeze_metadata,
     hashable,
     new_variable,
@@ -129,12 +136,14 @@ def flatten(
                 return (REF, idx)
             idx = ref_index[i] = len(objects)
             objects.append(value)
-            return (
-                OBJ,
-                type(value),
-                idx,
-                tuple([(key, walk(child, path + (key,))) for key, child in value._graph_children()]),
-            )
+            attrs = []
+            for key, child in value._graph_children():
+                ck = kinds.get(type(child))
+                if ck is STATIC:
+                    attrs.append((key, (STC, hashable(child))))
+                else:
+                    attrs.append((key, walk(child, path + (key,))))
+            return (OBJ, type(value), idx, tuple(attrs))
         if k is VARIABLE:
             i = id(value)
             idx = ref_index.get(i)
@@ -228,6 +237,28 @@ def _make_var(defn: tuple, leaf: Any, make_variable: Callable | None) -> Variabl
     return new_variable(defn[1], leaf, thaw_metadata(defn[3]) if defn[3] else {})
 
 
+_rebuild_kind: dict[type, bool] = {}
+
+
+def _set_dict(obj: Any, children: dict) -> None:
+    object.__setattr__(obj, "__dict__", children)
+
+
+def _default_rebuild(cls: type) -> bool:
+    """Whether ``cls`` keeps its children in ``__dict__`` (the default)."""
+    v = _rebuild_kind.get(cls)
+    if v is None:
+        v = _rebuild_kind[cls] = cls._graph_rebuild is Pytree._graph_rebuild
+    return v
+
+
+def _link(child: Any, link: tuple) -> None:
+    if isinstance(child, Variable):
+        _set_link(child, link)
+    elif isinstance(child, Pytree):
+        _OBJ_LINK_SET(child, link)
+
+
 def _build(
     defn: tuple,
     it: Iterator[Any],
@@ -238,7 +269,7 @@ def _build(
     if tag == OBJ:
         cls = defn[1]
         obj = object.__new__(cls)
-        init_slots(obj)
+        _VER_SET(obj, 0)
         index_ref[defn[2]] = obj
         children: dict[Hashable, Any] = {}
         pref = None
@@ -248,27 +279,29 @@ def _build(
                 v = cdef[1]
                 children[key] = v.value if type(v) is _HASHED else v
                 continue
+            if ct == ARR:
+                children[key] = next(it)
+                continue
+            if pref is None:
+                pref = links.parent_ref(obj)
             if ct == VAR:
                 v = _make_var(cdef, next(it), make_variable)
                 index_ref[cdef[2]] = v
+                _set_link(v, (pref, (key,)))
             elif ct == REF:
                 v = index_ref[cdef[1]]
-            elif ct == ARR:
-                children[key] = next(it)
-                continue
+                _link(v, (pref, (key,)))
+            elif ct == OBJ:
+                v = _build(cdef, it, index_ref, make_variable)
+                _OBJ_LINK_SET(v, (pref, (key,)))
             else:
                 v = _build(cdef, it, index_ref, make_variable)
-                if ct != OBJ:
-                    children[key] = v
-                    if pref is None:
-                        pref = links.parent_ref(obj)
-                    links.link_children(obj, key, v, pref)
-                    continue
+                links.link_children(obj, key, v, pref)
             children[key] = v
-            if pref is None:
-                pref = links.parent_ref(obj)
-            links.set_link(v, pref, (key,))
-        obj._graph_rebuild(children)
+        if _default_rebuild(cls):
+            _set_dict(obj, children)
+        else:
+            obj._graph_rebuild(children)
         return obj
     if tag == VAR:
         v = _make_var(defn, next(it), make_variable)
@@ -294,6 +327,202 @@ def _build(
     if tag == PTR:
         return defn[1].unflatten([_build(c, it, index_ref, make_variable) for _, c in defn[2]])
     raise AssertionError(f"unknown graph definition tag {tag!r}")
+
+
+def unflatten_state(graphdef: GraphDef, state: Any, *, copy: bool = False) -> tuple[Any, list, list]:
+    """Rebuild a graph reading its leaves from a nested State, in one pass.
+
+    Returns ``(node, missing_paths, unexpected_paths)``; when either list is
+    non-empty the node is incomplete and must be discarded.
+    """
+    index_ref: dict[int, Any] = {}
+    missing: list[tuple] = []
+    unexpected: list[tuple] = []
+    trace = current_trace()
+
+    def leaf_of(sub: Any, key: Hashable, path: tuple) -> Any:
+        if sub is not None:
+            v = sub.get(key, MISSING)
+            if v is MISSING and type(key) is int:
+                v = sub.get(str(key), MISSING)
+            if v is not MISSING and not (isinstance(v, dict) and not isinstance(v, Variable)):
+                return v
+        missing.append(path + (key,))
+        return None
+
+    def var_of(cdef: tuple, leaf: Any) -> Variable:
+        if isinstance(leaf, Variable):
+            if copy:
+                return _fast_var(type(leaf), leaf._raw, dict(leaf._meta), trace)
+            return leaf
+        return _fast_var(cdef[1], leaf, thaw_metadata(cdef[3]) if cdef[3] else {}, trace)
+
+    def check_unexpected(sub: Any, attrs: tuple, used: int, path: tuple) -> None:
+        if sub is not None and used != len(sub):
+            known = {key for key, cdef in attrs if cdef[0] not in (STC, REF)}
+            known |= {str(k) for k in known if isinstance(k, int)}
+            for k in sorted_keys(sub):
+                if k not in known:
+                    _all_paths(sub[k], path + (k,), unexpected)
+
+    get_link = Variable._link.__get__  # type: ignore[attr-defined]
+    osa = object.__setattr__
+    def build_obj(plan: tuple, sub: Any, path: tuple) -> Any:
+        cls, idx, statics, var_keys, other_keys, default_rebuild, defn = plan
+        obj = object.__new__(cls)
+        index_ref[idx] = obj
+        children = statics.copy()
+        used = 0
+        pref = None
+        if var_keys:
+            sget = sub.get if sub is not None else None
+            for key, vcls, vidx, vdef in var_keys:
+                leaf = sget(key, MISSING) if sget is not None else MISSING
+                if type(leaf) is vcls and not copy:
+                    v = leaf  # the common case: the State's own Variable
+                    used += 1
+                    if get_link(v) is None:
+                        if pref is None:
+                            pref = links.parent_ref(obj)
+                        _set_link(v, (pref, (key,)))
+                else:
+                    if leaf is MISSING or (isinstance(leaf, dict) and not isinstance(leaf, Variable)):
+                        leaf = leaf_of(sub, key, path)
+                    used += leaf is not None
+                    v = var_of(vdef, leaf)
+                    if pref is None:
+                        pref = links.parent_ref(obj)
+                    _set_link(v, (pref, (key,)))
+                index_ref[vidx] = v
+                children[key] = v
+        for key, cdef, ct in other_keys:
+            if pref is None:
+                pref = links.parent_ref(obj)
+            if ct == REF:
+                v = index_ref[cdef[1]]
+                _link(v, (pref, (key,)))
+            elif ct == ARR:
+                leaf = leaf_of(sub, key, path)
+                used += leaf is not None
+                v = leaf._raw if isinstance(leaf, Variable) else leaf
+            else:
+                csub = sub.get(key) if sub is not None else None
+                if csub is None and sub is not None and type(key) is int:
+                    csub = sub.get(str(key))
+                used += csub is not None
+                if ct == OBJ:
+                    v = build_obj(cdef, csub, path + (key,))  # cdef is the child's plan
+                    _OBJ_LINK_SET(v, (pref, (key,)))
+                else:
+                    v = build(cdef, csub, path + (key,))
+                    links.link_children(obj, key, v, pref)
+            children[key] = v
+        if sub is not None and used != len(sub):
+            check_unexpected(sub, defn[3], used, path)
+        if default_rebuild:
+            osa(obj, "__dict__", children)
+        else:
+            obj._graph_rebuild(children)
+        return obj
+
+    def build(defn: tuple, sub: Any, path: tuple) -> Any:
+        tag = defn[0]
+        if tag == OBJ:
+            return build_obj(_plan_of(graphdef, defn), sub, path)
+        if tag == VAR:  # a bare Variable as the root
+            v = var_of(defn, sub)
+            index_ref[defn[2]] = v
+            return v
+        if tag == REF:
+            return index_ref[defn[1]]
+        if tag == STC:
+            v = defn[1]
+            return v.value if type(v) is _HASHED else v
+        if tag == ARR:
+            return sub
+        attrs = defn[1] if tag in (LST, TUP, DCT) else defn[2]
+        items = []
+        used = 0
+        for key, cdef in attrs:
+            ct = cdef[0]
+            if ct == VAR:
+                leaf = leaf_of(sub, key, path)
+                used += leaf is not None
+                v = var_of(cdef, leaf)
+                index_ref[cdef[2]] = v
+            elif ct == ARR:
+                leaf = leaf_of(sub, key, path)
+                used += leaf is not None
+                v = leaf._raw if isinstance(leaf, Variable) else leaf
+            elif ct == STC or ct == REF:
+                v = build(cdef, None, path)
+            else:
+                csub = sub.get(key) if sub is not None else None
+                if csub is None and sub is not None and type(key) is int:
+                    csub = sub.get(str(key))
+                used += csub is not None
+                v = build(cdef, csub, path + (key,))
+            items.append(v)
+        check_unexpected(sub, attrs, used, path)
+        if tag == LST:
+            return TrackedList(items) if _holds_data(attrs) else items
+        if tag == TUP:
+            return tuple(items)
+        if tag == DCT:
+            d = dict(zip((k for k, _ in attrs), items))
+            return TrackedDict(d) if _holds_data(attrs) else d
+        if tag == NTP:
+            return defn[1](*items)
+        return defn[1].unflatten(items)
+
+    node = build(graphdef.root, state, ())
+    return node, missing, unexpected
+
+
+def _plan_of(graphdef: GraphDef, defn: tuple) -> tuple:
+    """The merge plan of an object node, computed once per GraphDef."""
+    plans = graphdef._plan
+    if plans is None:
+        plans = graphdef._plan = {}
+    plan = plans.get(id(defn))
+    if plan is None:
+        plan = plans[id(defn)] = _object_plan(defn)
+    return plan
+
+
+def _object_plan(defn: tuple) -> tuple:
+    """Pre-sorted instructions for rebuilding one object node and its sub-objects.
+
+    Variables come first, then sub-nodes, arrays and references in key order;
+    references only ever point to nodes defined earlier in depth-first order,
+    so this order resolves them all. Sub-object entries hold their own plans.
+    """
+    cls, idx, attrs = defn[1], defn[2], defn[3]
+    statics: dict[Hashable, Any] = {}
+    var_keys = []
+    other_keys = []
+    for key, cdef in attrs:
+        ct = cdef[0]
+        if ct == STC:
+            v = cdef[1]
+            statics[key] = v.value if type(v) is _HASHED else v
+        elif ct == VAR:
+            var_keys.append((key, cdef[1], cdef[2], cdef))
+        elif ct == OBJ:
+            other_keys.append((key, _object_plan(cdef), ct))
+        else:
+            other_keys.append((key, cdef, ct))
+    return (cls, idx, statics, tuple(var_keys), tuple(other_keys), _default_rebuild(cls), defn)
+
+
+def _fast_var(cls: type, raw: Any, meta: dict, trace: Any) -> Variable:
+    v = object.__new__(cls)
+    _set_raw(v, raw)
+    _set_meta(v, meta)
+    _set_trace(v, trace)
+    _set_link(v, None)
+    _set_watch(v, None)
+    return v
 
 
 from ramie._src.core.variables import _Hashed as _HASHED  # noqa: E402
@@ -384,17 +613,37 @@ def _all_paths(v: Any, path: tuple, out: list) -> None:
 
 
 def to_state(paths: list[tuple], leaves: list[Any], cls: type = State) -> Any:
-    """Nest parallel paths and leaves into a State."""
-    root: dict = {}
+    """Nest parallel paths and leaves into a State (sub-mappings are States too)."""
+    new = cls.__new__
+    setitem = dict.__setitem__
+    graphstate = hasattr(cls, "_graphdef")
+    root = new(cls)
+    if graphstate:
+        object.__setattr__(root, "_graphdef", None)
+    # paths arrive in depth-first order, so keep the current chain of dicts
+    chain_keys: list = []
+    chain: list = [root]
     for path, leaf in zip(paths, leaves):
-        d = root
-        for k in path[:-1]:
+        n = len(path) - 1
+        depth = 0
+        limit = min(n, len(chain_keys))
+        while depth < limit and chain_keys[depth] == path[depth]:
+            depth += 1
+        del chain_keys[depth:]
+        del chain[depth + 1 :]
+        d = chain[-1]
+        for k in path[depth:n]:
             nxt = d.get(k)
             if nxt is None:
-                nxt = d[k] = {}
+                nxt = new(cls)
+                if graphstate:
+                    object.__setattr__(nxt, "_graphdef", None)
+                setitem(d, k, nxt)
+            chain_keys.append(k)
+            chain.append(nxt)
             d = nxt
-        d[path[-1]] = leaf
-    return _nest(root, cls)
+        setitem(d, path[n], leaf)
+    return root
 
 
 def _nest(d: dict, cls: type) -> Any:
