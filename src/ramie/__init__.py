@@ -17,6 +17,32 @@ from ramie._src.core.filters import Nothing as Nothing
 from ramie._src.core.filters import OfType as OfType
 from ramie._src.core.filters import PathContains as PathContains
 from ramie._src.core.filters import WithTag as WithTag
+from ramie import nn as nn
+from ramie._src.core.data import Data as Data
+from ramie._src.core.data import Static as Static
+from ramie._src.core.data import check_pytree as check_pytree
+from ramie._src.core.data import data as data
+from ramie._src.core.data import dataclass as dataclass
+from ramie._src.core.data import has_data as has_data
+from ramie._src.core.data import is_data as is_data
+from ramie._src.core.data import register_data_type as register_data_type
+from ramie._src.core.data import static as static
+from ramie._src.core.graph.context import MergeContext as MergeContext
+from ramie._src.core.graph.context import NodeStates as NodeStates
+from ramie._src.core.graph.context import SplitContext as SplitContext
+from ramie._src.core.graph.context import UpdateContext as UpdateContext
+from ramie._src.core.graph.context import current_update_context as current_update_context
+from ramie._src.core.graph.context import from_tree as from_tree
+from ramie._src.core.graph.context import merge_context as merge_context
+from ramie._src.core.graph.context import prefix as prefix
+from ramie._src.core.graph.context import split_context as split_context
+from ramie._src.core.graph.context import to_tree as to_tree
+from ramie._src.core.graph.context import update_context as update_context
+from ramie._src.core.modes import set_graph_mode as set_graph_mode
+from ramie._src.core.modes import set_graph_updates as set_graph_updates
+from ramie._src.core.modes import var_defaults as var_defaults
+from ramie._src.core.modes import vars_as as vars_as
+from ramie._src.core.modes import with_vars as with_vars
 from ramie._src.core.graph.api import PureState as PureState
 from ramie._src.core.graph.api import call as call
 from ramie._src.core.graph.api import clone as clone
@@ -86,6 +112,35 @@ from ramie._src.core.variables import variable_name_from_type as variable_name_f
 from ramie._src.core.variables import variable_type_from_name as variable_type_from_name
 from ramie._src.core.variables import with_metadata as with_metadata
 from ramie._src.nn import initializers as initializers
+from ramie._src.namespaces import compat as compat
+from ramie._src.namespaces import deprecations as deprecations
+from ramie._src.namespaces import extract as extract
+from ramie._src.namespaces import filterlib as filterlib
+from ramie._src.namespaces import graph as graph
+from ramie._src.namespaces import graphlib as graphlib
+from ramie._src.namespaces import helpers as helpers
+from ramie._src.namespaces import module as module
+from ramie._src.namespaces import object as object
+from ramie._src.namespaces import optimizer as optimizer
+from ramie._src.namespaces import proxy_caller as proxy_caller
+from ramie._src.namespaces import pytreelib as pytreelib
+from ramie._src.namespaces import rnglib as rnglib
+from ramie._src.namespaces import spmd as spmd
+from ramie._src.namespaces import statelib as statelib
+from ramie._src.namespaces import tracers as tracers
+from ramie._src.namespaces import transforms as transforms
+from ramie._src.namespaces import traversals as traversals
+from ramie._src.namespaces import variablelib as variablelib
+from ramie._src.spmd.sharding import abstract_with_sharding as abstract_with_sharding
+from ramie._src.spmd.sharding import as_abstract as as_abstract
+from ramie._src.spmd.sharding import get_abstract_model as get_abstract_model
+from ramie._src.spmd.sharding import get_named_sharding as get_named_sharding
+from ramie._src.spmd.sharding import get_partition_spec as get_partition_spec
+from ramie._src.spmd.sharding import logical_axis_rules as logical_axis_rules
+from ramie._src.spmd.sharding import use_eager_sharding as use_eager_sharding
+from ramie._src.spmd.sharding import using_eager_sharding as using_eager_sharding
+from ramie._src.spmd.sharding import with_partitioning as with_partitioning
+from ramie._src.training.train_state import TrainState as TrainState
 from ramie._src.training.optimizer import ModelAndOptimizer as ModelAndOptimizer
 from ramie._src.training.optimizer import OptArray as OptArray
 from ramie._src.training.optimizer import Optimizer as Optimizer
@@ -108,15 +163,96 @@ from ramie._src.transforms.general import checkify as checkify
 from ramie._src.transforms.general import eval_shape as eval_shape
 from ramie._src.transforms.general import make_jaxpr as make_jaxpr
 from ramie._src.transforms.general import remat as remat
+from ramie._src.transforms.general import transform_metadata as transform_metadata
 from ramie._src.transforms.jit import cached_partial as cached_partial
 from ramie._src.transforms.jit import jit as jit
 from ramie._src.transforms.jit import jit_partial as jit_partial
 from ramie._src.transforms.scan import scan as scan
+from ramie._src.transforms.shard_map import shard_map as shard_map
 from ramie._src.transforms.vmap import PARTITION_NAME as PARTITION_NAME
 from ramie._src.transforms.vmap import pmap as pmap
 from ramie._src.transforms.vmap import vmap as vmap
 from ramie._src.nn.linear import Linear as Linear
 from ramie._src.nn.normalization import BatchNorm as BatchNorm
 from ramie._src.nn.stochastic import Dropout as Dropout
+# >>> layers-linear-conv
+from ramie._src.nn.activations import PReLU as PReLU
+from ramie._src.nn.activations import celu as celu
+from ramie._src.nn.activations import elu as elu
+from ramie._src.nn.activations import gelu as gelu
+from ramie._src.nn.activations import glu as glu
+from ramie._src.nn.activations import hard_sigmoid as hard_sigmoid
+from ramie._src.nn.activations import hard_silu as hard_silu
+from ramie._src.nn.activations import hard_swish as hard_swish
+from ramie._src.nn.activations import hard_tanh as hard_tanh
+from ramie._src.nn.activations import identity as identity
+from ramie._src.nn.activations import leaky_relu as leaky_relu
+from ramie._src.nn.activations import log_sigmoid as log_sigmoid
+from ramie._src.nn.activations import log_softmax as log_softmax
+from ramie._src.nn.activations import logsumexp as logsumexp
+from ramie._src.nn.activations import one_hot as one_hot
+from ramie._src.nn.activations import relu as relu
+from ramie._src.nn.activations import relu6 as relu6
+from ramie._src.nn.activations import selu as selu
+from ramie._src.nn.activations import sigmoid as sigmoid
+from ramie._src.nn.activations import silu as silu
+from ramie._src.nn.activations import soft_sign as soft_sign
+from ramie._src.nn.activations import softmax as softmax
+from ramie._src.nn.activations import softplus as softplus
+from ramie._src.nn.activations import standardize as standardize
+from ramie._src.nn.activations import swish as swish
+from ramie._src.nn.activations import tanh as tanh
+from ramie._src.nn.conv import Conv as Conv
+from ramie._src.nn.conv_transpose import ConvTranspose as ConvTranspose
+from ramie._src.nn.embedding import Embed as Embed
+from ramie._src.nn.linear import Einsum as Einsum
+from ramie._src.nn.linear import LinearGeneral as LinearGeneral
+from ramie._src.nn.lora import LoRA as LoRA
+from ramie._src.nn.lora import LoRALinear as LoRALinear
+from ramie._src.nn.lora import LoRAParam as LoRAParam
+from ramie._src.nn.pooling import avg_pool as avg_pool
+from ramie._src.nn.pooling import max_pool as max_pool
+from ramie._src.nn.pooling import min_pool as min_pool
+from ramie._src.nn.pooling import pool as pool
+# <<< layers-linear-conv
+# >>> layers-norm-attention
+from ramie._src.nn.attention import combine_masks as combine_masks
+from ramie._src.nn.attention import dot_product_attention as dot_product_attention
+from ramie._src.nn.attention import dot_product_attention_weights as dot_product_attention_weights
+from ramie._src.nn.attention import make_attention_mask as make_attention_mask
+from ramie._src.nn.attention import make_causal_mask as make_causal_mask
+from ramie._src.nn.group_norm import GroupNorm as GroupNorm
+from ramie._src.nn.group_norm import InstanceNorm as InstanceNorm
+from ramie._src.nn.multi_head_attention import MultiHeadAttention as MultiHeadAttention
+from ramie._src.nn.normalization import LayerNorm as LayerNorm
+from ramie._src.nn.normalization import RMSNorm as RMSNorm
+from ramie._src.nn.weight_norms import SpectralNorm as SpectralNorm
+from ramie._src.nn.weight_norms import WeightNorm as WeightNorm
+# <<< layers-norm-attention
+# >>> layers-recurrent
+from ramie._src.nn.recurrent import GRUCell as GRUCell
+from ramie._src.nn.recurrent import LSTMCell as LSTMCell
+from ramie._src.nn.recurrent import OptimizedLSTMCell as OptimizedLSTMCell
+from ramie._src.nn.recurrent import RNNCellBase as RNNCellBase
+from ramie._src.nn.recurrent import SimpleCell as SimpleCell
+from ramie._src.nn.rnn import RNN as RNN
+from ramie._src.nn.rnn import Bidirectional as Bidirectional
+# <<< layers-recurrent
+# >>> training-display
+from ramie import metrics as metrics
+from ramie import training as training
+from ramie._src.display.summary import summary as summary
+from ramie._src.display.summary import tabulate as tabulate
+from ramie._src.display.treescope import display as display
+from ramie._src.training.ema import EMA as EMA
+from ramie._src.training.metrics import Metric as Metric
+from ramie._src.training.metrics import MultiMetric as MultiMetric
+# <<< training-display
+
+from typing import TypeVar as _TypeVar
+
+A = _TypeVar("A")
+M = _TypeVar("M", bound=Module)
+Initializer = initializers.Initializer
 
 __version__ = "0.1.0"

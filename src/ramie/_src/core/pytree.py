@@ -64,7 +64,7 @@ class Pytree:
     __slots__ = ("__dict__", "__weakref__", *_SLOTS)
     _ramie_is_pytree: bool = True
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+    def __new__(cls, /, *args: Any, **kwargs: Any) -> Any:
         obj = object.__new__(cls)
         _VER_SET(obj, 0)
         _LINK_SET(obj, None)

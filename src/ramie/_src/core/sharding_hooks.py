@@ -23,9 +23,13 @@ def _active_mesh() -> Any:
 
 
 def shard_on_create(var: Any) -> None:
+    from ramie._src.spmd.sharding import get_var_pspec, using_eager_sharding
+
     spec = var._meta.get("out_sharding")
     raw = var._raw
     if spec is None or not hasattr(raw, "shape") or isinstance(raw, jax.core.Tracer):
+        return
+    if not using_eager_sharding():
         return
     mesh = _active_mesh()
     if mesh is None:
@@ -36,7 +40,7 @@ def shard_on_create(var: Any) -> None:
         concrete = None
     if concrete is None or getattr(concrete, "empty", True):
         return
-    from jax.sharding import NamedSharding, PartitionSpec
+    from jax.sharding import NamedSharding
 
-    sharding = NamedSharding(concrete, PartitionSpec(*spec))
+    sharding = NamedSharding(concrete, get_var_pspec(var))
     var._raw = jax.device_put(raw, sharding)  # noqa: SLF001

@@ -59,7 +59,10 @@ def eval_shape(f: Callable[..., Any], *args: Any, graph: Any = None, graph_updat
         >>> abstract.kernel.value
         ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
     """
-    return lifted_call(jax.eval_shape, f, args, kwargs, "ramie.eval_shape", write_back=False)
+    return lifted_call(
+        lambda pure: functools.partial(jax.eval_shape, pure),
+        f, args, kwargs, "ramie.eval_shape", write_back=False,
+    )
 
 
 def remat(
@@ -156,5 +159,49 @@ def checkify(f: Callable[..., Any], errors: Any = None, graph: Any = None, graph
 
         out = lifted_call(transform, f, args, kwargs, "ramie.checkify")
         return box["err"], out
+
+    return wrapper
+
+
+def transform_metadata(
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    partition: Any,
+    graph: Any = None,
+) -> Any:
+    """Remove the axis ``partition`` from Variables' sharding metadata around ``f``.
+
+    Inside ``f`` the Variables of module arguments look unstacked (the named
+    axis at ``in_axes`` is removed from their ``out_sharding``); afterwards it is
+    added back at ``out_axes``. Used by vmap/scan over stacked layers.
+    """
+    if f is MISSING:
+        return lambda fn: transform_metadata(fn, in_axes=in_axes, out_axes=out_axes, partition=partition)
+    from ramie._src.core.variables import Variable
+    from ramie._src.transforms.lifting import is_node
+
+    def variables_of(args: Any) -> list[Any]:
+        from ramie._src.core.graph.api import leaves_with_paths
+
+        out = []
+        for leaf in jax.tree_util.tree_leaves(args, is_leaf=is_node):
+            if is_node(leaf):
+                out.extend(v for v in leaves_with_paths(leaf)[1] if isinstance(v, Variable))
+        return out
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        vs = variables_of((args, kwargs))
+        axis = in_axes if isinstance(in_axes, int) else 0
+        for v in vs:
+            v.remove_axis(axis, partition)
+        try:
+            return f(*args, **kwargs)
+        finally:
+            oaxis = out_axes if isinstance(out_axes, int) else 0
+            for v in vs:
+                v.add_axis(oaxis, partition)
 
     return wrapper

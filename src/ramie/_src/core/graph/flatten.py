@@ -329,13 +329,21 @@ def _build(
     raise AssertionError(f"unknown graph definition tag {tag!r}")
 
 
-def unflatten_state(graphdef: GraphDef, state: Any, *, copy: bool = False) -> tuple[Any, list, list]:
+def unflatten_state(
+    graphdef: GraphDef,
+    state: Any,
+    *,
+    copy: bool = False,
+    index_ref: dict[int, Any] | None = None,
+) -> tuple[Any, list, list]:
     """Rebuild a graph reading its leaves from a nested State, in one pass.
 
     Returns ``(node, missing_paths, unexpected_paths)``; when either list is
-    non-empty the node is incomplete and must be discarded.
+    non-empty the node is incomplete and must be discarded. ``index_ref`` may
+    hold objects rebuilt earlier (references to them resolve).
     """
-    index_ref: dict[int, Any] = {}
+    if index_ref is None:
+        index_ref = {}
     missing: list[tuple] = []
     unexpected: list[tuple] = []
     trace = current_trace()
