@@ -78,6 +78,14 @@ class RngError(RamieError, ValueError):
     """An RNG stream was asked for that does not exist or cannot be used."""
 
 
+class RngStreamNotFoundError(RngError, AttributeError):
+    """``rngs.<name>`` for a stream that does not exist (and no ``default``).
+
+    Also an ``AttributeError``, so ``hasattr(rngs, "params")`` is False and
+    ``getattr(rngs, "params", None)`` is None.
+    """
+
+
 class ModuleAttributeError(RamieError, AttributeError):
     """A module attribute named in a call does not exist."""
 

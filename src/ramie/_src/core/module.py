@@ -87,10 +87,15 @@ class Module(Pytree):
         existing = self.__dict__.get(name)
         if existing is not None:
             if not isinstance(existing, variable_type):
+                from ramie._src.core.links import path_of
+                from ramie._src.core.paths import format_path
+
+                where = format_path((*(path_of(self) or ()), name))
                 raise ModuleAttributeError(
                     f"{type(self).__name__}.sow({variable_type.__name__}, {name!r}, ...): "
-                    f"the attribute {name!r} already holds a {type(existing).__name__}, "
-                    f"not a {variable_type.__name__}; use another name."
+                    f"{where} already holds a {type(existing).__name__}, not a "
+                    f"{variable_type.__name__}; sow under another name, e.g.\n"
+                    f"      self.sow({variable_type.__name__}, {name + '_' + variable_type.__name__.lower()!r}, value)"
                 )
             existing.set_value(reduce_fn(existing._raw, value))
         else:
@@ -249,12 +254,37 @@ def view_info(node: Any, /, *, only: Any = ..., graph: Any = None) -> str:
     return "\n".join(lines)
 
 
+_MODULE_API = frozenset(dir(Pytree)) | {
+    "sow", "perturb", "set_attributes", "train", "eval", "set_view", "iter_modules", "iter_children",
+}  # fmt: skip
+
+
+def _recordable_methods(cls: type) -> list[tuple[type, str, Any]]:
+    """(defining class, name, function) of the public methods and ``__call__``."""
+    out = []
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is Module or klass is Pytree or klass is object:
+            break
+        for name, fn in vars(klass).items():
+            if name in seen or not callable(fn) or isinstance(fn, (staticmethod, classmethod, type)):
+                continue
+            if (name.startswith("_") and name != "__call__") or name in _MODULE_API:
+                continue
+            seen.add(name)
+            out.append((klass, name, fn))
+    return out
+
+
 def capture(fn: Any, *var_types: Any, init: Any = None, method_outputs: Any = None) -> Callable[..., Any]:
     """Wrap a Module, bound method or function to also return sown values.
 
     The wrapper returns ``(result, *states)``: for each of ``var_types`` (e.g.
-    ``ramie.Intermediate``) the values sown during the call, removed from the
-    module(s) afterwards.
+    ``ramie.Intermediate``) a State of the values sown during the call, removed
+    from the module(s) afterwards. With ``method_outputs=T`` (a Variable type)
+    the output of every public method and ``__call__`` of every module is
+    recorded too, under the method's name (``{'__call__': ..., 'lin':
+    {'__call__': ...}}``), in the State of type ``T``.
 
     Example:
         >>> import jax.numpy as jnp, ramie
@@ -266,8 +296,12 @@ def capture(fn: Any, *var_types: Any, init: Any = None, method_outputs: Any = No
         >>> inter.y.value[0]
         Array([3., 3.], dtype=float32)
     """
+    from ramie._src.core.state import State, merge_state
+
     if not var_types:
         var_types = (Intermediate,)
+    if method_outputs is not None and method_outputs not in var_types:
+        var_types = (*var_types, method_outputs)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         roots = []
@@ -279,16 +313,61 @@ def capture(fn: Any, *var_types: Any, init: Any = None, method_outputs: Any = No
         roots.extend(a for a in args if isinstance(a, Module))
         for r in roots:  # start clean
             api.pop(r, *var_types)
-        result = fn(*args, **kwargs)
+        records: dict[int, list[tuple[str, Any]]] = {}
+        patched: list[tuple[type, str, Any]] = []
+        module_paths: dict[int, tuple] = {}
+        if method_outputs is not None:
+            classes: dict[type, None] = {}
+            for r in roots:
+                for path, m in api.iter_modules(r):
+                    module_paths.setdefault(id(m), path)
+                    classes[type(m)] = None
+            done: set[tuple[type, str]] = set()
+            for cls in classes:
+                for klass, name, func in _recordable_methods(cls):
+                    if (klass, name) in done:
+                        continue
+                    done.add((klass, name))
+                    patched.append((klass, name, func))
+                    setattr(klass, name, _recording(func, name, records, module_paths))
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            for klass, name, func in patched:
+                setattr(klass, name, func)
         states = []
         for vt in var_types:
             merged: dict = {}
             for r in roots:
                 s = api.pop(r, vt)
                 merged.update(s)
-            from ramie._src.core.state import State
+            state = State(merged)
+            if vt is method_outputs and records:
+                from ramie._src.core.graph.flatten import to_state
 
-            states.append(State(merged))
+                paths, leaves = [], []
+                for mid, items in records.items():
+                    by_name: dict[str, list] = {}
+                    for name, out in items:
+                        by_name.setdefault(name, []).append(out)
+                    for name, outs in by_name.items():
+                        paths.append((*module_paths[mid], name))
+                        leaves.append(vt(tuple(outs)))
+                state = merge_state(state, to_state(paths, leaves))
+            states.append(state)
         return (result, *states)
 
     return wrapper
+
+
+def _recording(func: Any, name: str, records: dict, module_paths: dict) -> Any:
+    import functools
+
+    @functools.wraps(func)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = func(self, *args, **kwargs)
+        if id(self) in module_paths:
+            records.setdefault(id(self), []).append((name, out))
+        return out
+
+    return method

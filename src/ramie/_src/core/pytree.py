@@ -23,6 +23,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 import jax
+import numpy as np
 
 from ramie._src.core import links
 from ramie._src.core.epoch import EPOCH
@@ -43,6 +44,7 @@ _SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_acyclic")
 _SLOT_SET = frozenset(_SLOTS)
 _NOTSET = object()
 _NUMBER_TYPES = (int, float, complex, bool)
+_SCALAR_CLASSES = (int, float, complex, bool, np.generic)
 
 
 class Pytree:
@@ -92,7 +94,7 @@ class Pytree:
             old is not _NOTSET
             and isinstance(old, Variable)
             and not isinstance(value, Variable)
-            and (kind_of(value) is ARRAY or type(value) in _NUMBER_TYPES)
+            and (kind_of(value) is ARRAY or isinstance(value, _SCALAR_CLASSES))
         ):
             # `self.count = self.count + 1`: keep the Variable, update its value.
             old.set_value(value)
@@ -196,7 +198,13 @@ def bump(obj: Pytree) -> None:
 
 
 class Object(Pytree, pytree=False):
-    """A graph object that is *not* a JAX pytree (Flax's legacy base class)."""
+    """A graph object that is *not* a JAX pytree (Flax's legacy base class).
+
+    Its subclasses are not pytrees either, unless declared with ``pytree=True``.
+    """
+
+    def __init_subclass__(cls, *, pytree: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(pytree=pytree, **kwargs)
 
 
 # ----------------------------------------------------------- pytree support

@@ -96,10 +96,9 @@ def _split_streams(
     streams: list[RngStream], splits: int | tuple[int, ...], squeeze: bool
 ) -> RngBackup:
     shape = _as_shape(splits)
-    saved = []
-    for s in streams:
-        key = s.key._raw
-        kshape = tuple(getattr(key, "shape", ()))
+    todo = []
+    for s in streams:  # check every stream before splitting any
+        kshape = tuple(getattr(s.key._raw, "shape", ()))
         if kshape[: len(shape)] == shape and kshape:
             continue  # already split for this axis (a stacked module's stream)
         if kshape:
@@ -108,6 +107,9 @@ def _split_streams(
                 f"shape {kshape}, which does not start with {shape}. Split streams "
                 "once per vmap/scan axis."
             )
+        todo.append(s)
+    saved = []
+    for s in todo:
         base = s()  # advance the parent stream so the next split differs
         saved.append((s, s.key._raw, s.count._raw))
         new_keys = jax.random.split(base, shape)
@@ -254,7 +256,10 @@ def reseed(
             f"{(sorted(by_tag) or ['dropout'])[0]}=0)"
         )
     for tag, seed in stream_keys.items():
-        new_key = as_key(seed)
+        # The key a fresh `Rngs(tag=seed)` stream would hand out first: a module
+        # built with that seed forked exactly this key, so reseeding to the
+        # construction seed reproduces the construction-time behaviour (as Flax).
+        new_key = jax.random.fold_in(as_key(seed), 0)
         for path, s in by_tag[tag]:
             shape = tuple(getattr(s.key._raw, "shape", ()))
             if callable(policy):

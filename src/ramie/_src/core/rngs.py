@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from ramie._src.core.pytree import Pytree
 from ramie._src.core.variables import Variable
-from ramie.errors import RngError
+from ramie.errors import RngError, RngStreamNotFoundError
 
 
 class RngState(Variable):
@@ -186,7 +186,7 @@ class Rngs(Pytree):
         default = d.get("default")
         if isinstance(default, RngStream):
             return default
-        raise RngError(
+        raise RngStreamNotFoundError(
             f"Rngs has no stream {name!r} and no 'default' stream to fall back to; "
             f"streams: {sorted(self._names())}.\n"
             f"  Create it: ramie.Rngs({name}=0, ...) or give a default: ramie.Rngs(0)"

@@ -38,7 +38,10 @@ def short_dtype(dtype: Any) -> str:
         >>> short_dtype(jnp.float32), short_dtype(jnp.bfloat16)
         ('f32', 'bf16')
     """
-    name = str(getattr(dtype, "name", dtype))
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(getattr(dtype, "name", dtype))
     return _SHORT.get(name, name)
 
 

@@ -36,6 +36,51 @@ from jax.nn.initializers import (
 Initializer = jax.nn.initializers.Initializer
 DtypeLikeInexact = Any
 
+# Eager initializers dispatch one small JAX op at a time (a truncated normal is
+# ~15 dispatches). When the same initializer is called eagerly with the same
+# shape and dtype again and again - building many identical layers - a compiled
+# version is much faster. `initialize` compiles a combination once it has been
+# seen _COMPILE_AFTER times, so one-off layers never pay a compile.
+_COMPILE_AFTER = 3
+_MAX_ENTRIES = 512
+_seen: dict[tuple, int] = {}
+_compiled: dict[tuple, Any] = {}
+
+
+def initialize(init: Any, key: jax.Array, shape: Any, dtype: Any) -> jax.Array:
+    """``init(key, shape, dtype)``, compiled when the call repeats eagerly.
+
+    Layers call this instead of the initializer directly. Under a JAX trace
+    (inside ``jit``/``vmap``) it simply calls ``init``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> initialize(lecun_normal(), jax.random.key(0), (2, 3), jnp.float32).shape
+        (2, 3)
+    """
+    from ramie._src.core.tracing import current_trace
+
+    if current_trace() is not None or isinstance(key, jax.core.Tracer):
+        return init(key, shape, dtype)
+    try:
+        entry = (init, tuple(shape), jax.numpy.dtype(dtype))
+        fn = _compiled.get(entry)
+    except TypeError:  # unhashable initializer or shape
+        return init(key, shape, dtype)
+    if fn is None:
+        n = _seen.get(entry, 0) + 1
+        if n < _COMPILE_AFTER:
+            if len(_seen) >= _MAX_ENTRIES:
+                _seen.pop(next(iter(_seen)))
+            _seen[entry] = n
+            return init(key, shape, dtype)
+        _seen.pop(entry, None)
+        if len(_compiled) >= _MAX_ENTRIES:
+            _compiled.pop(next(iter(_compiled)))
+        shape_t, dtype_t = entry[1], entry[2]
+        fn = _compiled[entry] = jax.jit(lambda k: init(k, shape_t, dtype_t))
+    return fn(key)
+
 
 def zeros_init() -> Initializer:
     """An initializer that returns zeros (a builder, like ``lecun_normal()``).
@@ -54,7 +99,7 @@ def ones_init() -> Initializer:
 
 
 __all__ = [
-    "Initializer", "DtypeLikeInexact", "constant", "delta_orthogonal", "glorot_normal",
+    "Initializer", "DtypeLikeInexact", "constant", "initialize", "delta_orthogonal", "glorot_normal",
     "glorot_uniform", "he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform",
     "lecun_normal", "lecun_uniform", "normal", "ones", "ones_init", "orthogonal",
     "truncated_normal", "uniform", "variance_scaling", "xavier_normal",

@@ -84,9 +84,11 @@ class Dropout(Module):
             return jnp.zeros_like(inputs)
         source = rngs if rngs is not None else self.rngs
         if source is None:
+            from ramie._src.core.links import describe
+
             raise ValueError(
-                "Dropout: deterministic is False but the layer has no RNG stream and "
-                "no rngs were passed.\n"
+                f"Dropout: {describe(self)} is in training mode (deterministic=False) but "
+                "has no RNG stream and no rngs were passed.\n"
                 "  Give it one at construction: Dropout(rate, rngs=ramie.Rngs(dropout=0))\n"
                 "  or per call: dropout(x, rngs=rngs), or call model.eval() for inference."
             )

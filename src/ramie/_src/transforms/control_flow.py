@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from ramie._src.transforms import lifting
+from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.lifting import is_node
 
 
@@ -45,8 +45,13 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any, g
     """``jax.lax.switch`` whose branches may take and mutate modules."""
     ext = lifting.extract((operands, {}))
     lifting.check_traces(ext, _api)
-    pures = [_branch(b, ext.static, _api) for b in branches]
-    out, (aux, state_vals) = jax.lax.switch(index, pures, ext.values, ext.other)
+
+    def build() -> Any:
+        pures = [_branch(b, ext.static, _api) for b in branches]
+        return lambda i, values, other: jax.lax.switch(i, pures, values, other)
+
+    run = eager_cache.cached("switch", tuple(branches), (ext.static, _api), build)
+    out, (aux, state_vals) = run(index, ext.values, ext.other)
     index_map = lifting.apply_state(ext, aux.value, state_vals, _api)
     return lifting.build_outputs(out, aux.value, index_map)
 
@@ -96,9 +101,15 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_
     api = "ramie.fori_loop"
     ext = lifting.extract(((init_val,), {}))
     lifting.check_traces(ext, api)
-    body = _loop_body(body_fun, ext.static, ext, api, with_index=True)
     kw = {} if unroll is None else {"unroll": unroll}
-    values, other = jax.lax.fori_loop(lower, upper, lambda i, c: body(i, c), (ext.values, ext.other), **kw)
+
+    def build() -> Any:
+        body = _loop_body(body_fun, ext.static, ext, api, with_index=True)
+        return lambda lo, hi, carry: jax.lax.fori_loop(lo, hi, lambda i, c: body(i, c), carry, **kw)
+
+    concrete = isinstance(lower, int) and isinstance(upper, int)
+    run = eager_cache.cached("fori", body_fun, (ext.static, unroll), build) if not concrete else build()
+    values, other = run(lower, upper, (ext.values, ext.other))
     return _finish(ext, init_val, values, other, api)
 
 
@@ -107,14 +118,18 @@ def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], i
     api = "ramie.while_loop"
     ext = lifting.extract(((init_val,), {}))
     lifting.check_traces(ext, api)
-    body = _loop_body(body_fun, ext.static, ext, api, with_index=False)
+    def build() -> Any:
+        body = _loop_body(body_fun, ext.static, ext, api, with_index=False)
 
-    def cond_pure(carry: tuple) -> Any:
-        values, other = carry
-        ((val,), _), _ = lifting.rebuild(ext.static, values, other)
-        return cond_fun(val)
+        def cond_pure(carry: tuple) -> Any:
+            values, other = carry
+            ((val,), _), _ = lifting.rebuild(ext.static, values, other)
+            return cond_fun(val)
 
-    values, other = jax.lax.while_loop(cond_pure, lambda c: body(c), (ext.values, ext.other))
+        return lambda carry: jax.lax.while_loop(cond_pure, lambda c: body(c), carry)
+
+    run = eager_cache.cached("while", (cond_fun, body_fun), ext.static, build)
+    values, other = run((ext.values, ext.other))
     return _finish(ext, init_val, values, other, api)
 
 

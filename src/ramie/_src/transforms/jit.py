@@ -239,10 +239,13 @@ class JitWrapped:
         key = self._key(args, kwargs)
         if key is not None:
             entry = self._entries.get(key)
-            if entry is not None and entry.fast and entry.trace is current_trace() and entry.valid():
+            trace = current_trace()
+            if entry is not None and entry.fast and entry.trace is trace and entry.valid():
                 return self._run(entry, args, kwargs)
             entry = self._build_entry(args, kwargs)
-            self._store(key, entry)
+            if trace is None:
+                # Entries built while tracing hold traced objects: use once, don't keep.
+                self._store(key, entry)
             return self._run(entry, args, kwargs)
         return self._generic_call(args, kwargs)
 
@@ -376,10 +379,18 @@ class JitWrapped:
         return leaf_shardings_for_jit(spec, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs)
 
     def _run(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
-        STATS["fast_calls"] += 1
-        vals = [_get_raw(v) for v in entry.vars]
         dyn = tuple([args[i] for i in entry.dyn_pos])
         kw = {n: kwargs[n] for n in entry.dyn_kw} if entry.dyn_kw else {}
+        if not entry.fast:
+            # bare arrays among the leaves: read and write them through their paths
+            STATS["slow_calls"] += 1
+            out, (aux, state_vals) = entry.jitted(entry.ext.values, dyn, kw)
+            index_map = lifting.apply_state(entry.ext, aux.value, state_vals, "ramie.jit")
+            if aux.value[1]:
+                out = lifting.build_outputs(out, aux.value, index_map)
+            return out
+        STATS["fast_calls"] += 1
+        vals = [_get_raw(v) for v in entry.vars]
         out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
         static = aux.value
         st = static[0]

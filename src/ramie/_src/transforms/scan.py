@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ramie._src.core.sentinels import MISSING
-from ramie._src.transforms import lifting
+from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
 from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
 
@@ -107,75 +107,91 @@ def scan(
         for s in o_specs:
             if isinstance(s, StateAxes):
                 raise ValueError(f"{api}: StateAxes can only be used for module arguments")
+        values, other = ext.values, ext.other
+        static = ext.static
+        carry_arg_nodes = _carry_nodes(args, carry_pos)
+        out_is_carry_only = is_carry(out_axes)
+        carry_out_index = _carry_out_index(out_axes, api)
+        y_axes_spec = _y_axes(out_axes)
         # classify leaves: carry (Carry or broadcast module state), scanned, const
         g_carry = [j for j, s in enumerate(g_specs) if is_carry(s) or s is None]
         g_scan = [j for j, s in enumerate(g_specs) if isinstance(s, int) and not is_carry(s)]
         o_carry = [j for j, s in enumerate(o_specs) if is_carry(s)]
         o_scan = [j for j, s in enumerate(o_specs) if isinstance(s, int) and not is_carry(s)]
         o_const = [j for j, s in enumerate(o_specs) if s is None]
-        values, other = ext.values, ext.other
-        xs_g = [_moveaxis(values[j], g_specs[j], 0) for j in g_scan]
-        xs_o = [_moveaxis(other[j], o_specs[j], 0) for j in o_scan]
-        n_steps = length
-        if n_steps is None:
-            firsts = [jax.tree_util.tree_leaves(x) for x in xs_g + xs_o]
-            sizes = {leaf.shape[0] for leaves in firsts for leaf in leaves}
-            if not sizes:
-                raise ValueError(f"{api}: nothing to scan over; pass length=... or a scanned input")
-            if len(sizes) > 1:
-                raise ValueError(f"{api}: scanned inputs have different lengths {sorted(sizes)}")
-            n_steps = sizes.pop()
-        static = ext.static
-        consts = [other[j] for j in o_const]
-        carry_arg_nodes = _carry_nodes(args, carry_pos)
-        out_is_carry_only = is_carry(out_axes)
-        carry_out_index = _carry_out_index(out_axes, api)
-        y_axes_spec = _y_axes(out_axes)
 
-        def body(carry: tuple, xs: tuple) -> tuple:
-            c_g, c_o = carry
-            x_g, x_o = xs
-            vals: list[Any] = [None] * len(values)
-            for j, v in zip(g_carry, c_g):
-                vals[j] = v
-            for j, v in zip(g_scan, x_g):
-                vals[j] = v
-            oth: list[Any] = [None] * len(other)
-            for j, v in zip(o_carry, c_o):
-                oth[j] = v
-            for j, v in zip(o_scan, x_o):
-                oth[j] = v
-            for j, v in zip(o_const, consts):
-                oth[j] = v
-            (a, _), inner = lifting.rebuild(static, vals, oth)
-            out = f(*a)
-            if out_is_carry_only:
-                carry_out, y = out, None
-            else:
-                if not isinstance(out, tuple):
-                    raise TypeError(
-                        f"{api}: with out_axes={out_axes!r} the function must return a tuple; "
-                        f"got {type(out).__name__}"
+        def build() -> Any:
+            n_values, n_other = len(values), len(other)
+
+            def run(values: list, other: list) -> tuple:
+                xs_g = [_moveaxis(values[j], g_specs[j], 0) for j in g_scan]
+                xs_o = [_moveaxis(other[j], o_specs[j], 0) for j in o_scan]
+                n_steps = length
+                if n_steps is None:
+                    firsts = [jax.tree_util.tree_leaves(x) for x in xs_g + xs_o]
+                    sizes = {leaf.shape[0] for leaves in firsts for leaf in leaves}
+                    if not sizes:
+                        raise ValueError(
+                            f"{api}: nothing to scan over; pass length=... or a scanned input"
+                        )
+                    if len(sizes) > 1:
+                        raise ValueError(
+                            f"{api}: scanned inputs have different lengths {sorted(sizes)}"
+                        )
+                    n_steps = sizes.pop()
+                consts = [other[j] for j in o_const]
+
+                def body(carry: tuple, xs: tuple) -> tuple:
+                    c_g, c_o = carry
+                    x_g, x_o = xs
+                    vals: list[Any] = [None] * n_values
+                    for j, v in zip(g_carry, c_g):
+                        vals[j] = v
+                    for j, v in zip(g_scan, x_g):
+                        vals[j] = v
+                    oth: list[Any] = [None] * n_other
+                    for j, v in zip(o_carry, c_o):
+                        oth[j] = v
+                    for j, v in zip(o_scan, x_o):
+                        oth[j] = v
+                    for j, v in zip(o_const, consts):
+                        oth[j] = v
+                    (a, _), inner = lifting.rebuild(static, vals, oth)
+                    out = f(*a)
+                    if out_is_carry_only:
+                        carry_out, y = out, None
+                    else:
+                        if not isinstance(out, tuple):
+                            raise TypeError(
+                                f"{api}: with out_axes={out_axes!r} the function must return a "
+                                f"tuple; got {type(out).__name__}"
+                            )
+                        if carry_out_index is None:
+                            carry_out, y = None, out
+                        else:
+                            carry_out = out[carry_out_index]
+                            rest = out[:carry_out_index] + out[carry_out_index + 1 :]
+                            y = rest[0] if len(rest) == 1 else rest
+                    inner_carry = _carry_nodes(a, carry_pos)
+                    c_leaves = _check_carry(carry_out, inner_carry, carry_arg_nodes, api)
+                    y_out, (aux, state_vals) = lifting.collect(
+                        inner, y, mode="all", allow_structure_change=False, api=api
                     )
-                if carry_out_index is None:
-                    carry_out, y = None, out
-                else:
-                    carry_out = out[carry_out_index]
-                    rest = out[:carry_out_index] + out[carry_out_index + 1 :]
-                    y = rest[0] if len(rest) == 1 else rest
-            inner_carry = _carry_nodes(a, carry_pos)
-            c_leaves = _check_carry(carry_out, inner_carry, carry_arg_nodes, api)
-            y_out, (aux, state_vals) = lifting.collect(
-                inner, y, mode="all", allow_structure_change=False, api=api
-            )
-            new_c_g = [state_vals[j] for j in g_carry]
-            new_x_g = [state_vals[j] for j in g_scan]
-            return (new_c_g, c_leaves), (new_x_g, y_out, aux)
+                    new_c_g = [state_vals[j] for j in g_carry]
+                    new_x_g = [state_vals[j] for j in g_scan]
+                    return (new_c_g, c_leaves), (new_x_g, y_out, aux)
 
-        carry0 = ([values[j] for j in g_carry], [other[j] for j in o_carry])
-        (c_g, c_o), (ys_g, ys_user, aux) = jax.lax.scan(
-            body, carry0, (xs_g, xs_o), length=n_steps, reverse=reverse, unroll=unroll
-        )
+                carry0 = ([values[j] for j in g_carry], [other[j] for j in o_carry])
+                (c_g, c_o), (ys_g, ys_user, aux) = jax.lax.scan(
+                    body, carry0, (xs_g, xs_o), length=n_steps, reverse=reverse, unroll=unroll
+                )
+                return c_g, c_o, ys_g, ys_user, aux
+
+            return run
+
+        key = (static, tuple(g_specs), tuple(o_specs), tuple(carry_pos), length, reverse, unroll, out_axes)
+        run = eager_cache.cached("scan", f, key, build)
+        c_g, c_o, ys_g, ys_user, aux = run(values, other)
         # write back module state
         new_vals = list(values)
         for j, v in zip(g_carry, c_g):

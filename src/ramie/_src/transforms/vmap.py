@@ -24,7 +24,7 @@ import jax
 
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.variables import Variable
-from ramie._src.transforms import lifting
+from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
 from ramie._src.transforms.lifting import is_node
 
@@ -141,15 +141,20 @@ def vmap(
         kw = {}
         if spmd_axis_name is not None:
             kw["spmd_axis_name"] = spmd_axis_name
-        try:
-            out, (aux, state_vals) = jax.vmap(
+
+        def build() -> Any:
+            return jax.vmap(
                 pure,
                 in_axes=(graph_axes, other_axes),
                 out_axes=jax_out_axes,
                 axis_name=axis_name,
                 axis_size=axis_size,
                 **kw,
-            )(ext.values, ext.other)
+            )
+
+        key = (static, tuple(graph_axes), tuple(other_axes), out_axes, axis_name, axis_size, spmd_axis_name)
+        try:
+            out, (aux, state_vals) = eager_cache.cached("vmap", f, key, build)(ext.values, ext.other)
         except ValueError as e:
             if "out_axes" in str(e) and "None" in str(e):
                 raise ValueError(

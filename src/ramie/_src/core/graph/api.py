@@ -441,7 +441,10 @@ def _apply_plan(plan: list) -> None:
             if isinstance(val, Variable):
                 val = val._raw
             if k is OBJECT:
-                node.__dict__[key] = val  # a value change, not a structural one
+                if type(node)._graph_set is Pytree._graph_set:
+                    node.__dict__[key] = val  # a value change, not a structural one
+                else:  # List/Dict keep their items elsewhere
+                    node._graph_set(key, val)
             else:
                 node[key] = val
 
@@ -527,18 +530,22 @@ def pop(node: Any, *filters: Any) -> Any:
                 walk(child, cpath)
 
     walk(node, ())
-    for parent, k, key, cpath in removals:
-        if k is OBJECT:
-            parent._graph_del(key)
-        elif k is DICT:
-            del parent[key]
-        else:
+    for parent, k, key, cpath in removals:  # check everything before changing anything
+        if k is not OBJECT and k is not DICT:
             raise GraphStructureError(
                 f"ramie.pop(): the Variable at {format_path(cpath)} is an item of a "
-                f"{type(parent).__name__}; only Module attributes and dict entries can be "
-                "popped. Keep popped Variables as attributes, or use ramie.state() to "
-                "read them without removing."
+                f"{type(parent).__name__}; only Module attributes, ramie.List/Dict items and "
+                "dict entries can be popped. Keep popped Variables as attributes, or use "
+                "ramie.state() to read them without removing."
             )
+    # delete from the highest key down, so list indices stay valid
+    for parent, k, key, _ in sorted(
+        removals, key=lambda r: (id(r[0]), r[2] if isinstance(r[2], int) else 0), reverse=True
+    ):
+        if k is OBJECT:
+            parent._graph_del(key)
+        else:
+            del parent[key]
     outs = [to_state([p for p, _ in f], [v for _, v in f]) for f in found]
     return outs[0] if len(outs) == 1 else tuple(outs)
 

@@ -55,7 +55,7 @@ def _classify(t: type) -> str:
         return VARIABLE
     if issubclass(t, Pytree):
         return OBJECT
-    if issubclass(t, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)):
+    if issubclass(t, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, jax.core.Tracer)):
         return ARRAY
     if issubclass(t, _SIMPLE_STATIC):
         return STATIC

@@ -1,0 +1,538 @@
+"""Tests for ``ramie/_src/core/graph/api.py``: split, merge, update, state,
+graphdef, clone, pop, iteration, mapping, metadata and functional calls."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ramie as nnx
+from ramie.errors import (
+    FilterError,
+    GraphStructureError,
+    StateLoadError,
+    TraceContextError,
+)
+
+
+class Counter(nnx.Variable):
+    pass
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(2, 3, rngs=rngs)
+        self.batchnorm = nnx.BatchNorm(3, rngs=rngs)
+        self.count = Counter(jnp.array(0))
+
+    def __call__(self, x):
+        self.count += 1
+        return self.batchnorm(self.linear(x))
+
+
+class Model(nnx.Module):
+    def __init__(self, rngs):
+        self.block = Block(rngs)
+        self.layers = [nnx.Linear(3, 3, rngs=rngs)]
+        self.tied = self.layers[0]  # weight tying
+
+
+class Node(nnx.Module):
+    pass
+
+
+def _model():
+    return Model(nnx.Rngs(0))
+
+
+def _paths(state):
+    return sorted(nnx.to_flat_state(state).paths, key=str)
+
+
+# -------------------------------------------------------------------- split
+def test_split_returns_live_variables_and_shares_once():
+    m = _model()
+    graphdef, state = nnx.split(m)
+    assert isinstance(graphdef, nnx.GraphDef)
+    assert state.block.linear.kernel is m.block.linear.kernel
+    assert "tied" not in state  # the shared module appears once
+    assert graphdef.num_leaves == len(_paths(state)) == 9
+
+
+def test_split_with_filters_seed_forms():
+    m = _model()
+    graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+    assert sorted(params.keys()) == ["block", "layers"]
+    assert _paths(rest) == [
+        ("block", "batchnorm", "mean"),
+        ("block", "batchnorm", "var"),
+        ("block", "count"),
+    ]
+    out = nnx.split(m, nnx.Param, nnx.BatchStat, Counter)
+    assert len(out) == 4
+    assert _paths(out[3]) == [("block", "count")]
+    _, everything = nnx.split(m, ...)
+    assert len(_paths(everything)) == 9
+
+
+def test_split_state_keys_match_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+
+    class FCounter(fnnx.Variable):
+        pass
+
+    class FBlock(fnnx.Module):
+        def __init__(self, rngs):
+            self.linear = fnnx.Linear(2, 3, rngs=rngs)
+            self.batchnorm = fnnx.BatchNorm(3, rngs=rngs)
+            self.count = FCounter(jnp.array(0))
+
+    ours = nnx.split(Block(nnx.Rngs(0)), nnx.Param, nnx.BatchStat, Counter)
+    theirs = fnnx.split(FBlock(fnnx.Rngs(0)), fnnx.Param, fnnx.BatchStat, FCounter)
+    for a, b in zip(ours[1:], theirs[1:]):
+        assert _paths(a) == _paths(b)
+        assert jax.tree.map(jnp.shape, nnx.to_pure_dict(a)) == jax.tree.map(
+            jnp.shape, fnnx.to_pure_dict(b)
+        )
+
+
+# misuse: split filters that leave Variables unmatched
+def test_split_unmatched_filters_names_paths():
+    with pytest.raises(FilterError, match=r"block\.batchnorm\.mean \(BatchStat\)"):
+        nnx.split(_model(), nnx.Param, Counter)
+
+
+# ------------------------------------------------------------------- merge
+def test_merge_reuses_state_variables_unless_copy():
+    m = _model()
+    graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+    new = nnx.merge(graphdef, rest, params)  # any order
+    assert new is not m and new.block.linear.kernel is m.block.linear.kernel
+    assert new.tied is new.layers[0]
+    copied = nnx.merge(graphdef, params, rest, copy=True)
+    assert copied.block.linear.kernel is not m.block.linear.kernel
+    np.testing.assert_array_equal(
+        copied.block.linear.kernel.value, m.block.linear.kernel.value
+    )
+    assert copied.tied is copied.layers[0]
+
+
+def test_merge_from_pure_dict_recreates_types_and_metadata():
+    m = Node()
+    m.w = nnx.Param(jnp.ones(2), tag="w", out_sharding=("a",))
+    m.c = Counter(jnp.array(3))
+    graphdef, state = nnx.split(m)
+    new = nnx.merge(graphdef, nnx.to_pure_dict(state))
+    assert type(new.w) is nnx.Param and new.w.get_metadata() == {
+        "tag": "w",
+        "out_sharding": ("a",),
+    }
+    assert type(new.c) is Counter and int(new.c.value) == 3
+
+
+def test_merge_inside_jax_jit_seed_pattern():
+    m = _model()
+    graphdef, state = nnx.split(m)
+
+    @jax.jit
+    def step(state, x):
+        model = nnx.merge(graphdef, state)
+        y = model.block(x)
+        return y, nnx.split(model)[1]
+
+    y, new_state = step(state, jnp.ones((4, 2)))
+    assert y.shape == (4, 3)
+    nnx.update(m, new_state)
+    assert int(m.block.count.value) == 1
+
+
+# misuse: merge with a State missing (only some States of a split passed)
+def test_merge_missing_state_names_paths():
+    graphdef, params, rest = nnx.split(_model(), nnx.Param, ...)
+    with pytest.raises(
+        GraphStructureError, match=r"\n\s+block\.batchnorm\.mean\n"
+    ) as info:
+        nnx.merge(graphdef, params)
+    msg = str(info.value)
+    assert "No value for 3 leaf(s):" in msg
+    assert "    block.count\n" in msg and "    block.batchnorm.var\n" in msg
+    assert "ramie.merge(graphdef, params, rest)" in msg
+
+
+# misuse: merge with keys the GraphDef has no place for
+def test_merge_extra_keys_names_paths():
+    graphdef, state = nnx.split(_model())
+    state["block"]["linear"]["scale"] = nnx.Param(jnp.ones(1))
+    state["extra"] = {"deep": nnx.Param(jnp.ones(1))}
+    with pytest.raises(
+        GraphStructureError, match=r"2 value\(s\) the GraphDef has no place for"
+    ) as info:
+        nnx.merge(graphdef, state)
+    assert "block.linear.scale" in str(info.value) and "extra.deep" in str(info.value)
+
+
+def test_merge_argument_errors():
+    graphdef, state = nnx.split(_model())
+    with pytest.raises(TypeError, match="must be a GraphDef"):
+        nnx.merge(state, graphdef)
+    with pytest.raises(TypeError, match="state argument 1 must be a State"):
+        nnx.merge(graphdef, [1, 2])
+
+
+def test_merge_graph_state_from_unpack():
+    m = _model()
+    gs = nnx.unpack(m)
+    assert type(gs) is nnx.GraphState and gs.graphdef == nnx.graphdef(m)
+    new = nnx.merge(gs)
+    assert new.tied is new.layers[0]
+    p, rest = nnx.unpack(m, nnx.Param, ...)
+    assert p.graphdef is rest.graphdef
+    assert nnx.merge(p, rest).block.count is m.block.count
+
+
+def test_merge_with_no_states_for_leafless_graph():
+    n = Node()
+    n.name = "x"
+    graphdef, state = nnx.split(n)
+    assert state == {}
+    assert nnx.merge(graphdef).name == "x"
+
+
+# ------------------------------------------------------------------ update
+def test_update_writes_in_place_and_accepts_partial_states():
+    m = _model()
+    kernel = m.block.linear.kernel
+    params = jax.tree.map(jnp.zeros_like, nnx.state(m, nnx.Param))
+    nnx.update(m, params)
+    assert m.block.linear.kernel is kernel
+    assert float(jnp.abs(kernel.value).sum()) == 0.0
+    nnx.update(m, {"block": {"count": jnp.array(7)}})  # a pure dict, one path
+    assert type(m.block.count) is Counter and int(m.block.count.value) == 7
+    nnx.update(m, {"layers": {"0": {"bias": jnp.ones(3)}}})  # string index
+    np.testing.assert_array_equal(m.tied.bias.value, np.ones(3))
+
+
+def test_update_with_several_states_and_graph_state():
+    m = _model()
+    a = {"block": {"count": jnp.array(1)}}
+    b = {"block": {"count": jnp.array(2)}}
+    nnx.update(m, a, b)  # later wins
+    assert int(m.block.count.value) == 2
+    gs = nnx.unpack(m)
+    gs["block"]["count"] = Counter(jnp.array(5), tag="c")
+    nnx.update(m, gs)
+    assert int(m.block.count.value) == 5 and m.block.count.tag == "c"  # metadata too
+
+
+# misuse: update with a path the model does not have
+def test_update_unknown_path_names_it_and_changes_nothing():
+    m = _model()
+    before = np.asarray(m.block.linear.kernel.value)
+    bad = {
+        "block": {"linear": {"kernel": jnp.zeros((2, 3)), "scale": jnp.ones(3)}},
+        "head": {"w": jnp.ones(1)},
+    }
+    with pytest.raises(
+        StateLoadError, match=r"Unexpected \(2\).*\n\s+block\.linear\.scale\n\s+head\.w"
+    ) as info:
+        nnx.update(m, bad)
+    assert info.value.unexpected == [("block", "linear", "scale"), ("head", "w")]
+    np.testing.assert_array_equal(m.block.linear.kernel.value, before)  # atomic
+
+
+# misuse: update that goes into a Variable or a static attribute
+def test_update_into_leaf_or_static_is_unexpected():
+    m = _model()
+    with pytest.raises(StateLoadError, match=r"block\.count\.inner"):
+        nnx.update(m, {"block": {"count": {"inner": 1}}})
+    with pytest.raises(StateLoadError, match=r"block\.linear\.in_features"):
+        nnx.update(m, {"block": {"linear": {"in_features": 3}}})
+    with pytest.raises(TypeError, match="expected a State"):
+        nnx.update(m, [1])
+
+
+# misuse: update of an outer model's Variables inside jax.jit
+def test_update_inside_jit_names_path():
+    m = _model()
+    state = nnx.state(m)
+
+    @jax.jit
+    def f(state):
+        nnx.update(m, state)
+        return 0
+
+    with pytest.raises(TraceContextError, match=r"at block\.batchnorm\.bias"):
+        f(state)
+
+
+# misuse: update of a bare array stored in an immutable tuple
+def test_update_array_in_tuple_names_path():
+    n = Node()
+    n.pair = (jnp.ones(1), nnx.Param(jnp.ones(1)))
+    with pytest.raises(
+        GraphStructureError, match=r"array at pair\[0\] is stored in an immutable tuple"
+    ):
+        nnx.update(n, {"pair": {0: jnp.zeros(1)}})
+    nnx.update(n, {"pair": {1: jnp.zeros(1)}})  # the Variable inside is fine
+    assert float(n.pair[1].value[0]) == 0.0
+
+
+def test_update_bare_arrays_in_attributes_lists_and_dicts():
+    n = Node()
+    n.a = jnp.ones(1)
+    n.items = [jnp.ones(1), nnx.Param(jnp.ones(1))]
+    n.table = {"x": jnp.ones(1), "p": nnx.Param(jnp.ones(1))}
+    nnx.update(n, jax.tree.map(lambda x: x * 0, nnx.state(n)))
+    assert (
+        float(n.a[0]) == 0.0
+        and float(n.items[0][0]) == 0.0
+        and float(n.table["x"][0]) == 0.0
+    )
+
+
+@pytest.mark.parametrize("container", ["list", "dict"])
+def test_update_bare_arrays_in_ramie_containers(container):
+    if container == "list":
+        c, key = nnx.List([jnp.ones(1)]), 0
+    else:
+        c, key = nnx.Dict(x=jnp.ones(1)), "x"
+    nnx.update(c, {key: jnp.zeros(1)})
+    assert float(c[key][0]) == 0.0
+    assert key not in vars(c)
+
+
+def test_update_bare_arrays_in_ramie_containers_matches_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+    c = fnnx.List([jnp.ones(1)])
+    fnnx.update(c, jax.tree.map(lambda x: x * 0, fnnx.state(c)))
+    assert float(c[0][0]) == 0.0  # what ramie should do too
+
+
+# ------------------------------------------------------------------- state
+def test_state_filters_are_not_exhaustive():
+    m = _model()
+    assert _paths(nnx.state(m, Counter)) == [("block", "count")]
+    params, counts = nnx.state(m, nnx.Param, Counter)
+    assert len(_paths(params)) == 6 and len(_paths(counts)) == 1
+    assert nnx.variables is nnx.state
+
+
+# ---------------------------------------------------------------- graphdef
+def test_graphdef_equality_and_hash():
+    a, b = nnx.graphdef(_model()), nnx.graphdef(Model(nnx.Rngs(1)))
+    assert a == b and hash(a) == hash(b)
+    m = _model()
+    m.block.linear.use_bias = False  # a static attribute is structure
+    assert nnx.graphdef(m) != a
+    m2 = _model()
+    m2.extra = nnx.Param(jnp.ones(1))
+    assert nnx.graphdef(m2) != a
+
+
+# ------------------------------------------------------------------- clone
+def test_clone_is_deep_and_keeps_sharing():
+    m = _model()
+    c = nnx.clone(m)
+    assert c.block.linear.kernel is not m.block.linear.kernel
+    assert c.tied is c.layers[0] and c.tied is not m.tied
+    c.block.count.value = jnp.array(9)
+    assert int(m.block.count.value) == 0
+    np.testing.assert_array_equal(
+        c.block.linear.kernel.value, m.block.linear.kernel.value
+    )
+
+
+def test_clone_variables_false_and_arrays_true():
+    m = _model()
+    shallow = nnx.clone(m, variables=False)
+    assert shallow is not m and shallow.block.linear.kernel is m.block.linear.kernel
+    deep = nnx.clone(m, arrays=True)
+    assert deep.block.linear.kernel.value is not m.block.linear.kernel.value
+    np.testing.assert_array_equal(
+        deep.block.linear.kernel.value, m.block.linear.kernel.value
+    )
+
+
+# --------------------------------------------------------------------- pop
+def test_pop_removes_and_returns():
+    class S(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.ones(1))
+            self.table = {"h": nnx.Intermediate(jnp.ones(1))}
+
+        def __call__(self, x):
+            self.sow(nnx.Intermediate, "y", x)
+            return x
+
+    class Outer(nnx.Module):
+        def __init__(self):
+            self.s = S()
+            self.cache = nnx.Cache(jnp.zeros(1))
+
+    o = Outer()
+    o.s(jnp.ones(1))
+    inter, cache = nnx.pop(o, nnx.Intermediate, nnx.Cache)
+    assert _paths(inter) == [("s", "table", "h"), ("s", "y")]
+    assert _paths(cache) == [("cache",)]
+    assert not hasattr(o.s, "y") and "h" not in o.s.table and not hasattr(o, "cache")
+    assert _paths(nnx.state(o)) == [("s", "w")]
+    with pytest.raises(ValueError, match="at least one filter"):
+        nnx.pop(o)
+
+
+def test_pop_shared_variable_removes_every_reference():
+    n = Node()
+    v = nnx.Intermediate(jnp.ones(1))
+    n.a = v
+    n.b = v
+    popped = nnx.pop(n, nnx.Intermediate)
+    assert _paths(popped) == [("a",)]
+    assert not hasattr(n, "a") and not hasattr(n, "b")
+
+
+def test_pop_several_items_of_ramie_list():
+    lst = nnx.List(
+        [
+            nnx.Intermediate(jnp.zeros(1)),
+            nnx.Param(jnp.ones(1)),
+            nnx.Intermediate(jnp.full(1, 2.0)),
+            nnx.Param(jnp.full(1, 3.0)),
+        ]
+    )
+    popped = nnx.pop(lst, nnx.Intermediate)
+    assert sorted(popped) == [0, 2]
+    assert [type(v) for v in lst] == [nnx.Param, nnx.Param]
+    assert [float(v.value[0]) for v in lst] == [1.0, 3.0]
+
+
+# misuse: pop of a Variable stored in a list
+def test_pop_from_list_names_path():
+    n = Node()
+    n.vs = [nnx.Param(jnp.ones(1)), nnx.Intermediate(jnp.ones(1))]
+    with pytest.raises(
+        GraphStructureError, match=r"Variable at vs\[1\] is an item of a TrackedList"
+    ):
+        nnx.pop(n, nnx.Intermediate)
+
+
+def test_pop_failure_changes_nothing():
+    n = Node()
+    n.a = nnx.Intermediate(jnp.ones(1))
+    n.vs = [nnx.Intermediate(jnp.ones(1))]
+    with pytest.raises(GraphStructureError):
+        nnx.pop(n, nnx.Intermediate)
+    assert hasattr(n, "a")
+
+
+# --------------------------------------------------------------- iteration
+def test_iter_graph_children_first_root_last_shared_once():
+    m = _model()
+    items = list(nnx.iter_graph(m))
+    paths = [p for p, _ in items]
+    assert paths[-1] == () and items[-1][1] is m
+    assert paths.index(("block", "linear", "kernel")) < paths.index(("block", "linear"))
+    assert ("tied",) not in paths  # the shared module is yielded at its first path
+    assert ("block", "linear", "in_features") in paths  # static values too
+    ids = [id(v) for _, v in items if isinstance(v, (nnx.Variable, nnx.Module))]
+    assert len(ids) == len(set(ids))
+
+
+def test_iter_children_and_module_children():
+    m = _model()
+    assert [k for k, _ in nnx.iter_children(m.block)] == [
+        "batchnorm",
+        "count",
+        "linear",
+    ]
+    assert [k for k, _ in nnx.iter_module_children(m.block)] == ["batchnorm", "linear"]
+    assert [p for p, _ in nnx.iter_modules(m)][-1] == ()
+
+
+def test_find_duplicates():
+    m = _model()
+    m.block.alias = m.block.count
+    dups = nnx.find_duplicates(m)
+    assert [("block", "alias"), ("block", "count")] in dups
+    assert [("layers", 0), ("tied",)] in dups
+    assert nnx.find_duplicates(m, only=nnx.Variable) == [
+        [("block", "alias"), ("block", "count")]
+    ]
+    assert nnx.find_duplicates(nnx.Linear(1, 1, rngs=nnx.Rngs(0))) == []
+
+
+# ---------------------------------------------------------- map functions
+def test_map_wraps_results_and_keeps_sharing():
+    m = _model()
+    doubled = nnx.map(lambda path, v: v.value * 2, m)
+    assert type(doubled.block.count) is Counter and doubled.tied is doubled.layers[0]
+    np.testing.assert_array_equal(
+        doubled.layers[0].kernel.value, m.layers[0].kernel.value * 2
+    )
+    assert doubled.block.linear.kernel is not m.block.linear.kernel
+    same = nnx.map(lambda path, v: v, m)
+    assert same.block.count is m.block.count  # returning the Variable keeps it
+
+
+def test_recursive_map_rebuilds_bottom_up():
+    m = _model()
+    seen = []
+
+    def f(path, value):
+        seen.append(path)
+        if isinstance(value, nnx.Param):
+            return value.replace(value.value * 0)
+        return value
+
+    new = nnx.recursive_map(f, m)
+    assert new is not m and new.tied is new.layers[0]
+    assert float(jnp.abs(new.block.linear.kernel.value).sum()) == 0.0
+    assert float(jnp.abs(m.block.linear.kernel.value).sum()) > 0.0
+    assert seen[-1] == () and seen.index(("block", "linear")) > seen.index(
+        ("block", "linear", "kernel")
+    )
+
+
+def test_set_metadata():
+    m = _model()
+    nnx.set_metadata(m, only=nnx.Param, out_sharding=None, tag="p")
+    assert m.block.linear.kernel.tag == "p" and not m.block.count.has_metadata("tag")
+    nnx.set_metadata(m, tag="all")
+    assert m.block.count.tag == "all"
+
+
+# ---------------------------------------------------------- functional calls
+def test_graphdef_apply_and_call():
+    m = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(m)
+    x = jnp.ones((1, 2))
+    y, (g2, s2) = graphdef.apply(state)(x)
+    np.testing.assert_allclose(y, m(x))
+    assert g2 == graphdef and sorted(s2) == ["bias", "kernel"]
+    y2, _ = nnx.call((graphdef, state))(x)
+    np.testing.assert_allclose(y2, y)
+
+
+def test_apply_methods_and_state_updates():
+    m = _model()
+    graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+    apply = jax.jit(lambda p, r, x: graphdef.apply(p, r).block(x))
+    y, (g2, new_state) = apply(params, rest, jnp.ones((4, 2)))
+    assert y.shape == (4, 3) and g2 == graphdef
+    assert int(new_state.block.count.value) == 1
+    assert int(m.block.count.value) == 0  # pure under jit
+    out, _ = nnx.call((graphdef, params, rest)).block.linear(jnp.ones((1, 2)))
+    assert out.shape == (1, 3)
+
+
+def test_flatten_and_unflatten_public():
+    m = _model()
+    graphdef, flat = nnx.flatten(m)
+    assert type(flat) is nnx.FlatState and len(flat) == graphdef.num_leaves
+    back = nnx.unflatten(graphdef, flat)
+    assert back.tied is back.layers[0]
+    assert nnx.unflatten(graphdef, flat.leaves).block.count is m.block.count
+    assert nnx.unflatten(graphdef, nnx.state(m)).block.count is m.block.count
+    with pytest.raises(GraphStructureError, match="expects 9 leaves, got 8"):
+        nnx.unflatten(graphdef, flat.leaves[:-1])
