@@ -124,6 +124,7 @@ from ramie._src.namespaces import object as object
 from ramie._src.namespaces import optimizer as optimizer
 from ramie._src.namespaces import proxy_caller as proxy_caller
 from ramie._src.namespaces import pytreelib as pytreelib
+from ramie._src.namespaces import reprlib as reprlib
 from ramie._src.namespaces import rnglib as rnglib
 from ramie._src.namespaces import spmd as spmd
 from ramie._src.namespaces import statelib as statelib
@@ -131,6 +132,7 @@ from ramie._src.namespaces import tracers as tracers
 from ramie._src.namespaces import transforms as transforms
 from ramie._src.namespaces import traversals as traversals
 from ramie._src.namespaces import variablelib as variablelib
+from ramie._src.namespaces import visualization as visualization
 from ramie._src.spmd.sharding import abstract_with_sharding as abstract_with_sharding
 from ramie._src.spmd.sharding import as_abstract as as_abstract
 from ramie._src.spmd.sharding import get_abstract_model as get_abstract_model

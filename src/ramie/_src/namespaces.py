@@ -121,6 +121,9 @@ def _build() -> dict[str, types.ModuleType]:
                               dict(current_jax_trace=current_trace)),
         "deprecations": _namespace("deprecations", "ramie deprecates nothing Flax users rely on.",
                                    dict(deprecated=lambda new_fn: new_fn)),
+        "reprlib": _namespace("reprlib", "Text reprs (Flax's nnx.reprlib).", _reprlib_members()),
+        "visualization": _namespace("visualization", "Notebook display (Flax's nnx.visualization).",
+                                    _visualization_members()),
     }
     compat_members = {**graph_members, **spaces["transforms"].__dict__, **spaces["rnglib"].__dict__}
     compat_members = {k: val for k, val in compat_members.items() if not k.startswith("__")}
@@ -130,6 +133,18 @@ def _build() -> dict[str, types.ModuleType]:
         "compat", "Flax's graph-mode API (ramie always runs in graph mode).", compat_members
     )
     return spaces
+
+
+def _reprlib_members() -> dict[str, Any]:
+    from ramie._src.display import repr as r
+
+    return {"object_repr": r.object_repr, "state_repr": r.state_repr, "repr_options": r.repr_options}
+
+
+def _visualization_members() -> dict[str, Any]:
+    from ramie._src.display.treescope import display
+
+    return {"display": display}
 
 
 _SPACES = _build()

@@ -65,28 +65,36 @@ def _key_part(k: Any) -> Hashable:
 def to_opt_state(tree: Any, params: Any = None) -> Any:
     """Wrap every array of an optax state in an OptState Variable.
 
-    Leaves whose path ends with the path of a parameter in ``params`` become
-    :class:`OptVariable` with that parameter's metadata; the rest
-    :class:`OptArray`.
+    Sub-trees of the optax state that mirror the parameters (same tree
+    structure as ``to_pure_dict(params)``, e.g. Adam's ``mu`` and ``nu``)
+    become :class:`OptVariable` leaves carrying each parameter's metadata; all
+    other arrays (counters, scalars) become :class:`OptArray`.
     """
-    meta_by_path: dict[tuple, dict] = {}
-    max_len = 0
-    if params is not None:
-        for path, leaf in iter_flat(params):
-            if isinstance(leaf, Variable):
-                meta_by_path[tuple(path)] = dict(leaf._meta)
-                max_len = max(max_len, len(path))
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    out = []
-    for keypath, leaf in flat:
-        parts = tuple(_key_part(k) for k in keypath)
-        meta = None
-        for n in range(min(max_len, len(parts)), 0, -1):
-            meta = meta_by_path.get(parts[-n:])
-            if meta is not None:
-                break
-        out.append(OptVariable(leaf, **meta) if meta is not None else OptArray(leaf))
-    return jax.tree_util.tree_unflatten(treedef, out)
+    if params is None:
+        return jax.tree_util.tree_map(OptArray, tree)
+    pure = to_pure_dict(params)
+    p_leaves, p_struct = jax.tree_util.tree_flatten(pure)
+    metas = [dict(v._meta) if isinstance(v, Variable) else {} for _, v in iter_flat(params)]
+    shapes = [jnp.shape(x) for x in p_leaves]
+
+    def mirrors(x: Any) -> bool:
+        if not isinstance(x, dict):
+            return False
+        try:
+            leaves, struct = jax.tree_util.tree_flatten(x)
+        except Exception:  # pragma: no cover - exotic optax states
+            return False
+        return struct == p_struct and [jnp.shape(v) for v in leaves] == shapes
+
+    def wrap(x: Any) -> Any:
+        if mirrors(x):
+            leaves = jax.tree_util.tree_leaves(x)
+            return jax.tree_util.tree_unflatten(
+                p_struct, [OptVariable(v, **m) for v, m in zip(leaves, metas)]
+            )
+        return OptArray(x)
+
+    return jax.tree_util.tree_map(wrap, tree, is_leaf=mirrors)
 
 
 def _as_arrays(tree: Any) -> Any:
@@ -157,12 +165,23 @@ class Optimizer(Pytree):
         p_paths = [p for p, _ in p_flat]
         missing = [p for p in p_paths if p not in g_flat]
         unexpected = [p for p in g_flat if p not in set(p_paths)]
-        if missing or unexpected:
+        mismatched = []
+        for path, var in p_flat:
+            g = g_flat.get(path)
+            if g is None:
+                continue
+            g_shape = jnp.shape(g._raw if isinstance(g, Variable) else g)
+            if g_shape != jnp.shape(var._raw):
+                from ramie._src.display.arrays import short_dtype
+
+                exp = f"{short_dtype(var.dtype)}[{','.join(map(str, jnp.shape(var._raw)))}]"
+                mismatched.append((path, exp, f"[{','.join(map(str, g_shape))}]"))
+        if missing or unexpected or mismatched:
             raise load_error(
                 "Optimizer.update()",
                 missing,
                 unexpected,
-                [],
+                mismatched,
                 fix="  Fix: compute the gradients of the same model w.r.t. the optimizer's "
                 "`wrt` filter, e.g.\n"
                 "      grads = ramie.grad(loss_fn)(model)            # Params by default\n"

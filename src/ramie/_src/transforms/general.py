@@ -118,14 +118,20 @@ def make_jaxpr(
     if f is MISSING:
         return lambda fn: make_jaxpr(fn, static_argnums=static_argnums, **kwargs)
 
+    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
     @functools.wraps(f)
     def wrapper(*args: Any, **kw: Any) -> Any:
-        ext = lifting.extract((args, kw))
+        static_vals = {i: args[i] for i in statics if i < len(args)}
+        dyn = tuple(a for i, a in enumerate(args) if i not in static_vals)
+        ext = lifting.extract((dyn, kw))
         static = ext.static
 
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
-            out = f(*a, **k)
+            it = iter(a)
+            full = [static_vals[i] if i in static_vals else next(it) for i in range(len(args))]
+            out = f(*full, **k)
             out, _ = lifting.collect(inner, out, mode="changed")
             return out
 

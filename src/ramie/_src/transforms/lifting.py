@@ -46,7 +46,7 @@ from ramie._src.core.graph.defs import (
 from ramie._src.core.graph.flatten import Flat, _holds_data, flatten, unflatten
 from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
 from ramie._src.core.paths import format_path
-from ramie._src.core.pytree import init_slots
+from ramie._src.core.pytree import Pytree, init_slots
 from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.variables import (
@@ -283,13 +283,21 @@ def _write_raw_leaf(ext: Extracted, path: tuple, value: Any) -> None:
     key = path[-1]
     k = kind_of(parent)
     if k is OBJECT:
-        parent.__dict__[key] = value
-    elif type(parent) in (list, dict):
-        parent[key] = value
+        if type(parent)._graph_set is Pytree._graph_set:
+            parent.__dict__[key] = value  # a value change, not a structural one
+        else:
+            parent._graph_set(key, value)
+    elif isinstance(parent, (list, dict)):
+        if isinstance(parent, (TrackedList, TrackedDict)):
+            # a value change: bypass the structural-change bookkeeping
+            (list if isinstance(parent, list) else dict).__setitem__(parent, key, value)
+        else:
+            parent[key] = value
     else:
         raise GraphStructureError(
-            f"a transform updated the array at {format_path(path)}, which is stored in an "
-            f"immutable {type(parent).__name__}; store it in a Variable instead"
+            f"a transform updated the array at {format_path(path[1:])}, which is stored in "
+            f"an immutable {type(parent).__name__}; store it in a Variable instead:\n"
+            "      self.x = ramie.Variable(array)"
         )
 
 
@@ -369,12 +377,9 @@ def apply_graph_update(
             return defn[1].unflatten([build(c) for _, c in defn[2]])
         raise AssertionError(tag)
 
-    root = graphdef.root  # a tuple of the argument nodes
-    for (_, cdef), node in zip(root[1], ext.nodes):
-        if cdef[0] in (OBJ, VAR):
-            build(cdef)
-        else:  # pragma: no cover - roots are always nodes
-            raise GraphStructureError(f"{api}: an argument graph root changed kind")
+    # The root is the tuple of argument nodes; an argument that is part of an
+    # earlier one (``f(model, model.sub)``) is a reference, resolved by build.
+    build(graphdef.root)
     return index_map
 
 

@@ -160,6 +160,8 @@ def scan(
                     out = f(*a)
                     if out_is_carry_only:
                         carry_out, y = out, None
+                    elif carry_out_index is None:
+                        carry_out, y = None, out  # no carry: everything is stacked
                     else:
                         if not isinstance(out, tuple):
                             raise TypeError(

@@ -130,12 +130,21 @@ def vmap(
         def out_specs(out: Any) -> list[Any]:
             return lifting.broadcast_prefix(out_axes, out, is_node, api)
 
+        broadcast_changed: list[tuple] = []  # filled at trace time, for error messages
+
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
             out = f(*a, **k)
-            return lifting.collect(
+            result = lifting.collect(
                 inner, out, mode="all", out_specs=out_specs, allow_structure_change=False, api=api
             )
+            new_vals = result[1][1]
+            broadcast_changed[:] = [
+                ext.flat.paths[j][1:]
+                for j, ax in enumerate(graph_axes)
+                if ax is None and new_vals[j] is not values[j]
+            ]
+            return result
 
         jax_out_axes = (_convert_out_axes(out_axes), (0, graph_axes))
         kw = {}
@@ -157,11 +166,15 @@ def vmap(
             out, (aux, state_vals) = eager_cache.cached("vmap", f, key, build)(ext.values, ext.other)
         except ValueError as e:
             if "out_axes" in str(e) and "None" in str(e):
+                from ramie._src.core.paths import format_path
+
+                names = ", ".join(format_path(p) for p in broadcast_changed) or "(unknown)"
                 raise ValueError(
                     f"{api}: a Variable of an argument broadcast with in_axes=None was "
                     "changed to a per-example value inside vmap, which cannot be written "
-                    "back to the unbatched argument. Map that argument (in_axes=0 or a "
-                    "StateAxes giving those Variables an axis) or do not change it.\n"
+                    "back to the unbatched argument. Changed broadcast Variables: "
+                    f"{names}.\n  Map that argument (in_axes=0, or a StateAxes giving those "
+                    "Variables an axis) or do not change it inside vmap.\n"
                     f"JAX said: {e}"
                 ) from e
             raise
