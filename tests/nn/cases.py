@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass
@@ -62,9 +63,17 @@ class LayerCase:
         return self.call(module, *args) if self.call is not None else module(*args)
 
 
+def _numpy_rng(key: jax.Array) -> np.random.Generator:
+    return np.random.default_rng(int(np.asarray(jax.random.key_data(key)).sum()))
+
+
 def normal(*shape: int, dtype: Any = jnp.float32) -> Callable[[jax.Array], tuple]:
-    """An ``inputs`` function giving one standard-normal array."""
-    return lambda key: (jax.random.normal(key, shape, dtype),)
+    """An ``inputs`` function giving one standard-normal array.
+
+    Drawn with NumPy (seeded from the key): ``jax.random`` would compile once per
+    shape, which dominates the run time of the layer suite.
+    """
+    return lambda key: (jnp.asarray(_numpy_rng(key).standard_normal(shape), dtype),)
 
 
 def collect() -> list[LayerCase]:
