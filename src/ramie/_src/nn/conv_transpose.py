@@ -26,6 +26,7 @@ from jax import lax
 from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param
+from ramie._src.nn.initializers import initialize
 from ramie._src.nn.conv import (
     PaddingLike,
     broadcast_to_rank,
@@ -169,12 +170,12 @@ class ConvTranspose(Module):
         self.preferred_element_type = preferred_element_type
         self.kernel_shape = kernel_shape
         self.kernel = Param(
-            kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata
+            initialize(kernel_init, rngs.params(), kernel_shape, param_dtype), **kernel_metadata
         )
         self.bias: Param | None
         if use_bias:
             self.bias = Param(
-                bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata
+                initialize(bias_init, rngs.params(), (out_features,), param_dtype), **bias_metadata
             )
         else:
             self.bias = None

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param
+from ramie._src.nn.initializers import initialize
 from ramie._src.nn import initializers
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 
@@ -68,7 +69,7 @@ class Embed(Module):
         embedding_metadata: Mapping[str, Any] = MappingProxyType({}),
     ):
         self.embedding = Param(
-            embedding_init(rngs.params(), (num_embeddings, features), param_dtype),
+            initialize(embedding_init, rngs.params(), (num_embeddings, features), param_dtype),
             **embedding_metadata,
         )
         self.num_embeddings = num_embeddings

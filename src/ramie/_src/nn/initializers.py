@@ -45,13 +45,18 @@ _COMPILE_AFTER = 3
 _MAX_ENTRIES = 512
 _seen: dict[tuple, int] = {}
 _compiled: dict[tuple, Any] = {}
+_EAGER = object()  # marks initializers that cannot be traced
 
 
 def initialize(init: Any, key: jax.Array, shape: Any, dtype: Any) -> jax.Array:
     """``init(key, shape, dtype)``, compiled when the call repeats eagerly.
 
     Layers call this instead of the initializer directly. Under a JAX trace
-    (inside ``jit``/``vmap``) it simply calls ``init``.
+    (inside ``jit``/``vmap``) it simply calls ``init``. An initializer that
+    cannot be traced (one that builds its value with NumPy, say) is detected on
+    its first compiled call and always runs eagerly. Initializers should be pure
+    functions of ``(key, shape, dtype)``, as JAX's are: Python side effects
+    would run only when a combination is compiled.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -67,6 +72,8 @@ def initialize(init: Any, key: jax.Array, shape: Any, dtype: Any) -> jax.Array:
         fn = _compiled.get(entry)
     except TypeError:  # unhashable initializer or shape
         return init(key, shape, dtype)
+    if fn is _EAGER:
+        return init(key, shape, dtype)
     if fn is None:
         n = _seen.get(entry, 0) + 1
         if n < _COMPILE_AFTER:
@@ -78,7 +85,15 @@ def initialize(init: Any, key: jax.Array, shape: Any, dtype: Any) -> jax.Array:
         if len(_compiled) >= _MAX_ENTRIES:
             _compiled.pop(next(iter(_compiled)))
         shape_t, dtype_t = entry[1], entry[2]
-        fn = _compiled[entry] = jax.jit(lambda k: init(k, shape_t, dtype_t))
+        fn = jax.jit(lambda k: init(k, shape_t, dtype_t))
+        try:
+            out = fn(key)
+        except Exception:
+            # not traceable (e.g. it builds the value with NumPy): stay eager
+            _compiled[entry] = _EAGER
+            return init(key, shape, dtype)
+        _compiled[entry] = fn
+        return out
     return fn(key)
 
 

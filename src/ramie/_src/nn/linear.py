@@ -24,6 +24,7 @@ from jax import lax
 from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param, VariableMetadata
+from ramie._src.nn.initializers import initialize
 from ramie._src.nn import initializers
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 
@@ -79,14 +80,14 @@ class Linear(Module):
     ):
         kernel_key = rngs.params()
         self.kernel = Param(
-            kernel_init(kernel_key, (in_features, out_features), param_dtype),
+            initialize(kernel_init, kernel_key, (in_features, out_features), param_dtype),
             **kernel_metadata,
         )
         self.bias: Param | None
         if use_bias:
             bias_key = rngs.params()
             self.bias = Param(
-                bias_init(bias_key, (out_features,), param_dtype), **bias_metadata
+                initialize(bias_init, bias_key, (out_features,), param_dtype), **bias_metadata
             )
         else:
             self.bias = None
@@ -422,13 +423,13 @@ class Einsum(Module):
             einsum_str = einsum_str.replace(" ", "")
             self._check(einsum_str, kernel_shape)
         self.kernel = Param(
-            kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata
+            initialize(kernel_init, rngs.params(), kernel_shape, param_dtype), **kernel_metadata
         )
         self.bias: Param | None
         if bias_shape is not None:
             bias_shape = tuple(bias_shape)
             self.bias = Param(
-                bias_init(rngs.params(), bias_shape, param_dtype), **bias_metadata
+                initialize(bias_init, rngs.params(), bias_shape, param_dtype), **bias_metadata
             )
         else:
             self.bias = None
