@@ -222,7 +222,16 @@ class Module(Pytree):
 
 # ---------------------------------------------------------------- helpers
 def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, graph: Any = None, **kwargs: Any) -> Any:
-    """A copy of ``node`` sharing its Variables, with attributes set (non-mutating ``eval()``).
+    """A copy of ``node`` sharing its Variables, with view options applied (non-mutating ``eval()``).
+
+    Each matching sub-module's ``set_view(**kwargs)`` is called; layers use the
+    options they know (Dropout ``deterministic``, BatchNorm
+    ``use_running_average``, MultiHeadAttention ``decode``/``batch_size``/
+    ``max_length``...) and a plain Module sets attributes it already has.
+
+    Raises:
+        ModuleAttributeError: an option no sub-module used (unless
+            ``raise_if_not_found=False``).
 
     Example:
         >>> import ramie
@@ -231,14 +240,29 @@ def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, grap
         (True, False)
     """
     new = api.clone(node, variables=False)
-    if isinstance(new, Module):
-        new.set_attributes(only, raise_if_not_found=raise_if_not_found, **kwargs)
+    pred = to_predicate(only)
+    used: set[str] = set()
+    for path, module in api.iter_modules(new):
+        if not pred(path, module):
+            continue
+        rest = module.set_view(**kwargs) or {}
+        used |= set(kwargs) - set(rest)
+    missing = sorted(set(kwargs) - used)
+    if missing and raise_if_not_found:
+        raise ModuleAttributeError(
+            f"ramie.view(): no sub-module of {type(node).__name__} uses the option(s) "
+            f"{', '.join(map(repr, missing))}. Pass raise_if_not_found=False to ignore "
+            "them; ramie.view_info(model) lists the options each layer has."
+        )
     return new
 
 
 def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, graph: Any = None, **attributes: Any) -> Any:
-    """Same as :func:`view`: a new node sharing arrays, with attributes set."""
-    return view(node, only=only, raise_if_not_found=raise_if_not_found, **attributes)
+    """A new node sharing its Variables, with attributes set on matching sub-modules."""
+    new = api.clone(node, variables=False)
+    if isinstance(new, Module):
+        new.set_attributes(only, raise_if_not_found=raise_if_not_found, **attributes)
+    return new
 
 
 def view_info(node: Any, /, *, only: Any = ..., graph: Any = None) -> str:

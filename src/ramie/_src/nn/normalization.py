@@ -1,11 +1,17 @@
-"""Normalization layers: BatchNorm (and LayerNorm, RMSNorm, GroupNorm).
+"""Normalization layers: BatchNorm, LayerNorm and RMSNorm, plus the shared helpers.
 
-All of them normalise over *reduction axes* and learn a ``scale`` and ``bias``
-per *feature axis*. Statistics are computed in at least float32 (stable in half
-precision); with ``use_fast_variance`` the variance is ``E[x^2] - E[x]^2``,
-clipped at zero. BatchNorm keeps running averages in ``mean`` and ``var``
-(:class:`~ramie.BatchStat`) and uses them when ``use_running_average`` is true
-(``model.eval()``).
+Each layer computes a mean and variance of its input over *reduction axes*,
+rescales the input to zero mean and unit variance, and then applies a learned
+``scale`` and ``bias`` that hold one value per *feature*. The layers differ
+only in which axes they reduce: the batch (BatchNorm), the features of each
+example (LayerNorm, RMSNorm), groups of channels (GroupNorm) or the spatial
+axes of each channel (InstanceNorm). Statistics are computed in at least
+float32 so half-precision inputs stay stable; with ``use_fast_variance`` the
+variance is the one-pass ``E[x^2] - E[x]^2``, clipped at zero. BatchNorm keeps
+running averages in ``mean`` and ``var`` (:class:`~ramie.BatchStat`) and uses
+them when ``use_running_average`` is true (``model.eval()``). GroupNorm and
+InstanceNorm live in ``group_norm.py`` and reuse :func:`compute_stats` and
+:func:`normalize` from here.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from ramie._src.nn.dtypes import canonicalize_dtype
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 
 Axes = int | Sequence[int]
+default_bias_init = initializers.zeros_init()
+default_scale_init = initializers.ones_init()
 
 
 def canonicalize_axes(ndim: int, axes: Axes) -> tuple[int, ...]:
@@ -79,7 +87,9 @@ def compute_stats(
         out = tuple(a.mean(axes, where=mask) for a in arrays)
         if axis_name is None:
             return out
-        stacked = lax.pmean(jnp.stack(out), axis_name, axis_index_groups=axis_index_groups)
+        stacked = lax.pmean(
+            jnp.stack(out), axis_name, axis_index_groups=axis_index_groups
+        )
         return tuple(stacked[i] for i in range(len(out)))
 
     if not use_mean:
@@ -171,8 +181,8 @@ class BatchNorm(Module):
         param_dtype: Any = jnp.float32,
         use_bias: bool = True,
         use_scale: bool = True,
-        bias_init: Callable[..., Any] = initializers.zeros_init(),
-        scale_init: Callable[..., Any] = initializers.ones_init(),
+        bias_init: Callable[..., Any] = default_bias_init,
+        scale_init: Callable[..., Any] = default_scale_init,
         axis_name: str | None = None,
         axis_index_groups: Any = None,
         use_fast_variance: bool = True,
@@ -187,11 +197,15 @@ class BatchNorm(Module):
         self.scale: Param | None
         self.bias: Param | None
         if use_scale:
-            self.scale = Param(scale_init(rngs.params(), feature_shape, param_dtype), **scale_metadata)
+            self.scale = Param(
+                scale_init(rngs.params(), feature_shape, param_dtype), **scale_metadata
+            )
         else:
             self.scale = None
         if use_bias:
-            self.bias = Param(bias_init(rngs.params(), feature_shape, param_dtype), **bias_metadata)
+            self.bias = Param(
+                bias_init(rngs.params(), feature_shape, param_dtype), **bias_metadata
+            )
         else:
             self.bias = None
         self.num_features = num_features
@@ -220,9 +234,13 @@ class BatchNorm(Module):
             use_running_average = self.use_running_average
         feature_axes = canonicalize_axes(x.ndim, self.axis)
         reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
-        if use_running_average:
-            mean, var = self.mean._raw, self.var._raw
-        else:
+        scale = self.scale._raw if self.scale is not None else None
+        bias = self.bias._raw if self.bias is not None else None
+        # Inputs, statistics and parameters share one dtype, as in Flax.
+        x, mean, var, scale, bias = self.promote_dtype(
+            (x, self.mean._raw, self.var._raw, scale, bias), dtype=self.dtype
+        )
+        if not use_running_average:
             mean, var = compute_stats(
                 x,
                 reduction_axes,
@@ -235,13 +253,253 @@ class BatchNorm(Module):
             m = self.momentum
             self.mean.value = m * self.mean._raw + (1 - m) * mean
             self.var.value = m * self.var._raw + (1 - m) * var
-        scale = self.scale._raw if self.scale is not None else None
-        bias = self.bias._raw if self.bias is not None else None
         return normalize(
-            x, mean, var, scale, bias, reduction_axes, feature_axes, self.dtype, self.epsilon
+            x,
+            mean,
+            var,
+            scale,
+            bias,
+            reduction_axes,
+            feature_axes,
+            self.dtype,
+            self.epsilon,
         )
 
-    def set_view(self, use_running_average: bool | None = None, **kwargs: Any) -> dict[str, Any]:
+    def set_view(
+        self, use_running_average: bool | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         if use_running_average is not None:
             self.use_running_average = use_running_average
         return kwargs
+
+
+def create_scale_and_bias(
+    layer: Module,
+    num_features: int,
+    rngs: Rngs,
+    param_dtype: Any,
+    use_scale: bool,
+    scale_init: Callable[..., Any],
+    scale_metadata: Mapping[str, Any],
+    use_bias: bool | None = None,
+    bias_init: Callable[..., Any] | None = None,
+    bias_metadata: Mapping[str, Any] = {},  # noqa: B006 - read only
+) -> None:
+    """Create ``layer.scale`` then ``layer.bias`` (one key each, Flax's order)."""
+    shape = (num_features,)
+    layer.scale = (
+        Param(scale_init(rngs.params(), shape, param_dtype), **scale_metadata)
+        if use_scale
+        else None
+    )
+    if use_bias is None:  # RMSNorm has no bias attribute at all
+        return
+    assert bias_init is not None
+    layer.bias = (
+        Param(bias_init(rngs.params(), shape, param_dtype), **bias_metadata)
+        if use_bias
+        else None
+    )
+
+
+def raw_or_none(var: Param | None) -> jax.Array | None:
+    return None if var is None else var._raw
+
+
+class LayerNorm(Module):
+    """Layer normalization (Ba et al., 2016, https://arxiv.org/abs/1607.06450).
+
+    Each example is normalised on its own over ``reduction_axes`` (by default
+    the last axis), then scaled and shifted per feature:
+    :math:`y = (x - \\mu) / \\sqrt{\\sigma^2 + \\epsilon} \\cdot scale + bias`.
+
+    Args:
+        num_features: Number of features (size of ``feature_axes``).
+        epsilon: Added to the variance before the square root.
+        dtype: Computation and output dtype (``None``: inferred).
+        param_dtype: Dtype of ``scale`` and ``bias``.
+        use_bias: Learn a ``bias`` (``None`` attribute otherwise).
+        use_scale: Learn a ``scale`` (``None`` attribute otherwise).
+        bias_init: Initializer of ``bias`` (zeros).
+        scale_init: Initializer of ``scale`` (ones).
+        reduction_axes: Axes the statistics are computed over.
+        feature_axes: Axes that ``scale`` and ``bias`` are broadcast along.
+        axis_name: Named axis (``vmap``/``shard_map``) to average statistics over.
+        axis_index_groups: Sub-groups of ``axis_name``.
+        use_fast_variance: One-pass variance ``E[x^2] - E[x]^2``.
+        promote_dtype: Casts ``(x, scale, bias)`` to one dtype before computing.
+        rngs: RNG streams; ``scale`` then ``bias`` draw from ``params``.
+        bias_metadata: Extra metadata of the ``bias`` Param.
+        scale_metadata: Extra metadata of the ``scale`` Param.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> layer = ramie.LayerNorm(6, rngs=ramie.Rngs(0))
+        >>> layer.scale.shape, layer.bias.shape
+        ((6,), (6,))
+        >>> y = layer(jnp.arange(18.0).reshape(3, 6))
+        >>> y.shape, y.dtype
+        ((3, 6), dtype('float32'))
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float = 1e-6,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Callable[..., Any] = default_bias_init,
+        scale_init: Callable[..., Any] = default_scale_init,
+        reduction_axes: Axes = -1,
+        feature_axes: Axes = -1,
+        axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = default_promote_dtype,
+        rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = {},  # noqa: B006 - read only
+        scale_metadata: Mapping[str, Any] = {},  # noqa: B006 - read only
+    ):
+        self.scale: Param | None
+        self.bias: Param | None
+        create_scale_and_bias(
+            self, num_features, rngs, param_dtype,
+            use_scale, scale_init, scale_metadata, use_bias, bias_init, bias_metadata,
+        )  # fmt: skip
+        self.num_features = num_features
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.use_bias = use_bias
+        self.use_scale = use_scale
+        self.reduction_axes = reduction_axes
+        self.feature_axes = feature_axes
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        """Normalise ``x``; ``mask`` (broadcastable to ``x``) selects the entries
+        that count towards the statistics. Returns an array shaped like ``x``."""
+        x, scale, bias = self.promote_dtype(
+            (x, raw_or_none(self.scale), raw_or_none(self.bias)), dtype=self.dtype
+        )
+        mean, var = compute_stats(
+            x,
+            self.reduction_axes,
+            self.dtype,
+            self.axis_name,
+            self.axis_index_groups,
+            use_fast_variance=self.use_fast_variance,
+            mask=mask,
+        )
+        return normalize(
+            x,
+            mean,
+            var,
+            scale,
+            bias,
+            self.reduction_axes,
+            self.feature_axes,
+            self.dtype,
+            self.epsilon,
+        )
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019, arXiv:1910.07467).
+
+    Like :class:`LayerNorm` without re-centring: the input is divided by its
+    root mean square over ``reduction_axes`` and multiplied by ``scale``,
+    :math:`y = x / \\sqrt{\\mathrm{mean}(x^2) + \\epsilon} \\cdot scale`. There is
+    no bias.
+
+    Args:
+        num_features: Number of features (size of ``feature_axes``).
+        epsilon: Added to the mean square before the square root.
+        dtype: Computation and output dtype (``None``: inferred).
+        param_dtype: Dtype of ``scale``.
+        use_scale: Learn a ``scale`` (``None`` attribute otherwise).
+        scale_init: Initializer of ``scale`` (ones).
+        reduction_axes: Axes the mean square is computed over.
+        feature_axes: Axes that ``scale`` is broadcast along.
+        axis_name: Named axis (``vmap``/``shard_map``) to average statistics over.
+        axis_index_groups: Sub-groups of ``axis_name``.
+        use_fast_variance: Accepted for symmetry with LayerNorm (no effect: no
+            mean is subtracted).
+        promote_dtype: Casts ``(x, scale)`` to one dtype before computing.
+        rngs: RNG streams; ``scale`` draws from ``params``.
+        scale_metadata: Extra metadata of the ``scale`` Param.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> layer = ramie.RMSNorm(6, rngs=ramie.Rngs(0))
+        >>> sorted(ramie.state(layer).to_pure_dict())
+        ['scale']
+        >>> y = layer(jnp.arange(60.0).reshape(2, 5, 6))
+        >>> y.shape, y.dtype
+        ((2, 5, 6), dtype('float32'))
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float = 1e-6,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        use_scale: bool = True,
+        scale_init: Callable[..., Any] = initializers.ones,
+        reduction_axes: Axes = -1,
+        feature_axes: Axes = -1,
+        axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        use_fast_variance: bool = True,
+        promote_dtype: Callable[..., Any] = default_promote_dtype,
+        rngs: Rngs,
+        scale_metadata: Mapping[str, Any] = {},  # noqa: B006 - read only
+    ):
+        self.scale: Param | None
+        create_scale_and_bias(
+            self, num_features, rngs, param_dtype, use_scale, scale_init, scale_metadata
+        )
+        self.num_features = num_features
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.use_scale = use_scale
+        self.reduction_axes = reduction_axes
+        self.feature_axes = feature_axes
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """Normalise ``x`` by its root mean square; returns ``x``'s shape."""
+        x, scale = self.promote_dtype((x, raw_or_none(self.scale)), dtype=self.dtype)
+        mean, var = compute_stats(
+            x,
+            self.reduction_axes,
+            self.dtype,
+            self.axis_name,
+            self.axis_index_groups,
+            use_mean=False,
+            use_fast_variance=self.use_fast_variance,
+            mask=mask,
+        )
+        return normalize(
+            x,
+            mean,
+            var,
+            scale,
+            None,
+            self.reduction_axes,
+            self.feature_axes,
+            self.dtype,
+            self.epsilon,
+        )
