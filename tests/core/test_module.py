@@ -45,16 +45,17 @@ def test_any_method_can_be_called_directly():
     b = Block(nnx.Rngs(0))
     x = jnp.ones((1, 2))
     np.testing.assert_allclose(b.encode(x), b.linear(x))
-    assert b.eval()(x).shape == (1, 3)
+    b.eval()
+    assert b(x).shape == (1, 3)
 
 
 # ------------------------------------------------------------ train / eval
 def test_train_and_eval_flip_every_submodule():
     net = Net(nnx.Rngs(0))
-    assert net.eval() is net
+    assert net.eval() is None  # as in Flax
     assert set(_flags(net).values()) == {True}
     assert len(_flags(net)) == 4
-    assert net.train() is net
+    assert net.train() is None
     assert set(_flags(net).values()) == {False}
 
 
@@ -138,7 +139,8 @@ def test_dropout_without_rngs_in_train_mode_raises():
     drop = nnx.Dropout(0.5)
     with pytest.raises(ValueError, match=r"(?s)no RNG stream.*model\.eval\(\)"):
         drop(jnp.ones(3))
-    np.testing.assert_array_equal(drop.eval()(jnp.ones(3)), np.ones(3))
+    drop.eval()
+    np.testing.assert_array_equal(drop(jnp.ones(3)), np.ones(3))
 
 
 def test_set_view():

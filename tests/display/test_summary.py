@@ -43,7 +43,9 @@ class Net(ramie.Module):
 
 @pytest.fixture(scope="module")
 def net() -> Net:
-    return Net(ramie.Rngs(0)).train()
+    net = Net(ramie.Rngs(0))
+    net.train()
+    return net
 
 
 def ln_cells(line: str) -> list[str]:

@@ -18,7 +18,16 @@ IDS = [c.name for c in CASES]
 
 
 def _prepare(case: LayerCase, module):
-    return module.train() if case.train else module.eval()
+    if case.train:
+        module.train()
+    else:
+        module.eval()
+    return module
+
+
+def _evaluated(module):
+    module.eval()
+    return module
 
 
 def _build(case: LayerCase, seed: int = 0):
@@ -76,7 +85,7 @@ def test_grad_is_finite_and_shaped_like_params(case: LayerCase):
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.vmap], ids=[c.name for c in CASES if c.vmap])
 def test_vmap_over_inputs_matches_loop(case: LayerCase):
-    model = _build(case).eval()
+    model = _evaluated(_build(case))
     batches = [_inputs(case, seed) for seed in (1, 2, 3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
     out = ramie.vmap(lambda m, *a: case.run(m, *a), in_axes=(None,) + (0,) * len(stacked))(model, *stacked)
@@ -96,14 +105,14 @@ def test_bfloat16(case: LayerCase):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_split_merge_round_trip(case: LayerCase):
-    model = _build(case).eval()
+    model = _evaluated(_build(case))
     args = _inputs(case)
     graphdef, state = ramie.split(model)
     rebuilt = ramie.merge(graphdef, ramie.clone(state) if False else state, copy=True)
     assert_trees_close(case.run(rebuilt, *args), case.run(model, *args))
     # pure-dict round trip (what checkpoints do)
     pure = ramie.to_pure_dict(ramie.state(model))
-    fresh = _build(case, seed=7).eval()
+    fresh = _evaluated(_build(case, seed=7))
     target = ramie.state(fresh)
     ramie.replace_by_pure_dict(target, pure)
     assert_trees_close(case.run(fresh, *args), case.run(model, *args))
@@ -121,7 +130,7 @@ def test_repr_names_the_layer_and_fits(case: LayerCase):
 def test_check_grads(case: LayerCase):
     from jax.test_util import check_grads
 
-    model = _build(case).eval()
+    model = _evaluated(_build(case))
     args = _inputs(case)
     graphdef, params, rest = ramie.split(model, ramie.Param, ...)
 

@@ -69,14 +69,16 @@ def test_spectral_norm_statistics_follow_train_and_eval():
     layer = _spectral(ramie, ramie.Rngs(0))
     assert layer.use_running_average is False  # update_stats=True by default
     stats = ramie.clone(ramie.state(layer, ramie.BatchStat))
-    layer.eval()(X)
+    layer.eval()
+    layer(X)
     assert_trees_close(ramie.state(layer, ramie.BatchStat), stats, rtol=0, atol=0)
     layer(X, update_stats=True)  # the call argument wins over eval()
     u_before = stats["batch_stats"][("kernel", "u")].value
     assert not np.allclose(layer.batch_stats[("kernel", "u")].value, u_before)
     frozen = _spectral(ramie, ramie.Rngs(0), update_stats=False)
     assert frozen.use_running_average is True
-    assert frozen.train().use_running_average is False
+    frozen.train()
+    assert frozen.use_running_average is False
 
 
 def test_spectral_norm_flattens_or_rejects_higher_rank_weights():

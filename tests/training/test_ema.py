@@ -114,7 +114,8 @@ def test_default_filter_skips_rng_state_and_only_param_skips_batch_stats():
     applied = params_only.apply_to(model)
     assert applied.bn.mean is model.bn.mean  # untracked state is shared with the model
     assert applied.dropout.rngs.key is model.dropout.rngs.key
-    out = applied.eval()(jnp.ones((2, 3)))
+    applied.eval()
+    out = applied(jnp.ones((2, 3)))
     assert out.shape == (2, 4)
 
 

@@ -51,7 +51,8 @@ class Module(Pytree):
         >>> model = MLP(4, 8, 2, rngs=ramie.Rngs(0))
         >>> model(jnp.ones((3, 4))).shape
         (3, 2)
-        >>> model.eval().dropout.deterministic
+        >>> model.eval()
+        >>> model.dropout.deterministic
         True
     """
 
@@ -123,12 +124,12 @@ class Module(Pytree):
 
     # ----------------------------------------------------- attributes
     def set_attributes(
-        self: M,
+        self,
         *filters: Any,
         raise_if_not_found: bool = True,
         graph: bool | None = None,
         **attributes: Any,
-    ) -> M:
+    ) -> None:
         """Set attributes on every sub-module that has them (in place).
 
         Args:
@@ -138,7 +139,7 @@ class Module(Pytree):
             **attributes: Attribute names and values.
 
         Returns:
-            ``self``, for chaining.
+            None (as in Flax; the module is changed in place).
 
         Raises:
             ModuleAttributeError: an attribute was found on no matching module.
@@ -147,7 +148,8 @@ class Module(Pytree):
             >>> import ramie
             >>> m = ramie.Sequential(ramie.Linear(2, 2, rngs=ramie.Rngs(0)),
             ...                      ramie.Dropout(0.1, rngs=ramie.Rngs(0)))
-            >>> m.set_attributes(deterministic=True).layers[1].deterministic
+            >>> m.set_attributes(deterministic=True)
+            >>> m.layers[1].deterministic
             True
         """
         preds = [to_predicate(f) for f in filters]
@@ -176,24 +178,24 @@ class Module(Pytree):
                 "  Pass raise_if_not_found=False to ignore attributes that do not exist:\n"
                 "      model.set_attributes(..., raise_if_not_found=False)"
             )
-        return self
 
-    def train(self: M, **attributes: Any) -> M:
+    def train(self, **attributes: Any) -> None:
         """Training mode: Dropout active, BatchNorm uses batch statistics.
 
         Sets ``deterministic=False`` and ``use_running_average=False`` (plus
-        any ``attributes``) on every sub-module that has them; returns ``self``.
+        any ``attributes``) on every sub-module that has them. Returns None,
+        as in Flax.
         """
-        return self.set_attributes(
+        self.set_attributes(
             deterministic=False,
             use_running_average=False,
             **attributes,
             raise_if_not_found=False,
         )
 
-    def eval(self: M, **attributes: Any) -> M:
-        """Evaluation mode: Dropout off, BatchNorm uses running averages."""
-        return self.set_attributes(
+    def eval(self, **attributes: Any) -> None:
+        """Evaluation mode: Dropout off, BatchNorm uses running averages (returns None)."""
+        self.set_attributes(
             deterministic=True,
             use_running_average=True,
             **attributes,

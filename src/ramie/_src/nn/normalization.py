@@ -165,7 +165,8 @@ class BatchNorm(Module):
         >>> y = bn(jnp.arange(8.0).reshape(2, 4))
         >>> bn.mean.value
         Array([0.2, 0.3, 0.4, 0.5], dtype=float32)
-        >>> bn.eval().use_running_average
+        >>> bn.eval()
+        >>> bn.use_running_average
         True
     """
 

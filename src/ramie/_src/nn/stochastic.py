@@ -37,7 +37,8 @@ class Dropout(Module):
         >>> y = drop(jnp.ones(1000))
         >>> bool(jnp.all((y == 0) | (y == 2)))
         True
-        >>> bool((drop.eval()(jnp.ones(4)) == 1).all())
+        >>> drop.eval()
+        >>> bool((drop(jnp.ones(4)) == 1).all())
         True
     """
 
