@@ -428,7 +428,10 @@ def to_pure_dict(
                 out[k] = v._raw if isinstance(v, Variable) else v
         return out
 
-    return convert(state, ())
+    try:
+        return convert(state, ())
+    finally:
+        convert = None  # type: ignore[assignment]  # break the closure's self-reference cycle
 
 
 def restore_int_paths(pure_dict: Mapping) -> dict:

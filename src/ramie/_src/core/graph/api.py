@@ -579,7 +579,10 @@ def iter_graph(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tup
                 yield from walk(child, path + (key,))
         yield path, value
 
-    yield from walk(node, ())
+    try:
+        yield from walk(node, ())
+    finally:
+        walk = None  # type: ignore[assignment]  # break the closure's self-reference cycle
 
 
 def iter_modules(module: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tuple, Any]]:

@@ -191,7 +191,10 @@ def flatten(
             containers.append((value, tuple(id(c) for _, c in items)))
         return (PTR, treedef, tuple([(key, walk(c, path + (key,))) for key, c in items]))
 
-    root = walk(node, ())
+    try:
+        root = walk(node, ())
+    finally:
+        walk = None  # type: ignore[assignment]  # break the closure's self-reference cycle
     return Flat(
         GraphDef(root, len(leaves), len(objects)), paths, leaves, objects, ref_index, containers, tracked
     )
@@ -342,6 +345,7 @@ def unflatten_state(
     non-empty the node is incomplete and must be discarded. ``index_ref`` may
     hold objects rebuilt earlier (references to them resolve).
     """
+    record_all = index_ref is not None  # a MergeContext resolves references across calls
     if index_ref is None:
         index_ref = {}
     missing: list[tuple] = []
@@ -376,7 +380,8 @@ def unflatten_state(
     get_link = Variable._link.__get__  # type: ignore[attr-defined]
     osa = object.__setattr__
     def build_obj(plan: tuple, sub: Any, path: tuple) -> Any:
-        cls, idx, statics, var_keys, other_keys, default_rebuild, defn = plan
+        cls, idx, statics, var_keys, other_keys, default_rebuild, defn = plan[:7]
+        simple_children = plan[11]
         obj = object.__new__(cls)
         index_ref[idx] = obj
         children = statics.copy()
@@ -403,7 +408,44 @@ def unflatten_state(
                     _set_link(v, (pref, (key,)))
                 index_ref[vidx] = v
                 children[key] = v
-        for key, cdef, ct in other_keys:
+        if simple_children:
+            # The most common node, an object holding only Variables (a layer),
+            # whose State entry is exactly those Variables, already linked to a
+            # parent: checked and copied by C loops, no call, no recursion.
+            if pref is None:
+                pref = links.parent_ref(obj)
+            sget = sub.get if sub is not None else None
+            for key, cplan, ktup in simple_children:
+                csub = sget(key) if sget is not None else None
+                if csub is None and sget is not None and type(key) is int:
+                    csub = sget(str(key))
+                if csub is not None:
+                    used += 1
+                    if not copy:
+                        vals = csub.values()
+                        if (
+                            tuple(csub) == cplan[8]
+                            and tuple(map(type, vals)) == cplan[9]
+                            and None not in map(get_link, vals)
+                        ):
+                            v = object.__new__(cplan[0])
+                            if record_all or cplan[10]:
+                                index_ref[cplan[1]] = v
+                                for vkey, _, vidx, _ in cplan[3]:
+                                    index_ref[vidx] = csub[vkey]
+                            if cplan[2]:
+                                cch = cplan[2].copy()
+                                cch.update(csub)
+                            else:
+                                cch = dict(csub)
+                            osa(v, "__dict__", cch)
+                            _OBJ_LINK_SET(v, (pref, ktup))
+                            children[key] = v
+                            continue
+                v = build_obj(cplan, csub, path + ktup)
+                _OBJ_LINK_SET(v, (pref, ktup))
+                children[key] = v
+        for key, cdef, ct, ktup in other_keys:
             if pref is None:
                 pref = links.parent_ref(obj)
             if ct == REF:
@@ -419,8 +461,8 @@ def unflatten_state(
                     csub = sub.get(str(key))
                 used += csub is not None
                 if ct == OBJ:
-                    v = build_obj(cdef, csub, path + (key,))  # cdef is the child's plan
-                    _OBJ_LINK_SET(v, (pref, (key,)))
+                    v = build_obj(cdef, csub, path + ktup)  # cdef is the child's plan
+                    _OBJ_LINK_SET(v, (pref, ktup))
                 else:
                     v = build(cdef, csub, path + (key,))
                     links.link_children(obj, key, v, pref)
@@ -483,7 +525,13 @@ def unflatten_state(
             return defn[1](*items)
         return defn[1].unflatten(items)
 
-    node = build(graphdef.root, state, ())
+    try:
+        node = build(graphdef.root, state, ())
+    finally:
+        # build and build_obj refer to each other through their closures; break
+        # that cycle so the rebuilt graph is freed by reference counting alone
+        # instead of waiting for (and costing) a cyclic garbage collection.
+        build = build_obj = None  # type: ignore[assignment]
     return node, missing, unexpected
 
 
@@ -491,17 +539,18 @@ def _plan_of(graphdef: GraphDef, defn: tuple) -> tuple:
     """The merge plan of an object node, computed once per GraphDef."""
     plans = graphdef._plan
     if plans is None:
-        plans = graphdef._plan = {}
+        plans = graphdef._plan = {"refs": _ref_targets(graphdef.root, set())}
     plan = plans.get(id(defn))
     if plan is None:
-        plan = plans[id(defn)] = _object_plan(defn)
+        plan = plans[id(defn)] = _object_plan(defn, plans["refs"])
     return plan
 
 
-def _object_plan(defn: tuple) -> tuple:
+def _object_plan(defn: tuple, refs: set[int]) -> tuple:
     """Pre-sorted instructions for rebuilding one object node and its sub-objects.
 
-    Variables come first, then sub-nodes, arrays and references in key order;
+    Variables come first, then sub-objects that hold only Variables, then the
+    other sub-nodes, arrays and references in key order;
     references only ever point to nodes defined earlier in depth-first order,
     so this order resolves them all. Sub-object entries hold their own plans.
     """
@@ -509,6 +558,7 @@ def _object_plan(defn: tuple) -> tuple:
     statics: dict[Hashable, Any] = {}
     var_keys = []
     other_keys = []
+    simple_children = []
     for key, cdef in attrs:
         ct = cdef[0]
         if ct == STC:
@@ -517,10 +567,46 @@ def _object_plan(defn: tuple) -> tuple:
         elif ct == VAR:
             var_keys.append((key, cdef[1], cdef[2], cdef))
         elif ct == OBJ:
-            other_keys.append((key, _object_plan(cdef), ct))
+            cplan = _object_plan(cdef, refs)
+            if cplan[7]:
+                simple_children.append((key, cplan, (key,)))
+            else:
+                other_keys.append((key, cplan, ct, (key,)))
         else:
-            other_keys.append((key, cdef, ct))
-    return (cls, idx, statics, tuple(var_keys), tuple(other_keys), _default_rebuild(cls), defn)
+            other_keys.append((key, cdef, ct, (key,)))
+    rebuild = _default_rebuild(cls)
+    simple = rebuild and not other_keys and not simple_children  # only Variables and statics
+    return (
+        cls,
+        idx,
+        statics,
+        tuple(var_keys),
+        tuple(other_keys),
+        rebuild,
+        defn,
+        simple,
+        tuple(k for k, *_ in var_keys),  # 8: the State keys a simple node expects
+        tuple(c for _, c, *_ in var_keys),  # 9: and their Variable types
+        idx in refs or any(i in refs for _, _, i, _ in var_keys),  # 10: referenced elsewhere
+        tuple(simple_children),  # 11: sub-objects holding only Variables, built inline
+    )
+
+
+def _ref_targets(defn: tuple, out: set[int]) -> set[int]:
+    """Indices of the nodes a definition refers back to (shared nodes)."""
+    tag = defn[0]
+    if tag == REF:
+        out.add(defn[1])
+    elif tag == OBJ:
+        for _, c in defn[3]:
+            _ref_targets(c, out)
+    elif tag in (LST, TUP, DCT):
+        for _, c in defn[1]:
+            _ref_targets(c, out)
+    elif tag in (NTP, PTR):
+        for _, c in defn[2]:
+            _ref_targets(c, out)
+    return out
 
 
 def _fast_var(cls: type, raw: Any, meta: dict, trace: Any) -> Variable:
