@@ -17,6 +17,7 @@ step over interleaved rounds, and ratios to raw. Run: ``python benchmarks/jit_ov
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import statistics
 import sys
@@ -25,7 +26,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import ramie
@@ -187,6 +187,7 @@ def measure(fns: dict[str, Any], rounds: int, steps: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, f in fns.items():
+            gc.collect()  # nobody pays for garbage an earlier measurement left behind
             t0 = time.perf_counter()
             for _ in range(steps):
                 out = f()
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cnn", action="store_true", help="also run the compute-bound CNN check")
     parser.add_argument("--layers", type=int, nargs="*", default=[1, 4, 16, 64])
     args = parser.parse_args(argv)
-    rounds, steps = (3, 20) if args.quick else (15, 100)
+    rounds, steps = (3, 20) if args.quick else (31, 50)
     print(f"# jit_overhead  {platform.processor() or platform.machine()}  "
           f"python {sys.version.split()[0]}  jax {jax.__version__}  backend {jax.default_backend()}")
     header = f"{'L':>3} {'bn+drop':>7} | {'raw':>9} {'ramie':>9} {'flax':>9} {'flat':>9} | {'ramie/raw':>9} {'flax/raw':>9} {'flat/raw':>9} {'flax/ramie':>10}"

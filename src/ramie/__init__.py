@@ -5,19 +5,15 @@ their Variables, the split/merge functional API, transforms that accept
 modules) with a fast path for repeated calls.
 """
 
+from typing import TypeVar as _TypeVar
+
 from ramie import errors as errors
+from ramie import metrics as metrics
+from ramie import nn as nn
+from ramie import training as training
 from ramie._src.core.containers import Dict as Dict
 from ramie._src.core.containers import List as List
 from ramie._src.core.containers import Sequential as Sequential
-from ramie._src.core.filters import All as All
-from ramie._src.core.filters import Any as Any
-from ramie._src.core.filters import Everything as Everything
-from ramie._src.core.filters import Not as Not
-from ramie._src.core.filters import Nothing as Nothing
-from ramie._src.core.filters import OfType as OfType
-from ramie._src.core.filters import PathContains as PathContains
-from ramie._src.core.filters import WithTag as WithTag
-from ramie import nn as nn
 from ramie._src.core.data import Data as Data
 from ramie._src.core.data import Static as Static
 from ramie._src.core.data import check_pytree as check_pytree
@@ -27,22 +23,14 @@ from ramie._src.core.data import has_data as has_data
 from ramie._src.core.data import is_data as is_data
 from ramie._src.core.data import register_data_type as register_data_type
 from ramie._src.core.data import static as static
-from ramie._src.core.graph.context import MergeContext as MergeContext
-from ramie._src.core.graph.context import NodeStates as NodeStates
-from ramie._src.core.graph.context import SplitContext as SplitContext
-from ramie._src.core.graph.context import UpdateContext as UpdateContext
-from ramie._src.core.graph.context import current_update_context as current_update_context
-from ramie._src.core.graph.context import from_tree as from_tree
-from ramie._src.core.graph.context import merge_context as merge_context
-from ramie._src.core.graph.context import prefix as prefix
-from ramie._src.core.graph.context import split_context as split_context
-from ramie._src.core.graph.context import to_tree as to_tree
-from ramie._src.core.graph.context import update_context as update_context
-from ramie._src.core.modes import set_graph_mode as set_graph_mode
-from ramie._src.core.modes import set_graph_updates as set_graph_updates
-from ramie._src.core.modes import var_defaults as var_defaults
-from ramie._src.core.modes import vars_as as vars_as
-from ramie._src.core.modes import with_vars as with_vars
+from ramie._src.core.filters import All as All
+from ramie._src.core.filters import Any as Any
+from ramie._src.core.filters import Everything as Everything
+from ramie._src.core.filters import Not as Not
+from ramie._src.core.filters import Nothing as Nothing
+from ramie._src.core.filters import OfType as OfType
+from ramie._src.core.filters import PathContains as PathContains
+from ramie._src.core.filters import WithTag as WithTag
 from ramie._src.core.graph.api import PureState as PureState
 from ramie._src.core.graph.api import call as call
 from ramie._src.core.graph.api import clone as clone
@@ -64,7 +52,25 @@ from ramie._src.core.graph.api import unflatten_graph as unflatten
 from ramie._src.core.graph.api import unpack as unpack
 from ramie._src.core.graph.api import update as update
 from ramie._src.core.graph.api import variables as variables
+from ramie._src.core.graph.context import MergeContext as MergeContext
+from ramie._src.core.graph.context import NodeStates as NodeStates
+from ramie._src.core.graph.context import SplitContext as SplitContext
+from ramie._src.core.graph.context import UpdateContext as UpdateContext
+from ramie._src.core.graph.context import (
+    current_update_context as current_update_context,
+)
+from ramie._src.core.graph.context import from_tree as from_tree
+from ramie._src.core.graph.context import merge_context as merge_context
+from ramie._src.core.graph.context import prefix as prefix
+from ramie._src.core.graph.context import split_context as split_context
+from ramie._src.core.graph.context import to_tree as to_tree
+from ramie._src.core.graph.context import update_context as update_context
 from ramie._src.core.graph.defs import GraphDef as GraphDef
+from ramie._src.core.modes import set_graph_mode as set_graph_mode
+from ramie._src.core.modes import set_graph_updates as set_graph_updates
+from ramie._src.core.modes import var_defaults as var_defaults
+from ramie._src.core.modes import vars_as as vars_as
+from ramie._src.core.modes import with_vars as with_vars
 from ramie._src.core.module import Module as Module
 from ramie._src.core.module import capture as capture
 from ramie._src.core.module import view as view
@@ -111,7 +117,9 @@ from ramie._src.core.variables import register_variable_name as register_variabl
 from ramie._src.core.variables import variable_name_from_type as variable_name_from_type
 from ramie._src.core.variables import variable_type_from_name as variable_type_from_name
 from ramie._src.core.variables import with_metadata as with_metadata
-from ramie._src.nn import initializers as initializers
+from ramie._src.display.summary import summary as summary
+from ramie._src.display.summary import tabulate as tabulate
+from ramie._src.display.treescope import display as display
 from ramie._src.namespaces import compat as compat
 from ramie._src.namespaces import deprecations as deprecations
 from ramie._src.namespaces import extract as extract
@@ -133,51 +141,7 @@ from ramie._src.namespaces import transforms as transforms
 from ramie._src.namespaces import traversals as traversals
 from ramie._src.namespaces import variablelib as variablelib
 from ramie._src.namespaces import visualization as visualization
-from ramie._src.spmd.sharding import abstract_with_sharding as abstract_with_sharding
-from ramie._src.spmd.sharding import as_abstract as as_abstract
-from ramie._src.spmd.sharding import get_abstract_model as get_abstract_model
-from ramie._src.spmd.sharding import get_named_sharding as get_named_sharding
-from ramie._src.spmd.sharding import get_partition_spec as get_partition_spec
-from ramie._src.spmd.sharding import logical_axis_rules as logical_axis_rules
-from ramie._src.spmd.sharding import use_eager_sharding as use_eager_sharding
-from ramie._src.spmd.sharding import using_eager_sharding as using_eager_sharding
-from ramie._src.spmd.sharding import with_partitioning as with_partitioning
-from ramie._src.training.train_state import TrainState as TrainState
-from ramie._src.training.optimizer import ModelAndOptimizer as ModelAndOptimizer
-from ramie._src.training.optimizer import OptArray as OptArray
-from ramie._src.training.optimizer import Optimizer as Optimizer
-from ramie._src.training.optimizer import OptState as OptState
-from ramie._src.training.optimizer import OptVariable as OptVariable
-from ramie._src.transforms.autodiff import custom_vjp as custom_vjp
-from ramie._src.transforms.autodiff import grad as grad
-from ramie._src.transforms.autodiff import jvp as jvp
-from ramie._src.transforms.autodiff import value_and_grad as value_and_grad
-from ramie._src.transforms.autodiff import vjp as vjp
-from ramie._src.transforms.axes import Carry as Carry
-from ramie._src.transforms.axes import DiffState as DiffState
-from ramie._src.transforms.axes import StateAxes as StateAxes
-from ramie._src.transforms.axes import StateSharding as StateSharding
-from ramie._src.transforms.control_flow import cond as cond
-from ramie._src.transforms.control_flow import fori_loop as fori_loop
-from ramie._src.transforms.control_flow import switch as switch
-from ramie._src.transforms.control_flow import while_loop as while_loop
-from ramie._src.transforms.general import checkify as checkify
-from ramie._src.transforms.general import eval_shape as eval_shape
-from ramie._src.transforms.general import make_jaxpr as make_jaxpr
-from ramie._src.transforms.general import remat as remat
-from ramie._src.transforms.general import transform_metadata as transform_metadata
-from ramie._src.transforms.jit import cached_partial as cached_partial
-from ramie._src.transforms.jit import jit as jit
-from ramie._src.transforms.jit import jit_partial as jit_partial
-from ramie._src.transforms.scan import scan as scan
-from ramie._src.transforms.shard_map import shard_map as shard_map
-from ramie._src.transforms.vmap import PARTITION_NAME as PARTITION_NAME
-from ramie._src.transforms.vmap import pmap as pmap
-from ramie._src.transforms.vmap import vmap as vmap
-from ramie._src.nn.linear import Linear as Linear
-from ramie._src.nn.normalization import BatchNorm as BatchNorm
-from ramie._src.nn.stochastic import Dropout as Dropout
-# >>> layers-linear-conv
+from ramie._src.nn import initializers as initializers
 from ramie._src.nn.activations import PReLU as PReLU
 from ramie._src.nn.activations import celu as celu
 from ramie._src.nn.activations import elu as elu
@@ -204,34 +168,32 @@ from ramie._src.nn.activations import softplus as softplus
 from ramie._src.nn.activations import standardize as standardize
 from ramie._src.nn.activations import swish as swish
 from ramie._src.nn.activations import tanh as tanh
+from ramie._src.nn.attention import combine_masks as combine_masks
+from ramie._src.nn.attention import dot_product_attention as dot_product_attention
+from ramie._src.nn.attention import (
+    dot_product_attention_weights as dot_product_attention_weights,
+)
+from ramie._src.nn.attention import make_attention_mask as make_attention_mask
+from ramie._src.nn.attention import make_causal_mask as make_causal_mask
 from ramie._src.nn.conv import Conv as Conv
 from ramie._src.nn.conv_transpose import ConvTranspose as ConvTranspose
 from ramie._src.nn.embedding import Embed as Embed
+from ramie._src.nn.group_norm import GroupNorm as GroupNorm
+from ramie._src.nn.group_norm import InstanceNorm as InstanceNorm
 from ramie._src.nn.linear import Einsum as Einsum
+from ramie._src.nn.linear import Linear as Linear
 from ramie._src.nn.linear import LinearGeneral as LinearGeneral
 from ramie._src.nn.lora import LoRA as LoRA
 from ramie._src.nn.lora import LoRALinear as LoRALinear
 from ramie._src.nn.lora import LoRAParam as LoRAParam
+from ramie._src.nn.multi_head_attention import MultiHeadAttention as MultiHeadAttention
+from ramie._src.nn.normalization import BatchNorm as BatchNorm
+from ramie._src.nn.normalization import LayerNorm as LayerNorm
+from ramie._src.nn.normalization import RMSNorm as RMSNorm
 from ramie._src.nn.pooling import avg_pool as avg_pool
 from ramie._src.nn.pooling import max_pool as max_pool
 from ramie._src.nn.pooling import min_pool as min_pool
 from ramie._src.nn.pooling import pool as pool
-# <<< layers-linear-conv
-# >>> layers-norm-attention
-from ramie._src.nn.attention import combine_masks as combine_masks
-from ramie._src.nn.attention import dot_product_attention as dot_product_attention
-from ramie._src.nn.attention import dot_product_attention_weights as dot_product_attention_weights
-from ramie._src.nn.attention import make_attention_mask as make_attention_mask
-from ramie._src.nn.attention import make_causal_mask as make_causal_mask
-from ramie._src.nn.group_norm import GroupNorm as GroupNorm
-from ramie._src.nn.group_norm import InstanceNorm as InstanceNorm
-from ramie._src.nn.multi_head_attention import MultiHeadAttention as MultiHeadAttention
-from ramie._src.nn.normalization import LayerNorm as LayerNorm
-from ramie._src.nn.normalization import RMSNorm as RMSNorm
-from ramie._src.nn.weight_norms import SpectralNorm as SpectralNorm
-from ramie._src.nn.weight_norms import WeightNorm as WeightNorm
-# <<< layers-norm-attention
-# >>> layers-recurrent
 from ramie._src.nn.recurrent import GRUCell as GRUCell
 from ramie._src.nn.recurrent import LSTMCell as LSTMCell
 from ramie._src.nn.recurrent import OptimizedLSTMCell as OptimizedLSTMCell
@@ -239,19 +201,53 @@ from ramie._src.nn.recurrent import RNNCellBase as RNNCellBase
 from ramie._src.nn.recurrent import SimpleCell as SimpleCell
 from ramie._src.nn.rnn import RNN as RNN
 from ramie._src.nn.rnn import Bidirectional as Bidirectional
-# <<< layers-recurrent
-# >>> training-display
-from ramie import metrics as metrics
-from ramie import training as training
-from ramie._src.display.summary import summary as summary
-from ramie._src.display.summary import tabulate as tabulate
-from ramie._src.display.treescope import display as display
+from ramie._src.nn.stochastic import Dropout as Dropout
+from ramie._src.nn.weight_norms import SpectralNorm as SpectralNorm
+from ramie._src.nn.weight_norms import WeightNorm as WeightNorm
+from ramie._src.spmd.sharding import abstract_with_sharding as abstract_with_sharding
+from ramie._src.spmd.sharding import as_abstract as as_abstract
+from ramie._src.spmd.sharding import get_abstract_model as get_abstract_model
+from ramie._src.spmd.sharding import get_named_sharding as get_named_sharding
+from ramie._src.spmd.sharding import get_partition_spec as get_partition_spec
+from ramie._src.spmd.sharding import logical_axis_rules as logical_axis_rules
+from ramie._src.spmd.sharding import use_eager_sharding as use_eager_sharding
+from ramie._src.spmd.sharding import using_eager_sharding as using_eager_sharding
+from ramie._src.spmd.sharding import with_partitioning as with_partitioning
 from ramie._src.training.ema import EMA as EMA
 from ramie._src.training.metrics import Metric as Metric
 from ramie._src.training.metrics import MultiMetric as MultiMetric
-# <<< training-display
-
-from typing import TypeVar as _TypeVar
+from ramie._src.training.optimizer import ModelAndOptimizer as ModelAndOptimizer
+from ramie._src.training.optimizer import OptArray as OptArray
+from ramie._src.training.optimizer import Optimizer as Optimizer
+from ramie._src.training.optimizer import OptState as OptState
+from ramie._src.training.optimizer import OptVariable as OptVariable
+from ramie._src.training.train_state import TrainState as TrainState
+from ramie._src.transforms.autodiff import custom_vjp as custom_vjp
+from ramie._src.transforms.autodiff import grad as grad
+from ramie._src.transforms.autodiff import jvp as jvp
+from ramie._src.transforms.autodiff import value_and_grad as value_and_grad
+from ramie._src.transforms.autodiff import vjp as vjp
+from ramie._src.transforms.axes import Carry as Carry
+from ramie._src.transforms.axes import DiffState as DiffState
+from ramie._src.transforms.axes import StateAxes as StateAxes
+from ramie._src.transforms.axes import StateSharding as StateSharding
+from ramie._src.transforms.control_flow import cond as cond
+from ramie._src.transforms.control_flow import fori_loop as fori_loop
+from ramie._src.transforms.control_flow import switch as switch
+from ramie._src.transforms.control_flow import while_loop as while_loop
+from ramie._src.transforms.general import checkify as checkify
+from ramie._src.transforms.general import eval_shape as eval_shape
+from ramie._src.transforms.general import make_jaxpr as make_jaxpr
+from ramie._src.transforms.general import remat as remat
+from ramie._src.transforms.general import transform_metadata as transform_metadata
+from ramie._src.transforms.jit import cached_partial as cached_partial
+from ramie._src.transforms.jit import jit as jit
+from ramie._src.transforms.jit import jit_partial as jit_partial
+from ramie._src.transforms.scan import scan as scan
+from ramie._src.transforms.shard_map import shard_map as shard_map
+from ramie._src.transforms.vmap import PARTITION_NAME as PARTITION_NAME
+from ramie._src.transforms.vmap import pmap as pmap
+from ramie._src.transforms.vmap import vmap as vmap
 
 A = _TypeVar("A")
 M = _TypeVar("M", bound=Module)

@@ -25,8 +25,10 @@ def _namespace(name: str, doc: str, members: dict[str, Any]) -> types.ModuleType
 def _build() -> dict[str, types.ModuleType]:
     from ramie._src.core import data as d
     from ramie._src.core import filters as f
-    from ramie._src.core import modes, rng_ops, rngs, traversals as tv, variables as v
+    from ramie._src.core import modes, rng_ops, rngs
     from ramie._src.core import state as st
+    from ramie._src.core import traversals as tv
+    from ramie._src.core import variables as v
     from ramie._src.core.containers import Dict, List, Sequential
     from ramie._src.core.graph import api as g
     from ramie._src.core.graph import context as ctx
@@ -37,7 +39,15 @@ def _build() -> dict[str, types.ModuleType]:
     from ramie._src.spmd import sharding as sh
     from ramie._src.training import optimizer as opt
     from ramie._src.training.train_state import TrainState
-    from ramie._src.transforms import autodiff, control_flow, general, jit, scan, shard_map, vmap
+    from ramie._src.transforms import (
+        autodiff,
+        control_flow,
+        general,
+        jit,
+        scan,
+        shard_map,
+        vmap,
+    )
     from ramie._src.transforms.axes import Carry, DiffState, StateAxes, StateSharding
 
     graph_members = dict(

@@ -613,8 +613,8 @@ for _name, _op in _BINARY.items():
     setattr(Variable, f"__{_name}__", _binary(_op))
     setattr(Variable, f"__r{_name}__", _reflected(_op))
     setattr(Variable, f"__i{_name}__", _inplace(_op))
-setattr(Variable, "__divmod__", _binary(divmod))
-setattr(Variable, "__rdivmod__", _reflected(divmod))
+Variable.__divmod__ = _binary(divmod)
+Variable.__rdivmod__ = _reflected(divmod)
 for _name, _op in {
     "lt": operator.lt,
     "le": operator.le,

@@ -27,9 +27,9 @@ from jax import lax
 from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param
-from ramie._src.nn.initializers import initialize
 from ramie._src.nn import initializers
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
+from ramie._src.nn.initializers import initialize
 
 default_kernel_init = initializers.lecun_normal()
 default_bias_init = initializers.zeros_init()

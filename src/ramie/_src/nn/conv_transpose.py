@@ -26,7 +26,6 @@ from jax import lax
 from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param
-from ramie._src.nn.initializers import initialize
 from ramie._src.nn.conv import (
     PaddingLike,
     broadcast_to_rank,
@@ -39,6 +38,7 @@ from ramie._src.nn.conv import (
     unflatten_batch,
 )
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
+from ramie._src.nn.initializers import initialize
 
 _TRANSPOSE_PADDINGS = ("SAME", "SAME_LOWER", "VALID", "CIRCULAR")
 

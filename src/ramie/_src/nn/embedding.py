@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param
-from ramie._src.nn.initializers import initialize
 from ramie._src.nn import initializers
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
+from ramie._src.nn.initializers import initialize
 
 # unit variance per row: fan-in is the number of features (axis 1)
 default_embed_init = initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)

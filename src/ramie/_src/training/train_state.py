@@ -61,7 +61,7 @@ class TrainState:
 
 
 def _like(state: Any, pure: dict) -> Any:
-    from ramie._src.core.state import iter_flat, from_flat_state
+    from ramie._src.core.state import from_flat_state, iter_flat
 
     flat = dict(iter_flat(pure))
     return from_flat_state([(p, flat[p]) for p, _ in iter_flat(state)])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -390,7 +391,7 @@ class JitWrapped:
                 out = lifting.build_outputs(out, aux.value, index_map)
             return out
         STATS["fast_calls"] += 1
-        vals = [_get_raw(v) for v in entry.vars]
+        vals = list(map(_get_raw, entry.vars))
         out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
         static = aux.value
         st = static[0]
@@ -401,8 +402,7 @@ class JitWrapped:
                 if targets is None:
                     vs = entry.vars
                     targets = entry.targets[idx] = [vs[i] for i in idx]
-                for v, x in zip(targets, state_vals):
-                    _set_raw(v, x)
+                deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
             index_map = entry.ext.flat.objects
         else:
             index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
@@ -461,7 +461,7 @@ class JitWrapped:
                 "supported here; pass modules as top-level arguments"
             )
         entry = self._build_entry(args, kwargs)
-        vals = [_get_raw(v) for v in entry.vars]
+        vals = list(map(_get_raw, entry.vars))
         dyn = tuple(args[i] for i in entry.dyn_pos)
         kw = {n: kwargs[n] for n in entry.dyn_kw}
         return entry.jitted.lower(vals, dyn, kw)

@@ -47,8 +47,8 @@ from ramie._src.core.graph.flatten import Flat, _holds_data, flatten, unflatten
 from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
 from ramie._src.core.paths import format_path
 from ramie._src.core.pytree import Pytree, init_slots
-from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.variables import (
     Variable,
     _Hashed,

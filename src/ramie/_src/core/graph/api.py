@@ -19,7 +19,6 @@ from ramie._src.core import links
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.defs import GraphDef
-from ramie._src.core.nogc import no_gc
 from ramie._src.core.graph.flatten import flatten, to_state, unflatten, unflatten_state
 from ramie._src.core.graph.registry import (
     ARRAY,
@@ -33,6 +32,7 @@ from ramie._src.core.graph.registry import (
     VARIABLE,
     kind_of,
 )
+from ramie._src.core.nogc import no_gc
 from ramie._src.core.paths import format_path, format_paths
 from ramie._src.core.pytree import Pytree, bump
 from ramie._src.core.sentinels import MISSING

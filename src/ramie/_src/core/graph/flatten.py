@@ -46,12 +46,11 @@ from ramie._src.core.graph.registry import (
     kind_of,
 )
 from ramie._src.core.pytree import _LINK_SET as _OBJ_LINK_SET
-from ramie._src.core.pytree import _VER_SET
-from ramie._src.core.pytree import Pytree, init_slots
-from ramie._src.core.tracked import TrackedDict, TrackedList
+from ramie._src.core.pytree import _VER_SET, Pytree
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.state import State, _key_order, sorted_keys
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.variables import (
     Variable,
     _set_link,
