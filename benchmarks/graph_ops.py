@@ -55,7 +55,10 @@ def ramie_model(n_vars: int, arrays: list):
 
     n_leaves = n_vars // 2
     leaves = [Leaf(*arrays[i % len(arrays)]) for i in range(n_leaves)]
-    blocks = [Block(leaves[i : i + LEAVES_PER_BLOCK]) for i in range(0, n_leaves, LEAVES_PER_BLOCK)]
+    blocks = [
+        Block(leaves[i : i + LEAVES_PER_BLOCK])
+        for i in range(0, n_leaves, LEAVES_PER_BLOCK)
+    ]
     return Root(blocks)
 
 
@@ -77,7 +80,10 @@ def flax_model(n_vars: int, arrays: list):
 
     n_leaves = n_vars // 2
     leaves = [Leaf(*arrays[i % len(arrays)]) for i in range(n_leaves)]
-    blocks = [Block(leaves[i : i + LEAVES_PER_BLOCK]) for i in range(0, n_leaves, LEAVES_PER_BLOCK)]
+    blocks = [
+        Block(leaves[i : i + LEAVES_PER_BLOCK])
+        for i in range(0, n_leaves, LEAVES_PER_BLOCK)
+    ]
     return Root(blocks)
 
 
@@ -96,7 +102,10 @@ def equinox_model(n_vars: int, arrays: list):
 
     n_leaves = n_vars // 2
     leaves = [Leaf(*arrays[i % len(arrays)]) for i in range(n_leaves)]
-    blocks = [Block(leaves[i : i + LEAVES_PER_BLOCK]) for i in range(0, n_leaves, LEAVES_PER_BLOCK)]
+    blocks = [
+        Block(leaves[i : i + LEAVES_PER_BLOCK])
+        for i in range(0, n_leaves, LEAVES_PER_BLOCK)
+    ]
     return Root(blocks)
 
 
@@ -190,9 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 7
-    print(f"# graph_ops  {platform.machine()}  python {sys.version.split()[0]}  jax {jax.__version__}")
+    print(
+        f"# graph_ops  {platform.machine()}  python {sys.version.split()[0]}  jax {jax.__version__}"
+    )
     arrays = [(jnp.ones((2, 2)), jnp.zeros((2,))) for _ in range(4)]
-    print(f"{'vars':>6} {'op':>12} | {'ramie us/var':>12} {'flax us/var':>12} {'eqx us/var':>11} | {'flax/ramie':>10}")
+    print(
+        f"{'vars':>6} {'op':>12} | {'ramie us/var':>12} {'flax us/var':>12} {'eqx us/var':>11} | {'flax/ramie':>10}"
+    )
     for n_vars in (1_000, 10_000):
         r_ops = ramie_ops(ramie_model(n_vars, arrays))
         try:
@@ -203,27 +216,41 @@ def main(argv: list[str] | None = None) -> None:
             e_ops: dict[str, Any] = equinox_ops(equinox_model(n_vars, arrays))
         except ImportError:
             e_ops = {}
-        number = max(1, 10_000 // n_vars)  # calls per timing: at least ~10,000 Variables' worth
+        number = max(
+            1, 10_000 // n_vars
+        )  # calls per timing: at least ~10,000 Variables' worth
         for op in ("split", "merge", "state", "update", "clone"):
             libs = {"ramie": r_ops, "flax": f_ops, "eqx": e_ops}
             t = {lib: float("nan") for lib in libs}
             for lib, ops in libs.items():  # warm up (merge plans, caches)
                 if op in ops:
                     ops[op]()
-            for _ in range(repeats):  # interleaved rounds, so machine noise hits all alike
+            for _ in range(
+                repeats
+            ):  # interleaved rounds, so machine noise hits all alike
                 for lib, ops in libs.items():
                     if op in ops:
-                        ops[op]()  # untimed: lets memory settle after the other library's call
+                        ops[
+                            op
+                        ]()  # untimed: lets memory settle after the other library's call
                         x = best(ops[op], 1, number) / n_vars * 1e6
                         t[lib] = x if t[lib] != t[lib] else min(t[lib], x)
             r, f, e = t["ramie"], t["flax"], t["eqx"]
-            print(f"{n_vars:>6} {op:>12} | {r:12.3f} {f:12.3f} {e:11.3f} | {f / r:10.1f}", flush=True)
+            print(
+                f"{n_vars:>6} {op:>12} | {r:12.3f} {f:12.3f} {e:11.3f} | {f / r:10.1f}",
+                flush=True,
+            )
         if "tree_flatten" in e_ops:
             t = best(e_ops["tree_flatten"], repeats) / n_vars * 1e6
-            print(f"{n_vars:>6} {'tree_flatten':>12} | {'':>12} {'':>12} {t:11.3f} |  (jax.tree.flatten of the Equinox model)")
+            print(
+                f"{n_vars:>6} {'tree_flatten':>12} | {'':>12} {'':>12} {t:11.3f} |  (jax.tree.flatten of the Equinox model)"
+            )
     print()
     c = construction(500, repeats)
-    print("construction of 500 Linear(16, 16), us per layer: " + ", ".join(f"{k} {v:.0f}" for k, v in c.items()))
+    print(
+        "construction of 500 Linear(16, 16), us per layer: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in c.items())
+    )
 
 
 if __name__ == "__main__":

@@ -40,11 +40,16 @@ RATE = 0.1
 # --------------------------------------------------------------------- ramie
 class RamieMLP(ramie.Module):
     def __init__(self, layers: int, bn: bool, rngs: ramie.Rngs):
-        self.linears = ramie.List([ramie.Linear(WIDTH, WIDTH, rngs=rngs) for _ in range(layers)])
+        self.linears = ramie.List(
+            [ramie.Linear(WIDTH, WIDTH, rngs=rngs) for _ in range(layers)]
+        )
         self.bn = bn
         if bn:
             self.norms = ramie.List(
-                [ramie.BatchNorm(WIDTH, momentum=MOMENTUM, epsilon=EPS, rngs=rngs) for _ in range(layers)]
+                [
+                    ramie.BatchNorm(WIDTH, momentum=MOMENTUM, epsilon=EPS, rngs=rngs)
+                    for _ in range(layers)
+                ]
             )
             self.dropout = ramie.Dropout(RATE, rngs=rngs)
 
@@ -77,13 +82,18 @@ def raw_init(layers: int, bn: bool, key: jax.Array) -> tuple[dict, dict, jax.Arr
     init = jax.nn.initializers.lecun_normal()
     params: dict[str, Any] = {
         "linears": [
-            {"kernel": init(k, (WIDTH, WIDTH), jnp.float32), "bias": jnp.zeros(WIDTH)} for k in keys
+            {"kernel": init(k, (WIDTH, WIDTH), jnp.float32), "bias": jnp.zeros(WIDTH)}
+            for k in keys
         ]
     }
     stats: dict[str, Any] = {}
     if bn:
-        params["norms"] = [{"scale": jnp.ones(WIDTH), "bias": jnp.zeros(WIDTH)} for _ in range(layers)]
-        stats["norms"] = [{"mean": jnp.zeros(WIDTH), "var": jnp.ones(WIDTH)} for _ in range(layers)]
+        params["norms"] = [
+            {"scale": jnp.ones(WIDTH), "bias": jnp.zeros(WIDTH)} for _ in range(layers)
+        ]
+        stats["norms"] = [
+            {"mean": jnp.zeros(WIDTH), "var": jnp.ones(WIDTH)} for _ in range(layers)
+        ]
     return params, stats, jax.random.key(1)
 
 
@@ -116,7 +126,9 @@ def raw_step_fn(tx: optax.GradientTransformation, bn: bool):
             out, new_stats, new_key = raw_forward(p, stats, key, x, bn)
             return ((out - y) ** 2).mean(), (new_stats, new_key)
 
-        (loss, (new_stats, new_key)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, (new_stats, new_key)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params
+        )
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, new_stats, opt_state, new_key, loss
@@ -146,11 +158,16 @@ def flax_setup(layers: int, bn: bool):
 
     class FlaxMLP(nnx.Module):
         def __init__(self, rngs):
-            self.linears = nnx.List([nnx.Linear(WIDTH, WIDTH, rngs=rngs) for _ in range(layers)])
+            self.linears = nnx.List(
+                [nnx.Linear(WIDTH, WIDTH, rngs=rngs) for _ in range(layers)]
+            )
             self.bn = bn
             if bn:
                 self.norms = nnx.List(
-                    [nnx.BatchNorm(WIDTH, momentum=MOMENTUM, epsilon=EPS, rngs=rngs) for _ in range(layers)]
+                    [
+                        nnx.BatchNorm(WIDTH, momentum=MOMENTUM, epsilon=EPS, rngs=rngs)
+                        for _ in range(layers)
+                    ]
                 )
                 self.dropout = nnx.Dropout(RATE, rngs=rngs)
 
@@ -207,7 +224,9 @@ def run_mlp(layers: int, bn: bool, rounds: int, steps: int) -> dict[str, float]:
     raw_step = raw_step_fn(tx, bn)
 
     def raw_call():
-        raw_state[0], raw_state[1], raw_state[2], raw_state[3], loss = raw_step(*raw_state, x, y)
+        raw_state[0], raw_state[1], raw_state[2], raw_state[3], loss = raw_step(
+            *raw_state, x, y
+        )
         return loss
 
     fns["raw"] = raw_call
@@ -256,7 +275,9 @@ def run_cnn(rounds: int, steps: int) -> dict[str, float]:
     def step(model, optimizer, x, labels):
         def loss_fn(model):
             logits = model(x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits, labels
+            ).mean()
 
         loss, grads = ramie.value_and_grad(loss_fn)(model)
         optimizer.update(model, grads)
@@ -271,7 +292,9 @@ def run_cnn(rounds: int, steps: int) -> dict[str, float]:
     def raw_step(params, opt_state, x, labels):
         def loss_fn(p):
             logits = ramie.merge(graphdef, ramie.State(p))(x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits, labels
+            ).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -281,24 +304,36 @@ def run_cnn(rounds: int, steps: int) -> dict[str, float]:
         state[0], state[1], loss = raw_step(state[0], state[1], x, labels)
         return loss
 
-    return measure({"raw": raw_call, "ramie": lambda: step(model, optimizer, x, labels)}, rounds, steps)
+    return measure(
+        {"raw": raw_call, "ramie": lambda: step(model, optimizer, x, labels)},
+        rounds,
+        steps,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (CI smoke run)")
-    parser.add_argument("--cnn", action="store_true", help="also run the compute-bound CNN check")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds (CI smoke run)"
+    )
+    parser.add_argument(
+        "--cnn", action="store_true", help="also run the compute-bound CNN check"
+    )
     parser.add_argument("--layers", type=int, nargs="*", default=[1, 4, 16, 64])
     args = parser.parse_args(argv)
     rounds, steps = (3, 20) if args.quick else (31, 50)
-    print(f"# jit_overhead  {platform.processor() or platform.machine()}  "
-          f"python {sys.version.split()[0]}  jax {jax.__version__}  backend {jax.default_backend()}")
+    print(
+        f"# jit_overhead  {platform.processor() or platform.machine()}  "
+        f"python {sys.version.split()[0]}  jax {jax.__version__}  backend {jax.default_backend()}"
+    )
     header = f"{'L':>3} {'bn+drop':>7} | {'raw':>9} {'ramie':>9} {'flax':>9} {'flat':>9} | {'ramie/raw':>9} {'flax/raw':>9} {'flat/raw':>9} {'flax/ramie':>10}"
     print(header)
     print("-" * len(header))
     for layers in args.layers:
         for bn in (False, True):
-            r = run_mlp(layers, bn, rounds, steps if layers < 64 else max(steps // 4, 5))
+            r = run_mlp(
+                layers, bn, rounds, steps if layers < 64 else max(steps // 4, 5)
+            )
             raw = r["raw"]
             flax_t = r.get("flax", float("nan"))
             print(
@@ -308,8 +343,10 @@ def main(argv: list[str] | None = None) -> None:
             )
     if args.cnn:
         r = run_cnn(rounds, max(steps // 10, 5))
-        print(f"CNN batch 128: raw {r['raw']:.0f} us/step, ramie {r['ramie']:.0f} us/step, "
-              f"ratio {r['ramie'] / r['raw']:.3f}")
+        print(
+            f"CNN batch 128: raw {r['raw']:.0f} us/step, ramie {r['ramie']:.0f} us/step, "
+            f"ratio {r['ramie'] / r['raw']:.3f}"
+        )
 
 
 if __name__ == "__main__":

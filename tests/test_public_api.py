@@ -48,7 +48,11 @@ def test_every_flax_nnx_name_exists():
 @pytest.mark.parametrize("name", sorted(public(ramie)))
 def test_public_name_is_documented(name):
     obj = getattr(ramie, name)
-    if isinstance(obj, (str, int, float, tuple, type(None))) or not callable(obj) and not hasattr(obj, "__doc__"):
+    if (
+        isinstance(obj, (str, int, float, tuple, type(None)))
+        or not callable(obj)
+        and not hasattr(obj, "__doc__")
+    ):
         return
     doc = getattr(obj, "__doc__", None)
     assert doc and doc.strip(), f"ramie.{name} has no docstring"

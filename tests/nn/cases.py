@@ -88,4 +88,3 @@ def collect() -> list[LayerCase]:
     if dupes:
         raise ValueError(f"duplicate layer case names: {sorted(dupes)}")
     return cases
-

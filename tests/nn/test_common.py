@@ -63,7 +63,9 @@ def test_jit_matches_eager(case: LayerCase):
     got = ramie.jit(lambda m, *a: case.run(m, *a))(jit_model, *args)
     assert_trees_close(got, expected, rtol=1e-5, atol=1e-5)
     # state updates (batch statistics, RNG counters, caches) match too
-    assert_trees_close(ramie.state(jit_model), ramie.state(eager_model), rtol=1e-5, atol=1e-5)
+    assert_trees_close(
+        ramie.state(jit_model), ramie.state(eager_model), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -76,31 +78,56 @@ def test_grad_is_finite_and_shaped_like_params(case: LayerCase):
 
     def loss(m):
         out = case.run(m, *args)
-        return sum(jnp.sum(jnp.asarray(o, jnp.float32) ** 2) for o in jax.tree.leaves(out))
+        return sum(
+            jnp.sum(jnp.asarray(o, jnp.float32) ** 2) for o in jax.tree.leaves(out)
+        )
 
     grads = ramie.grad(loss)(model)
-    assert jax.tree.map(jnp.shape, grads.to_pure_dict()) == jax.tree.map(jnp.shape, params.to_pure_dict())
+    assert jax.tree.map(jnp.shape, grads.to_pure_dict()) == jax.tree.map(
+        jnp.shape, params.to_pure_dict()
+    )
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.vmap], ids=[c.name for c in CASES if c.vmap])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.vmap], ids=[c.name for c in CASES if c.vmap]
+)
 def test_vmap_over_inputs_matches_loop(case: LayerCase):
     model = _evaluated(_build(case))
     batches = [_inputs(case, seed) for seed in (1, 2, 3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
-    out = ramie.vmap(lambda m, *a: case.run(m, *a), in_axes=(None,) + (0,) * len(stacked))(model, *stacked)
-    expected = jax.tree.map(lambda *xs: jnp.stack(xs), *[case.run(model, *b) for b in batches])
+    out = ramie.vmap(
+        lambda m, *a: case.run(m, *a), in_axes=(None,) + (0,) * len(stacked)
+    )(model, *stacked)
+    expected = jax.tree.map(
+        lambda *xs: jnp.stack(xs), *[case.run(model, *b) for b in batches]
+    )
     assert_trees_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.bf16 and c.make_bf16], ids=[c.name for c in CASES if c.bf16 and c.make_bf16])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.bf16 and c.make_bf16],
+    ids=[c.name for c in CASES if c.bf16 and c.make_bf16],
+)
 def test_bfloat16(case: LayerCase):
     model = _prepare(case, case.make_bf16(ramie.Rngs(0)))
-    args = jax.tree.map(lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, _inputs(case))
+    args = jax.tree.map(
+        lambda x: (
+            x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x
+        ),
+        _inputs(case),
+    )
     out = case.run(model, *args)
     leaves = jax.tree.leaves(out)
-    assert leaves and all(x.dtype == jnp.bfloat16 for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
-    assert all(bool(jnp.isfinite(x.astype(jnp.float32)).all()) for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
+    assert leaves and all(
+        x.dtype == jnp.bfloat16 for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)
+    )
+    assert all(
+        bool(jnp.isfinite(x.astype(jnp.float32)).all())
+        for x in leaves
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -126,7 +153,11 @@ def test_repr_names_the_layer_and_fits(case: LayerCase):
     assert max(len(line) for line in text.splitlines()) <= 100, text
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.grad_check], ids=[c.name for c in CASES if c.grad_check])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.grad_check],
+    ids=[c.name for c in CASES if c.grad_check],
+)
 def test_check_grads(case: LayerCase):
     from jax.test_util import check_grads
 
@@ -135,17 +166,30 @@ def test_check_grads(case: LayerCase):
     graphdef, params, rest = ramie.split(model, ramie.Param, ...)
 
     def f(params, *a):
-        m = ramie.merge(graphdef, params, ramie.clone(rest) if False else rest, copy=True)
+        m = ramie.merge(
+            graphdef, params, ramie.clone(rest) if False else rest, copy=True
+        )
         return jax.tree.leaves(case.run(m, *a))[0]
 
     float_args = tuple(a for a in args if jnp.issubdtype(a.dtype, jnp.floating))
     if len(float_args) != len(args):
-        check_grads(lambda p: f(p, *args), (params,), order=1, modes=["rev"], atol=5e-2, rtol=5e-2)
+        check_grads(
+            lambda p: f(p, *args),
+            (params,),
+            order=1,
+            modes=["rev"],
+            atol=5e-2,
+            rtol=5e-2,
+        )
     else:
         check_grads(f, (params, *args), order=1, modes=["rev"], atol=5e-2, rtol=5e-2)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.make_flax], ids=[c.name for c in CASES if c.make_flax])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.make_flax],
+    ids=[c.name for c in CASES if c.make_flax],
+)
 def test_matches_flax_nnx(case: LayerCase):
     from flax import nnx
 

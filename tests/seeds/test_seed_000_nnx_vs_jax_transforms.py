@@ -23,14 +23,13 @@ def _loss(model):
 def test_nnx_jit_and_nnx_grad_update_the_model_in_place():
     @nnx.jit
     def train_step(model, x, y):
-      def loss_fn(model):
-        return ((model(x) - y) ** 2).mean()
-      grads = nnx.grad(loss_fn)(model)
-      params = nnx.state(model, nnx.Param)
-      params = jax.tree_util.tree_map(
-        lambda p, g: p - 0.1 * g, params, grads
-      )
-      nnx.update(model, params)
+        def loss_fn(model):
+            return ((model(x) - y) ** 2).mean()
+
+        grads = nnx.grad(loss_fn)(model)
+        params = nnx.state(model, nnx.Param)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+        nnx.update(model, params)
 
     model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
     before = _loss(model)
@@ -43,18 +42,17 @@ def test_nnx_jit_and_nnx_grad_update_the_model_in_place():
 def test_jax_jit_and_jax_grad_on_split_state():
     @jax.jit
     def train_step(graphdef, state, x, y):
-      def loss_fn(graphdef, state):
-        model = nnx.merge(graphdef, state)
-        return ((model(x) - y) ** 2).mean()
-      grads = jax.grad(loss_fn, argnums=1)(graphdef, state)
+        def loss_fn(graphdef, state):
+            model = nnx.merge(graphdef, state)
+            return ((model(x) - y) ** 2).mean()
 
-      model = nnx.merge(graphdef, state)
-      params = nnx.state(model, nnx.Param)
-      params = jax.tree_util.tree_map(
-        lambda p, g: p - 0.1 * g, params, grads
-      )
-      nnx.update(model, params)
-      return nnx.split(model)
+        grads = jax.grad(loss_fn, argnums=1)(graphdef, state)
+
+        model = nnx.merge(graphdef, state)
+        params = nnx.state(model, nnx.Param)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+        nnx.update(model, params)
+        return nnx.split(model)
 
     graphdef, state = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
     before = _loss(nnx.merge(graphdef, state, copy=True))
@@ -66,15 +64,14 @@ def test_jax_jit_and_jax_grad_on_split_state():
 def test_nnx_jit_outside_jax_grad_inside():
     @nnx.jit
     def train_step(model, x, y):
-      def loss_fn(graphdef, state):
-        model = nnx.merge(graphdef, state)
-        return ((model(x) - y) ** 2).mean()
-      grads = jax.grad(loss_fn, 1)(*nnx.split(model))
-      params = nnx.state(model, nnx.Param)
-      params = jax.tree_util.tree_map(
-        lambda p, g: p - 0.1 * g, params, grads
-      )
-      nnx.update(model, params)
+        def loss_fn(graphdef, state):
+            model = nnx.merge(graphdef, state)
+            return ((model(x) - y) ** 2).mean()
+
+        grads = jax.grad(loss_fn, 1)(*nnx.split(model))
+        params = nnx.state(model, nnx.Param)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+        nnx.update(model, params)
 
     model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
     before = _loss(model)
@@ -85,16 +82,16 @@ def test_nnx_jit_outside_jax_grad_inside():
 def test_jax_jit_outside_nnx_grad_inside():
     @jax.jit
     def train_step(graphdef, state, x, y):
-      model = nnx.merge(graphdef, state)
-      def loss_fn(model):
-        return ((model(x) - y) ** 2).mean()
-      grads = nnx.grad(loss_fn)(model)
-      params = nnx.state(model, nnx.Param)
-      params = jax.tree_util.tree_map(
-        lambda p, g: p - 0.1 * g, params, grads
-      )
-      nnx.update(model, params)
-      return nnx.split(model)
+        model = nnx.merge(graphdef, state)
+
+        def loss_fn(model):
+            return ((model(x) - y) ** 2).mean()
+
+        grads = nnx.grad(loss_fn)(model)
+        params = nnx.state(model, nnx.Param)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+        nnx.update(model, params)
+        return nnx.split(model)
 
     graphdef, state = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
     before = _loss(nnx.merge(graphdef, state, copy=True))
@@ -105,20 +102,27 @@ def test_jax_jit_outside_nnx_grad_inside():
 def test_all_four_forms_compute_the_same_update():
     """The text presents the four forms as equivalent; check they agree."""
     ref = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
-    g = jax.grad(lambda p: ((nnx.merge(nnx.graphdef(ref), p)(x) - y) ** 2).mean())(nnx.state(ref))
-    expected = jax.tree.map(lambda p, g: p - 0.1 * g, nnx.to_pure_dict(nnx.state(ref)), nnx.to_pure_dict(g))
+    g = jax.grad(lambda p: ((nnx.merge(nnx.graphdef(ref), p)(x) - y) ** 2).mean())(
+        nnx.state(ref)
+    )
+    expected = jax.tree.map(
+        lambda p, g: p - 0.1 * g, nnx.to_pure_dict(nnx.state(ref)), nnx.to_pure_dict(g)
+    )
 
     @nnx.jit
     def train_step(model, x, y):
-      def loss_fn(model):
-        return ((model(x) - y) ** 2).mean()
-      grads = nnx.grad(loss_fn)(model)
-      params = nnx.state(model, nnx.Param)
-      params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
-      nnx.update(model, params)
+        def loss_fn(model):
+            return ((model(x) - y) ** 2).mean()
+
+        grads = nnx.grad(loss_fn)(model)
+        params = nnx.state(model, nnx.Param)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+        nnx.update(model, params)
 
     model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
     train_step(model, x, y)
     got = nnx.to_pure_dict(nnx.state(model))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, expected)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, expected
+    )
     assert jnp.shape(got["kernel"]) == (2, 3)

@@ -14,25 +14,26 @@ import ramie as nnx
 
 
 class Block(nnx.Module):
-  def __init__(self, in_features: int , out_features: int, rngs: nnx.Rngs):
-    self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
-    self.dropout = nnx.Dropout(0.5, rngs=rngs)
+    def __init__(self, in_features: int, out_features: int, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
 
-  def __call__(self, x):
-    x = self.linear(x)
-    x = self.dropout(x)
-    x = jax.nn.relu(x)
-    return x
+    def __call__(self, x):
+        x = self.linear(x)
+        x = self.dropout(x)
+        x = jax.nn.relu(x)
+        return x
+
 
 class Model(nnx.Module):
-  def __init__(self, din: int, dmid: int, dout: int, rngs: nnx.Rngs):
-    self.block = Block(din, dmid, rngs=rngs)
-    self.linear = nnx.Linear(dmid, dout, rngs=rngs)
+    def __init__(self, din: int, dmid: int, dout: int, rngs: nnx.Rngs):
+        self.block = Block(din, dmid, rngs=rngs)
+        self.linear = nnx.Linear(dmid, dout, rngs=rngs)
 
-  def __call__(self, x):
-    x = self.block(x)
-    x = self.linear(x)
-    return x
+    def __call__(self, x):
+        x = self.block(x)
+        x = self.linear(x)
+        return x
 
 
 def test_variable_creation_is_eager():
@@ -44,18 +45,20 @@ def test_variable_creation_is_eager():
 
 def test_training_step_with_dropout_and_graphstate_merge():
     model = Model(784, 256, 10, rngs=nnx.Rngs(0))
-    model.train() # Sets ``deterministic=False` under the hood for nnx.Dropout
+    model.train()  # Sets ``deterministic=False` under the hood for nnx.Dropout
 
     @nnx.jit
     def train_step(model, inputs, labels):
-      def loss_fn(model):
-        logits = model(inputs)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        def loss_fn(model):
+            logits = model(inputs)
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits, labels
+            ).mean()
 
-      grads = nnx.grad(loss_fn)(model)
-      _, params, rest = nnx.split(model, nnx.Param, ...)
-      params = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
-      nnx.update(model, nnx.GraphState.merge(params, rest))
+        grads = nnx.grad(loss_fn)(model)
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        params = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+        nnx.update(model, nnx.GraphState.merge(params, rest))
 
     inputs = jax.random.normal(jax.random.key(1), (8, 784))
     labels = jnp.arange(8) % 10
@@ -70,28 +73,29 @@ def test_training_step_with_dropout_and_graphstate_merge():
 
 
 def test_collections_and_variable_types():
-    class Counter(nnx.Variable): pass
+    class Counter(nnx.Variable):
+        pass
 
     class Block(nnx.Module):
-      def __init__(self, in_features: int , out_features: int, rngs: nnx.Rngs):
-        self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
-        self.batchnorm = nnx.BatchNorm(
-          num_features=out_features, momentum=0.99, rngs=rngs
-        )
-        self.count = Counter(jnp.array(0))
+        def __init__(self, in_features: int, out_features: int, rngs: nnx.Rngs):
+            self.linear = nnx.Linear(in_features, out_features, rngs=rngs)
+            self.batchnorm = nnx.BatchNorm(
+                num_features=out_features, momentum=0.99, rngs=rngs
+            )
+            self.count = Counter(jnp.array(0))
 
-      def __call__(self, x):
-        x = self.linear(x)
-        x = self.batchnorm(x)
-        self.count += 1
-        x = jax.nn.relu(x)
-        return x
+        def __call__(self, x):
+            x = self.linear(x)
+            x = self.batchnorm(x)
+            self.count += 1
+            x = jax.nn.relu(x)
+            return x
 
     model = Block(4, 4, rngs=nnx.Rngs(0))
 
-    model.linear.kernel # Param(value=...)
-    model.batchnorm.mean # BatchStat(value=...)
-    model.count # Counter(value=...)
+    model.linear.kernel  # Param(value=...)
+    model.batchnorm.mean  # BatchStat(value=...)
+    model.count  # Counter(value=...)
     assert repr(model.linear.kernel).startswith("Param(value=")
     assert repr(model.batchnorm.mean).startswith("BatchStat(value=")
     assert repr(model.count).startswith("Counter(value=")
@@ -101,13 +105,14 @@ def test_collections_and_variable_types():
     assert isinstance(model.count, Counter)
 
     graphdef, params, batch_stats, count = nnx.split(
-      model, nnx.Param, nnx.BatchStat, Counter)
-    params.keys() # ['batchnorm', 'linear']
-    batch_stats.keys() # ['batchnorm']
-    count.keys() # ['count']
-    assert list(params.keys()) == ['batchnorm', 'linear']
-    assert list(batch_stats.keys()) == ['batchnorm']
-    assert list(count.keys()) == ['count']
+        model, nnx.Param, nnx.BatchStat, Counter
+    )
+    params.keys()  # ['batchnorm', 'linear']
+    batch_stats.keys()  # ['batchnorm']
+    count.keys()  # ['count']
+    assert list(params.keys()) == ["batchnorm", "linear"]
+    assert list(batch_stats.keys()) == ["batchnorm"]
+    assert list(count.keys()) == ["count"]
     # ... make arbitrary modifications ...
     # Merge back with ``nnx.merge`` to carry on:
     model = nnx.merge(graphdef, params, batch_stats, count)
@@ -117,27 +122,27 @@ def test_collections_and_variable_types():
 
 def test_multiple_methods_autoencoder():
     class AutoEncoder(nnx.Module):
-      def __init__(self, in_dim: int, embed_dim: int, output_dim: int, rngs):
-        self.encoder = nnx.Linear(in_dim, embed_dim, rngs=rngs)
-        self.decoder = nnx.Linear(embed_dim, output_dim, rngs=rngs)
+        def __init__(self, in_dim: int, embed_dim: int, output_dim: int, rngs):
+            self.encoder = nnx.Linear(in_dim, embed_dim, rngs=rngs)
+            self.decoder = nnx.Linear(embed_dim, output_dim, rngs=rngs)
 
-      def encode(self, x):
-        return self.encoder(x)
+        def encode(self, x):
+            return self.encoder(x)
 
-      def decode(self, x):
-        return self.decoder(x)
+        def decode(self, x):
+            return self.decoder(x)
 
-      def __call__(self, x):
-        x = self.encode(x)
-        x = self.decode(x)
-        return x
+        def __call__(self, x):
+            x = self.encode(x)
+            x = self.decode(x)
+            return x
 
     model = AutoEncoder(784, 256, 784, rngs=nnx.Rngs(0))
     _, params, _ = nnx.split(model, nnx.Param, ...)
     shapes = jax.tree.map(jnp.shape, params.to_pure_dict())
     assert shapes == {
-        'decoder': {'bias': (784,), 'kernel': (256, 784)},
-        'encoder': {'bias': (256,), 'kernel': (784, 256)},
+        "decoder": {"bias": (784,), "kernel": (256, 784)},
+        "encoder": {"bias": (256,), "kernel": (784, 256)},
     }
     assert "'kernel': Param(value=(256, 784))" in repr(jax.tree.map(jnp.shape, params))
     z = model.encode(jnp.ones((1, 784)))
@@ -145,31 +150,32 @@ def test_multiple_methods_autoencoder():
 
 
 class RNNCell(nnx.Module):
-  def __init__(self, input_size, hidden_size, rngs):
-    self.linear = nnx.Linear(hidden_size + input_size, hidden_size, rngs=rngs)
-    self.hidden_size = hidden_size
+    def __init__(self, input_size, hidden_size, rngs):
+        self.linear = nnx.Linear(hidden_size + input_size, hidden_size, rngs=rngs)
+        self.hidden_size = hidden_size
 
-  def __call__(self, carry, x):
-    x = jnp.concatenate([carry, x], axis=-1)
-    x = self.linear(x)
-    x = jax.nn.relu(x)
-    return x, x
+    def __call__(self, carry, x):
+        x = jnp.concatenate([carry, x], axis=-1)
+        x = self.linear(x)
+        x = jax.nn.relu(x)
+        return x, x
 
-  def initial_state(self, batch_size: int):
-    return jnp.zeros((batch_size, self.hidden_size))
+    def initial_state(self, batch_size: int):
+        return jnp.zeros((batch_size, self.hidden_size))
+
 
 class RNN(nnx.Module):
-  def __init__(self, input_size: int, hidden_size: int, rngs: nnx.Rngs):
-    self.hidden_size = hidden_size
-    self.cell = RNNCell(input_size, self.hidden_size, rngs=rngs)
+    def __init__(self, input_size: int, hidden_size: int, rngs: nnx.Rngs):
+        self.hidden_size = hidden_size
+        self.cell = RNNCell(input_size, self.hidden_size, rngs=rngs)
 
-  def __call__(self, x):
-    scan_fn = lambda carry, cell, x: cell(carry, x)
-    carry = self.cell.initial_state(x.shape[0])
-    carry, y = nnx.scan(
-      scan_fn, in_axes=(nnx.Carry, None, 1), out_axes=(nnx.Carry, 1)
-    )(carry, self.cell, x)
-    return y
+    def __call__(self, x):
+        scan_fn = lambda carry, cell, x: cell(carry, x)
+        carry = self.cell.initial_state(x.shape[0])
+        carry, y = nnx.scan(
+            scan_fn, in_axes=(nnx.Carry, None, 1), out_axes=(nnx.Carry, 1)
+        )(carry, self.cell, x)
+        return y
 
 
 def test_rnn_with_scan_and_carry():
@@ -187,41 +193,42 @@ def test_rnn_with_scan_and_carry():
 
 
 class ScanBlock(nnx.Module):
-  def __init__(self, input_dim, features, rngs):
-    self.linear = nnx.Linear(input_dim, features, rngs=rngs)
-    self.dropout = nnx.Dropout(0.5, rngs=rngs)
+    def __init__(self, input_dim, features, rngs):
+        self.linear = nnx.Linear(input_dim, features, rngs=rngs)
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
 
-  def __call__(self, x: jax.Array): # No need to require a second input!
-    x = self.linear(x)
-    x = self.dropout(x)
-    x = jax.nn.relu(x)
-    return x # No need to return a second output!
+    def __call__(self, x: jax.Array):  # No need to require a second input!
+        x = self.linear(x)
+        x = self.dropout(x)
+        x = jax.nn.relu(x)
+        return x  # No need to return a second output!
+
 
 class MLP(nnx.Module):
-  def __init__(self, features, num_layers, rngs):
-    @nnx.split_rngs(splits=num_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0)
-    def create_block(rngs: nnx.Rngs):
-      return ScanBlock(features, features, rngs=rngs)
+    def __init__(self, features, num_layers, rngs):
+        @nnx.split_rngs(splits=num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def create_block(rngs: nnx.Rngs):
+            return ScanBlock(features, features, rngs=rngs)
 
-    self.blocks = create_block(rngs)
-    self.num_layers = num_layers
+        self.blocks = create_block(rngs)
+        self.num_layers = num_layers
 
-  def __call__(self, x):
-    @nnx.split_rngs(splits=self.num_layers)
-    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-    def forward(x, model):
-      x = model(x)
-      return x
+    def __call__(self, x):
+        @nnx.split_rngs(splits=self.num_layers)
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def forward(x, model):
+            x = model(x)
+            return x
 
-    return forward(x, self.blocks)
+        return forward(x, self.blocks)
 
 
 def test_scan_over_layers_structure():
     model = MLP(64, num_layers=5, rngs=nnx.Rngs(0))
     _, params, _ = nnx.split(model, nnx.Param, ...)
     assert jax.tree.map(jnp.shape, params.to_pure_dict()) == {
-        'blocks': {'linear': {'bias': (5, 64), 'kernel': (5, 64, 64)}}
+        "blocks": {"linear": {"bias": (5, 64), "kernel": (5, 64, 64)}}
     }
     # five independently initialised layers
     k = model.blocks.linear.kernel.value
@@ -245,7 +252,9 @@ def test_scan_over_layers_eval_mode_is_deterministic_and_matches_loop():
     model.eval()
     y1, y2 = model(x), model(x)
     np.testing.assert_array_equal(y1, y2)
-    np.testing.assert_allclose(y1, _loop_reference(model, x, train=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        y1, _loop_reference(model, x, train=False), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_scan_over_layers_train_mode_uses_dropout_with_fresh_masks():
@@ -284,34 +293,35 @@ def test_train_state_with_graphdef_apply():
     from flax.training import train_state
 
     model = nnx.Linear(784, 10, rngs=nnx.Rngs(0))
-    model.train() # set deterministic=False
+    model.train()  # set deterministic=False
     graphdef, params, other_variables = nnx.split(model, nnx.Param, ...)
 
     class TrainState(train_state.TrainState):
-      other_variables: nnx.State
+        other_variables: nnx.State
 
     state = TrainState.create(
-      apply_fn=graphdef.apply,
-      params=params,
-      other_variables=other_variables,
-      tx=optax.adam(1e-3)
+        apply_fn=graphdef.apply,
+        params=params,
+        other_variables=other_variables,
+        tx=optax.adam(1e-3),
     )
 
     @jax.jit
     def train_step(state, inputs, labels):
-      def loss_fn(params, other_variables):
-        logits, (graphdef, new_state) = state.apply_fn(
-          params,
-          other_variables
-        )(inputs) # <== inputs
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        def loss_fn(params, other_variables):
+            logits, (graphdef, new_state) = state.apply_fn(params, other_variables)(
+                inputs
+            )  # <== inputs
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits, labels
+            ).mean()
 
-      grads = jax.grad(loss_fn)(state.params, state.other_variables)
-      state = state.apply_gradients(grads=grads)
-      return state
+        grads = jax.grad(loss_fn)(state.params, state.other_variables)
+        state = state.apply_gradients(grads=grads)
+        return state
 
     inputs = jax.random.normal(jax.random.key(0), (8, 784))
     labels = jnp.arange(8)
     new = train_step(state, inputs, labels)
     assert int(new.step) == 1
-    assert not np.allclose(new.params['kernel'].value, state.params['kernel'].value)
+    assert not np.allclose(new.params["kernel"].value, state.params["kernel"].value)

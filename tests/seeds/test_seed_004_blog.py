@@ -47,21 +47,23 @@ def test_eager_initialisation():
     # NNX初始化
     model = Model(784, 256, 10, rngs=nnx.Rngs(0))
     # 参数已自动初始化
-    print(model.linear.bias.value.shape) # 直接访问
+    print(model.linear.bias.value.shape)  # 直接访问
     assert model.linear.bias.value.shape == (10,)
 
 
 def test_training_step():
     model = Model(784, 256, 10, rngs=nnx.Rngs(0))
     # NNX训练步骤
-    model.train() # 设置训练模式
+    model.train()  # 设置训练模式
+
     @nnx.jit
     def train_step(model, inputs, labels):
         def loss_fn(model):
             logits = model(inputs)
             return cross_entropy_loss(logits, labels)
+
         grads = nnx.grad(loss_fn)(model)
-        update_model(model, grads) # 就地更新
+        update_model(model, grads)  # 就地更新
 
     inputs = jax.random.normal(jax.random.key(0), (16, 784))
     labels = jnp.arange(16) % 10
@@ -71,12 +73,15 @@ def test_training_step():
 
 
 def test_custom_variable_counter():
-    class Counter(nnx.Variable): pass
+    class Counter(nnx.Variable):
+        pass
+
     class Block(nnx.Module):
         def __init__(self):
             self.count = Counter(jnp.array(0))
+
         def __call__(self, x):
-            self.count += 1 # 直接操作
+            self.count += 1  # 直接操作
             return x
 
     block = Block()
@@ -94,23 +99,22 @@ def test_autoencoder_calls_methods_directly():
         def __init__(self, in_dim, embed_dim, out_dim, rngs):
             self.encoder = nnx.Linear(in_dim, embed_dim, rngs=rngs)
             self.decoder = nnx.Linear(embed_dim, out_dim, rngs=rngs)
+
         def encode(self, x):
             return self.encoder(x)
 
     model = AutoEncoder(784, 256, 784, nnx.Rngs(0))
     x = jnp.ones((1, 784))
     # 调用方式
-    z = model.encode(x) # 更直观
+    z = model.encode(x)  # 更直观
     assert z.shape == (1, 256)
 
 
 def test_plain_list_of_layers():
     class ScannedLinear(nnx.Module):
         def __init__(self, dim, n_layers, rngs):
-            self.layers = [
-                nnx.Linear(dim, dim, rngs=rngs)
-                for _ in range(n_layers)
-            ]
+            self.layers = [nnx.Linear(dim, dim, rngs=rngs) for _ in range(n_layers)]
+
         def __call__(self, x):
             for layer in self.layers:
                 x = layer(x)
@@ -121,7 +125,7 @@ def test_plain_list_of_layers():
     y = model(x)
     assert y.shape == (2, 8)
     state = nnx.state(model)
-    assert sorted(state['layers'].keys()) == [0, 1, 2]
+    assert sorted(state["layers"].keys()) == [0, 1, 2]
     graphdef, state = nnx.split(model)
     np.testing.assert_allclose(nnx.merge(graphdef, state)(x), y)
     # the list works under transforms, and appending a layer is seen
@@ -130,4 +134,4 @@ def test_plain_list_of_layers():
     model.layers.append(nnx.Linear(8, 8, rngs=nnx.Rngs(1)))
     np.testing.assert_allclose(f(model, x), model(x), rtol=1e-6)
     grads = nnx.grad(lambda m: m(x).sum())(model)
-    assert sorted(grads['layers'].keys()) == [0, 1, 2, 3]
+    assert sorted(grads["layers"].keys()) == [0, 1, 2, 3]

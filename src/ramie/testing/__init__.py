@@ -36,7 +36,9 @@ def _leaves_with_paths(tree: Any) -> list[tuple[tuple, Any]]:
     return out
 
 
-def assert_trees_close(actual: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 1e-6) -> None:
+def assert_trees_close(
+    actual: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 1e-6
+) -> None:
     """Assert two pytrees have the same structure and close leaves.
 
     Variables are compared by value. The error lists every differing path.
@@ -57,8 +59,16 @@ def assert_trees_close(actual: Any, expected: Any, *, rtol: float = 1e-6, atol: 
         )
     problems = []
     for (path, x), (_, y) in zip(a, e):
-        x = np.asarray(x, dtype=np.float64) if np.asarray(x).dtype.kind in "fc" else np.asarray(x)
-        y = np.asarray(y, dtype=np.float64) if np.asarray(y).dtype.kind in "fc" else np.asarray(y)
+        x = (
+            np.asarray(x, dtype=np.float64)
+            if np.asarray(x).dtype.kind in "fc"
+            else np.asarray(x)
+        )
+        y = (
+            np.asarray(y, dtype=np.float64)
+            if np.asarray(y).dtype.kind in "fc"
+            else np.asarray(y)
+        )
         if x.shape != y.shape:
             problems.append(f"{format_path(path)}: shape {x.shape} != {y.shape}")
             continue

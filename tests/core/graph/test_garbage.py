@@ -39,7 +39,9 @@ OPS = {
     "clone": lambda m: nnx.clone(m),
     "iter_graph": lambda m: list(nnx.iter_graph(m)),
     "to_pure_dict": lambda m: nnx.state(m).to_pure_dict(),
-    "replace_by_pure_dict": lambda m: nnx.state(m).replace_by_pure_dict(nnx.state(m).to_pure_dict()),
+    "replace_by_pure_dict": lambda m: nnx.state(m).replace_by_pure_dict(
+        nnx.state(m).to_pure_dict()
+    ),
 }
 
 
@@ -59,7 +61,9 @@ def test_cached_jit_train_step_creates_no_cyclic_garbage():
 
     @nnx.jit
     def step(model, optimizer, x):
-        loss, grads = nnx.value_and_grad(lambda m: (m.norm(m.linear(x)) ** 2).mean())(model)
+        loss, grads = nnx.value_and_grad(lambda m: (m.norm(m.linear(x)) ** 2).mean())(
+            model
+        )
         optimizer.update(model, grads)
         return loss
 

@@ -236,8 +236,21 @@ def to_predicate(filter: TAny) -> Predicate:
         return _NOTHING
     if isinstance(filter, (list, tuple)):
         return Any(*filter)
-    if isinstance(filter, (OfType, WithTag, PathContains, PathIn, Any, All, Not,
-                           Everything, Nothing, _StringFilter)):
+    if isinstance(
+        filter,
+        (
+            OfType,
+            WithTag,
+            PathContains,
+            PathIn,
+            Any,
+            All,
+            Not,
+            Everything,
+            Nothing,
+            _StringFilter,
+        ),
+    ):
         return filter
     if callable(filter):
         return filter

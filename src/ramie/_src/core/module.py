@@ -223,7 +223,15 @@ class Module(Pytree):
 
 
 # ---------------------------------------------------------------- helpers
-def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, graph: Any = None, **kwargs: Any) -> Any:
+def view(
+    node: Any,
+    /,
+    *,
+    only: Any = ...,
+    raise_if_not_found: bool = True,
+    graph: Any = None,
+    **kwargs: Any,
+) -> Any:
     """A copy of ``node`` sharing its Variables, with view options applied (non-mutating ``eval()``).
 
     Each matching sub-module's ``set_view(**kwargs)`` is called; layers use the
@@ -259,7 +267,15 @@ def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, grap
     return new
 
 
-def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True, graph: Any = None, **attributes: Any) -> Any:
+def with_attributes(
+    node: Any,
+    /,
+    *,
+    only: Any = ...,
+    raise_if_not_found: bool = True,
+    graph: Any = None,
+    **attributes: Any,
+) -> Any:
     """A new node sharing its Variables, with attributes set on matching sub-modules."""
     new = api.clone(node, variables=False)
     if isinstance(new, Module):
@@ -293,7 +309,11 @@ def _recordable_methods(cls: type) -> list[tuple[type, str, Any]]:
         if klass is Module or klass is Pytree or klass is object:
             break
         for name, fn in vars(klass).items():
-            if name in seen or not callable(fn) or isinstance(fn, (staticmethod, classmethod, type)):
+            if (
+                name in seen
+                or not callable(fn)
+                or isinstance(fn, (staticmethod, classmethod, type))
+            ):
                 continue
             if (name.startswith("_") and name != "__call__") or name in _MODULE_API:
                 continue
@@ -302,7 +322,9 @@ def _recordable_methods(cls: type) -> list[tuple[type, str, Any]]:
     return out
 
 
-def capture(fn: Any, *var_types: Any, init: Any = None, method_outputs: Any = None) -> Callable[..., Any]:
+def capture(
+    fn: Any, *var_types: Any, init: Any = None, method_outputs: Any = None
+) -> Callable[..., Any]:
     """Wrap a Module, bound method or function to also return sown values.
 
     The wrapper returns ``(result, *states)``: for each of ``var_types`` (e.g.

@@ -139,7 +139,11 @@ class Pytree:
 
     def _graph_get(self, key: Hashable, default: Any = _NOTSET) -> Any:
         """One child by key (``default`` when absent)."""
-        return self.__dict__.get(key, default) if default is not _NOTSET else self.__dict__[key]
+        return (
+            self.__dict__.get(key, default)
+            if default is not _NOTSET
+            else self.__dict__[key]
+        )
 
     def _graph_set(self, key: Hashable, value: Any) -> None:
         """Replace one child (used by update and structural write-back)."""
@@ -321,7 +325,9 @@ def _after_unflatten(obj: Pytree, keys: tuple, items: dict) -> None:
 
 
 def _watch_nested(value: Any) -> None:
-    for leaf in jax.tree_util.tree_leaves(value, is_leaf=lambda x: isinstance(x, Variable)):
+    for leaf in jax.tree_util.tree_leaves(
+        value, is_leaf=lambda x: isinstance(x, Variable)
+    ):
         if isinstance(leaf, Variable) and leaf._watch is None:
             _set_watch(leaf, [False, False])
 

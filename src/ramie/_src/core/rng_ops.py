@@ -34,7 +34,9 @@ def find_streams(*nodes: Any) -> list[tuple[tuple, RngStream]]:
     out: list[tuple[tuple, RngStream]] = []
     seen: set[int] = set()
     for i, node in enumerate(nodes):
-        for leaf in jax.tree_util.tree_leaves(node, is_leaf=lambda x: kind_of(x) is OBJECT):
+        for leaf in jax.tree_util.tree_leaves(
+            node, is_leaf=lambda x: kind_of(x) is OBJECT
+        ):
             if kind_of(leaf) is not OBJECT:
                 continue
             for path, value in api.iter_graph(leaf):
@@ -130,9 +132,13 @@ class _SplitDecorator:
 
         @functools.wraps(f)
         def wrapper(*args: Any, **kw: Any) -> Any:
-            streams = _selected(find_streams(*args, *kw.values()), kwargs.get("only", ...))
+            streams = _selected(
+                find_streams(*args, *kw.values()), kwargs.get("only", ...)
+            )
             if kind == "split":
-                backup = _split_streams(streams, kwargs["splits"], kwargs.get("squeeze", False))
+                backup = _split_streams(
+                    streams, kwargs["splits"], kwargs.get("squeeze", False)
+                )
             else:
                 backup = _fork_streams(streams, kwargs.get("split"))
             try:
@@ -176,7 +182,9 @@ def split_rngs(
         ()
     """
     if node is MISSING:
-        return _SplitDecorator("split", {"splits": splits, "only": only, "squeeze": squeeze})
+        return _SplitDecorator(
+            "split", {"splits": splits, "only": only, "squeeze": squeeze}
+        )
     if squeeze and splits != 1:
         raise ValueError("split_rngs(squeeze=True) is only supported with splits=1")
     streams = _selected(find_streams(node), only)

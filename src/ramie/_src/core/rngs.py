@@ -124,7 +124,9 @@ class RngStream(Pytree):
         self.count.set_value(new_count)
         return new_key
 
-    def fork(self, *, split: int | tuple[int, ...] | None = None, tag: str | None = None) -> RngStream:
+    def fork(
+        self, *, split: int | tuple[int, ...] | None = None, tag: str | None = None
+    ) -> RngStream:
         """A new, independent stream seeded from this one (optionally split)."""
         key = self()
         if split is not None:
@@ -234,4 +236,3 @@ class Rngs(Pytree):
 for _name in _SAMPLERS:
     if hasattr(jax.random, _name):
         setattr(Rngs, _name, _sampler(_name))
-

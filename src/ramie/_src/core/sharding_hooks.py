@@ -35,7 +35,9 @@ def shard_on_create(var: Any) -> None:
     if mesh is None:
         return
     try:
-        concrete = jax.sharding.get_mesh() if hasattr(jax.sharding, "get_mesh") else None
+        concrete = (
+            jax.sharding.get_mesh() if hasattr(jax.sharding, "get_mesh") else None
+        )
     except Exception:
         concrete = None
     if concrete is None or getattr(concrete, "empty", True):

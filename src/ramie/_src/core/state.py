@@ -116,7 +116,9 @@ class State(dict):
         return self
 
     def __or__(self, other: Mapping) -> State:  # type: ignore[override]
-        return merge_state(self, State(other) if not isinstance(other, State) else other)
+        return merge_state(
+            self, State(other) if not isinstance(other, State) else other
+        )
 
     def __sub__(self, other: State) -> State:
         return diff(self, other)
@@ -135,7 +137,9 @@ class State(dict):
         return (type(self), (dict(self),))
 
     def copy(self) -> State:  # type: ignore[override]
-        return type(self)({k: v.copy() if isinstance(v, State) else v for k, v in self.items()})
+        return type(self)(
+            {k: v.copy() if isinstance(v, State) else v for k, v in self.items()}
+        )
 
     # ------------------------------------------------------- legacy methods
     def flat_state(self) -> FlatState:
@@ -161,7 +165,9 @@ class State(dict):
     def map(self, f: Callable[[PathParts, Any], Any]) -> State:
         return map_state(f, self)
 
-    def to_pure_dict(self, extract_fn: Callable[[PathParts, Any], Any] | None = None) -> dict:
+    def to_pure_dict(
+        self, extract_fn: Callable[[PathParts, Any], Any] | None = None
+    ) -> dict:
         return to_pure_dict(self, extract_fn)
 
     def replace_by_pure_dict(
@@ -170,7 +176,9 @@ class State(dict):
         replace_by_pure_dict(self, pure_dict, replace_fn)
 
     @classmethod
-    def from_flat_path(cls, flat: Iterable[tuple[PathParts, Any]] | Mapping, /) -> State:
+    def from_flat_path(
+        cls, flat: Iterable[tuple[PathParts, Any]] | Mapping, /
+    ) -> State:
         items = flat.items() if isinstance(flat, Mapping) else flat
         return from_flat_state(list(items), cls=cls)
 
@@ -185,7 +193,9 @@ class GraphState(State):
 
     __slots__ = ("_graphdef",)
 
-    def __init__(self, mapping: Mapping | Iterable = (), /, graphdef: Any = None, **kw: Any):
+    def __init__(
+        self, mapping: Mapping | Iterable = (), /, graphdef: Any = None, **kw: Any
+    ):
         object.__setattr__(self, "_graphdef", graphdef)
         super().__init__(mapping, **kw)
 
@@ -201,7 +211,9 @@ class GraphState(State):
 
 
 # ------------------------------------------------------------ flat views
-def iter_flat(state: Mapping, prefix: PathParts = ()) -> Iterator[tuple[PathParts, Any]]:
+def iter_flat(
+    state: Mapping, prefix: PathParts = ()
+) -> Iterator[tuple[PathParts, Any]]:
     """Yield ``(path, leaf)`` for every leaf of a nested mapping, keys sorted."""
     for k in sorted_keys(state):
         v = state[k]
@@ -225,7 +237,9 @@ class FlatState(list):
         (('bias',), ('kernel',))
     """
 
-    def __init__(self, items: Iterable[tuple[PathParts, Any]] = (), /, *, sort: bool = True):
+    def __init__(
+        self, items: Iterable[tuple[PathParts, Any]] = (), /, *, sort: bool = True
+    ):
         items = [(tuple(p), v) for p, v in items]
         if sort:
             try:
@@ -247,7 +261,10 @@ class FlatState(list):
 
     def filter(self, first: Any, /, *filters: Any) -> Any:
         preds = filters_to_predicates((first, *filters))
-        outs = [FlatState([(p, v) for p, v in self if pred(p, v)], sort=False) for pred in preds]
+        outs = [
+            FlatState([(p, v) for p, v in self if pred(p, v)], sort=False)
+            for pred in preds
+        ]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def split(self, first: Any, /, *filters: Any) -> Any:
@@ -263,7 +280,9 @@ class FlatState(list):
         return FlatState(items.items())
 
     @staticmethod
-    def from_sorted_keys_values(keys: Iterable[PathParts], values: Iterable[Any]) -> FlatState:
+    def from_sorted_keys_values(
+        keys: Iterable[PathParts], values: Iterable[Any]
+    ) -> FlatState:
         return FlatState(zip(keys, values), sort=False)
 
     def __repr__(self) -> str:
@@ -276,7 +295,9 @@ def to_flat_state(state: Mapping) -> FlatState:
     return FlatState(iter_flat(state), sort=False)
 
 
-def from_flat_state(flat: Iterable[tuple[PathParts, Any]], *, cls: type[S] = State) -> S:  # type: ignore[assignment]
+def from_flat_state(
+    flat: Iterable[tuple[PathParts, Any]], *, cls: type[S] = State
+) -> S:  # type: ignore[assignment]
     """Build a nested State from ``(path, leaf)`` pairs."""
     root: dict = {}
     for path, leaf in flat:
@@ -303,7 +324,10 @@ def _to_state(d: dict, cls: type) -> Any:
 
 # --------------------------------------------------- filtering & merging
 def _partition(
-    items: list[tuple[PathParts, Any]], filters: tuple, api: str, exhaustive: bool = True
+    items: list[tuple[PathParts, Any]],
+    filters: tuple,
+    api: str,
+    exhaustive: bool = True,
 ) -> list[list[tuple[PathParts, Any]]]:
     preds = filters_to_predicates(filters)
     parts: list[list] = [[] for _ in preds]
@@ -360,7 +384,10 @@ def filter_state(state: Mapping, first: Any, /, *filters: Any) -> Any:
     preds = tuple(to_predicate(f) for f in (first, *filters))
     flat = list(iter_flat(state))
     cls = type(state) if isinstance(state, State) else State
-    outs = [from_flat_state([(p, v) for p, v in flat if pred(p, v)], cls=cls) for pred in preds]
+    outs = [
+        from_flat_state([(p, v) for p, v in flat if pred(p, v)], cls=cls)
+        for pred in preds
+    ]
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
@@ -400,7 +427,9 @@ def map_state(f: Callable[[PathParts, Any], Any], state: Mapping) -> State:
 def diff(state: Mapping, other: Mapping) -> State:
     """The leaves of ``state`` whose paths are not in ``other``."""
     other_paths = {p for p, _ in iter_flat(other)}
-    return from_flat_state([(p, v) for p, v in iter_flat(state) if p not in other_paths])
+    return from_flat_state(
+        [(p, v) for p, v in iter_flat(state) if p not in other_paths]
+    )
 
 
 # ------------------------------------------------------------ pure dicts
@@ -555,7 +584,10 @@ def _check_compatible(leaf: Any, new: Any) -> tuple[str, str] | None:
         except Exception:
             return (_describe_value(old), type(new).__name__)
     if tuple(new_shape) != tuple(old_shape):
-        return (_describe_value(old), _describe_value(new) if hasattr(new, "shape") else str(tuple(new_shape)))
+        return (
+            _describe_value(old),
+            _describe_value(new) if hasattr(new, "shape") else str(tuple(new_shape)),
+        )
     old_dtype = getattr(old, "dtype", None)
     new_dtype = getattr(new, "dtype", None)
     if old_dtype is not None and new_dtype is not None and old_dtype != new_dtype:
@@ -577,7 +609,9 @@ def load_error(
         lines.append(f"  Missing ({len(missing)}): in the target, not in the values:")
         lines.append(format_paths(missing))
     if unexpected:
-        lines.append(f"  Unexpected ({len(unexpected)}): in the values, not in the target:")
+        lines.append(
+            f"  Unexpected ({len(unexpected)}): in the values, not in the target:"
+        )
         lines.append(format_paths(unexpected))
     if mismatched:
         lines.append(f"  Mismatched ({len(mismatched)}): expected -> found:")

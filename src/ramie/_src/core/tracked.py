@@ -204,7 +204,9 @@ def _list_flatten_with_keys(x: TrackedList):
 
 
 def _dict_flatten_with_keys(x: TrackedDict):
-    keys = sorted(x, key=lambda k: (type(k).__name__, k) if not isinstance(k, str) else ("str", k))
+    keys = sorted(
+        x, key=lambda k: (type(k).__name__, k) if not isinstance(k, str) else ("str", k)
+    )
     return [(jax.tree_util.DictKey(k), x[k]) for k in keys], tuple(keys)
 
 

@@ -70,6 +70,8 @@ def unflatten_mapping(xs: Mapping, /, *, sep: str | None = None) -> dict:
     return out
 
 
-def flatten_to_sequence(xs: Mapping, /, *, is_leaf: Callable[[tuple, Any], bool] | None = None) -> list[tuple[tuple, Any]]:
+def flatten_to_sequence(
+    xs: Mapping, /, *, is_leaf: Callable[[tuple, Any], bool] | None = None
+) -> list[tuple[tuple, Any]]:
     """Like :func:`flatten_mapping` but a list of ``(path, value)`` pairs."""
     return list(flatten_mapping(xs, is_leaf=is_leaf).items())

@@ -822,7 +822,9 @@ register_variable_name("intermediates", Intermediate)
 register_variable_name("perturbations", Perturbation)
 
 
-def with_metadata(initializer: Callable[..., Any], **metadata: Any) -> Callable[..., Any]:
+def with_metadata(
+    initializer: Callable[..., Any], **metadata: Any
+) -> Callable[..., Any]:
     """Wrap an initializer so the Variables created from it carry ``metadata``.
 
     Example:
@@ -834,7 +836,13 @@ def with_metadata(initializer: Callable[..., Any], **metadata: Any) -> Callable[
     """
     hooks = {
         k
-        for k in ("on_set_value", "on_get_value", "on_create_value", "on_add_axis", "on_remove_axis")
+        for k in (
+            "on_set_value",
+            "on_get_value",
+            "on_create_value",
+            "on_add_axis",
+            "on_remove_axis",
+        )
         if k in metadata
     }
     for k in hooks:

@@ -87,7 +87,9 @@ def array_repr(x: Any, max_elements: int = 8) -> str:
     if is_tracer(x):
         return f"{s} (traced)"
     dtype = getattr(x, "dtype", None)
-    if not isinstance(x, (np.ndarray, np.generic)) and not hasattr(x, "addressable_shards"):
+    if not isinstance(x, (np.ndarray, np.generic)) and not hasattr(
+        x, "addressable_shards"
+    ):
         return s  # ShapeDtypeStruct and friends
     try:
         import jax

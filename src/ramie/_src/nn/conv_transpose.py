@@ -170,12 +170,14 @@ class ConvTranspose(Module):
         self.preferred_element_type = preferred_element_type
         self.kernel_shape = kernel_shape
         self.kernel = Param(
-            initialize(kernel_init, rngs.params(), kernel_shape, param_dtype), **kernel_metadata
+            initialize(kernel_init, rngs.params(), kernel_shape, param_dtype),
+            **kernel_metadata,
         )
         self.bias: Param | None
         if use_bias:
             self.bias = Param(
-                initialize(bias_init, rngs.params(), (out_features,), param_dtype), **bias_metadata
+                initialize(bias_init, rngs.params(), (out_features,), param_dtype),
+                **bias_metadata,
             )
         else:
             self.bias = None

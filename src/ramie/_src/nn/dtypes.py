@@ -32,7 +32,9 @@ def canonicalize_dtype(*args: Any, dtype: Any = None, inexact: bool = True) -> A
     return jnp.dtype(dtype)
 
 
-def promote_dtype(args: Sequence[Any], /, *, dtype: Any = None, inexact: bool = True) -> list[Any]:
+def promote_dtype(
+    args: Sequence[Any], /, *, dtype: Any = None, inexact: bool = True
+) -> list[Any]:
     """Cast every non-None array in ``args`` to one common dtype.
 
     Example:

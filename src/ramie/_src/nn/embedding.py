@@ -69,7 +69,9 @@ class Embed(Module):
         embedding_metadata: Mapping[str, Any] = MappingProxyType({}),
     ):
         self.embedding = Param(
-            initialize(embedding_init, rngs.params(), (num_embeddings, features), param_dtype),
+            initialize(
+                embedding_init, rngs.params(), (num_embeddings, features), param_dtype
+            ),
             **embedding_metadata,
         )
         self.num_embeddings = num_embeddings

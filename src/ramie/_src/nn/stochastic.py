@@ -107,7 +107,9 @@ class Dropout(Module):
         mask = jnp.broadcast_to(mask, inputs.shape)
         return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
 
-    def set_view(self, deterministic: bool | None = None, **kwargs: Any) -> dict[str, Any]:
+    def set_view(
+        self, deterministic: bool | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         if deterministic is not None:
             self.deterministic = deterministic
         return kwargs

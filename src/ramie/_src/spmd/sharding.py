@@ -26,7 +26,10 @@ _eager: list[bool] = [True]
 
 
 def with_partitioning(
-    initializer: Callable[..., Any], sharding: Sequence[Any], mesh: Any = None, **metadata: Any
+    initializer: Callable[..., Any],
+    sharding: Sequence[Any],
+    mesh: Any = None,
+    **metadata: Any,
 ) -> Callable[..., Any]:
     """Wrap an initializer so its Variables carry ``out_sharding`` (and ``mesh``).
 
@@ -155,7 +158,9 @@ def as_abstract(tree: Any, graph: Any = None) -> Any:
 abstract_with_sharding = as_abstract
 
 
-def get_abstract_model(init_fn: Callable[[], Any], mesh: jax.sharding.Mesh, *, graph: Any = None) -> tuple[Any, Any]:
+def get_abstract_model(
+    init_fn: Callable[[], Any], mesh: jax.sharding.Mesh, *, graph: Any = None
+) -> tuple[Any, Any]:
     """``(graphdef, abstract_state)`` of the model ``init_fn()`` builds, with shardings.
 
     Nothing is allocated: shapes come from ``ramie.eval_shape``; each abstract

@@ -74,7 +74,9 @@ def to_opt_state(tree: Any, params: Any = None) -> Any:
         return jax.tree_util.tree_map(OptArray, tree)
     pure = to_pure_dict(params)
     p_leaves, p_struct = jax.tree_util.tree_flatten(pure)
-    metas = [dict(v._meta) if isinstance(v, Variable) else {} for _, v in iter_flat(params)]
+    metas = [
+        dict(v._meta) if isinstance(v, Variable) else {} for _, v in iter_flat(params)
+    ]
     shapes = [jnp.shape(x) for x in p_leaves]
 
     def mirrors(x: Any) -> bool:
@@ -125,7 +127,14 @@ class Optimizer(Pytree):
         1
     """
 
-    def __init__(self, model: Any, tx: optax.GradientTransformation, *, wrt: Any = MISSING, graph: Any = None):
+    def __init__(
+        self,
+        model: Any,
+        tx: optax.GradientTransformation,
+        *,
+        wrt: Any = MISSING,
+        graph: Any = None,
+    ):
         legacy = wrt is MISSING
         if legacy:
             wrt = Param
@@ -196,7 +205,9 @@ class Optimizer(Pytree):
         for path, var in p_flat:
             var.set_value(new_flat[path])
         new_leaves = jax.tree_util.tree_leaves(new_opt_state)
-        old_leaves = jax.tree_util.tree_leaves(self.opt_state, is_leaf=lambda x: isinstance(x, Variable))
+        old_leaves = jax.tree_util.tree_leaves(
+            self.opt_state, is_leaf=lambda x: isinstance(x, Variable)
+        )
         if len(new_leaves) != len(old_leaves):
             raise GraphStructureError(
                 "Optimizer.update(): the optax state changed structure during update"
@@ -218,7 +229,14 @@ class ModelAndOptimizer(Optimizer):
         1
     """
 
-    def __init__(self, model: Any, tx: optax.GradientTransformation, *, wrt: Any = Param, graph: Any = None):
+    def __init__(
+        self,
+        model: Any,
+        tx: optax.GradientTransformation,
+        *,
+        wrt: Any = Param,
+        graph: Any = None,
+    ):
         super().__init__(model, tx, wrt=wrt)
         self.model = model
 

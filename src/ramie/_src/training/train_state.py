@@ -38,11 +38,26 @@ class TrainState:
     tx: optax.GradientTransformation
 
     @classmethod
-    def create(cls, graphdef: Any, *, params: Any, tx: optax.GradientTransformation, step: int = 0, **kwargs: Any) -> TrainState:
+    def create(
+        cls,
+        graphdef: Any,
+        *,
+        params: Any,
+        tx: optax.GradientTransformation,
+        step: int = 0,
+        **kwargs: Any,
+    ) -> TrainState:
         import jax.numpy as jnp
 
         opt_state = tx.init(to_pure_dict(params))
-        return cls(graphdef=graphdef, params=params, opt_state=opt_state, step=jnp.asarray(step), tx=tx, **kwargs)
+        return cls(
+            graphdef=graphdef,
+            params=params,
+            opt_state=opt_state,
+            step=jnp.asarray(step),
+            tx=tx,
+            **kwargs,
+        )
 
     def apply(self, state: Any = None, *states: Any) -> Any:
         """``graphdef.apply(params, *states)``: the pure caller of the model."""
@@ -53,8 +68,15 @@ class TrainState:
         params = to_pure_dict(self.params)
         updates, opt_state = self.tx.update(to_pure_dict(grads), self.opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        new_state = jax.tree_util.tree_map(lambda v, n: v.replace(n) if hasattr(v, "replace") else n, self.params, _like(self.params, new_params), is_leaf=lambda x: hasattr(x, "_raw"))
-        return dataclasses.replace(self, params=new_state, opt_state=opt_state, step=self.step + 1, **kwargs)
+        new_state = jax.tree_util.tree_map(
+            lambda v, n: v.replace(n) if hasattr(v, "replace") else n,
+            self.params,
+            _like(self.params, new_params),
+            is_leaf=lambda x: hasattr(x, "_raw"),
+        )
+        return dataclasses.replace(
+            self, params=new_state, opt_state=opt_state, step=self.step + 1, **kwargs
+        )
 
     def replace(self, **kwargs: Any) -> TrainState:
         return dataclasses.replace(self, **kwargs)
@@ -68,5 +90,7 @@ def _like(state: Any, pure: dict) -> Any:
 
 
 jax.tree_util.register_dataclass(
-    TrainState, data_fields=["params", "opt_state", "step"], meta_fields=["graphdef", "tx"]
+    TrainState,
+    data_fields=["params", "opt_state", "step"],
+    meta_fields=["graphdef", "tx"],
 )

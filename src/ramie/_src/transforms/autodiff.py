@@ -46,7 +46,9 @@ def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
 class _DiffPlan:
     """Which leaves of the extracted arguments are differentiated, per argnum."""
 
-    def __init__(self, ext: Extracted, args: tuple, specs: list[tuple[int, Any]], api: str):
+    def __init__(
+        self, ext: Extracted, args: tuple, specs: list[tuple[int, Any]], api: str
+    ):
         self.ext = ext
         self.specs = specs
         # leaf ranges of each positional argument in the flattened (args, kwargs)
@@ -79,7 +81,9 @@ class _DiffPlan:
             if a in preds and preds[a](path[1:], leaf):
                 self.diff_graph.append(j)
         node_set = set(ext.node_pos)
-        other_pos = [p for p in range(len(ext.node_pos) + len(ext.other)) if p not in node_set]
+        other_pos = [
+            p for p in range(len(ext.node_pos) + len(ext.other)) if p not in node_set
+        ]
         self.other_pos = other_pos
         self.diff_other: list[int] = [
             i for i, p in enumerate(other_pos) if arg_of(p) in preds
@@ -98,7 +102,9 @@ class _DiffPlan:
         )
 
     def join(self, dg: list, do: list, rg: list, ro: list) -> tuple[list, list]:
-        return _interleave(dg, rg, self.diff_graph), _interleave(do, ro, self.diff_other)
+        return _interleave(dg, rg, self.diff_graph), _interleave(
+            do, ro, self.diff_other
+        )
 
     def grads(self, g_graph: list, g_other: list, single: bool) -> Any:
         ext = self.ext
@@ -172,7 +178,11 @@ def value_and_grad(
     """
     if f is MISSING:
         return lambda fn: value_and_grad(
-            fn, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic, allow_int=allow_int
+            fn,
+            argnums=argnums,
+            has_aux=has_aux,
+            holomorphic=holomorphic,
+            allow_int=allow_int,
         )
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=True)
 
@@ -212,7 +222,11 @@ def grad(
     """
     if f is MISSING:
         return lambda fn: grad(
-            fn, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic, allow_int=allow_int
+            fn,
+            argnums=argnums,
+            has_aux=has_aux,
+            holomorphic=holomorphic,
+            allow_int=allow_int,
         )
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=False)
 
@@ -254,7 +268,11 @@ def _grad_impl(
 
         dg, do, rg, ro = plan.split(ext.values, ext.other)
         vg = jax.value_and_grad(
-            pure, argnums=(0, 1), has_aux=True, holomorphic=holomorphic, allow_int=allow_int
+            pure,
+            argnums=(0, 1),
+            has_aux=True,
+            holomorphic=holomorphic,
+            allow_int=allow_int,
         )
         (loss, (aux_out, (auxs, state_vals))), (g_graph, g_other) = vg(dg, do, rg, ro)
         index_map = lifting.apply_state(ext, auxs.value, state_vals, api)
@@ -283,7 +301,9 @@ def vjp(
     """
     ext = lifting.extract((primals, {}))
     lifting.check_traces(ext, "ramie.vjp")
-    plan = _DiffPlan(ext, primals, [(i, Param) for i in range(len(primals))], "ramie.vjp")
+    plan = _DiffPlan(
+        ext, primals, [(i, Param) for i in range(len(primals))], "ramie.vjp"
+    )
     static = ext.static
     dg, do, rg, ro = plan.split(ext.values, ext.other)
 
@@ -327,7 +347,9 @@ def jvp(
 
     ext = lifting.extract((tuple(primals), {}))
     lifting.check_traces(ext, "ramie.jvp")
-    plan = _DiffPlan(ext, tuple(primals), [(i, Param) for i in range(len(primals))], "ramie.jvp")
+    plan = _DiffPlan(
+        ext, tuple(primals), [(i, Param) for i in range(len(primals))], "ramie.jvp"
+    )
     static = ext.static
     dg, do, rg, ro = plan.split(ext.values, ext.other)
     t_graph = []
@@ -368,7 +390,9 @@ def jvp(
         aux_out, extra = lifting.collect(inner, aux, mode="changed", api="ramie.jvp")
         return out, (aux_out, extra)
 
-    (out, (aux_out, (auxs, state_vals))), (t_out, _) = jax.jvp(pure, (dg, do), (t_graph, t_other))
+    (out, (aux_out, (auxs, state_vals))), (t_out, _) = jax.jvp(
+        pure, (dg, do), (t_graph, t_other)
+    )
     index_map = lifting.apply_state(ext, auxs.value, state_vals, "ramie.jvp")
     aux = lifting.build_outputs(aux_out, auxs.value, index_map)
     return (out, t_out, aux) if has_aux else (out, t_out)
@@ -396,7 +420,12 @@ class CustomVJP:
         self.bwd: Callable[..., Any] | None = None
         functools.update_wrapper(self, fun)
 
-    def defvjp(self, fwd: Callable[..., Any], bwd: Callable[..., Any], symbolic_zeros: bool = False) -> None:
+    def defvjp(
+        self,
+        fwd: Callable[..., Any],
+        bwd: Callable[..., Any],
+        symbolic_zeros: bool = False,
+    ) -> None:
         self.fwd = fwd
         self.bwd = bwd
 
@@ -422,12 +451,24 @@ class CustomVJP:
         def pure(values: list, other: list) -> Any:
             (a, _), inner = lifting.rebuild(static, values, other)
             out = fun(*full(a))
-            return lifting.collect(inner, out, mode="all", allow_structure_change=False, api="ramie.custom_vjp")
+            return lifting.collect(
+                inner,
+                out,
+                mode="all",
+                allow_structure_change=False,
+                api="ramie.custom_vjp",
+            )
 
         def pure_fwd(values: list, other: list) -> Any:
             (a, _), inner = lifting.rebuild(static, values, other)
             out, res = fwd(*full(a))
-            return lifting.collect(inner, out, mode="all", allow_structure_change=False, api="ramie.custom_vjp"), res
+            return lifting.collect(
+                inner,
+                out,
+                mode="all",
+                allow_structure_change=False,
+                api="ramie.custom_vjp",
+            ), res
 
         def pure_bwd(res: Any, g: Any) -> tuple[list, list]:
             g_out, _ = g
@@ -455,7 +496,13 @@ def _cotangents_to_leaves(ext: Extracted, args: tuple, cts: tuple) -> tuple[list
     node_k = 0
     for a, (arg, ct) in enumerate(zip(args, cts)):
         leaves = jax.tree_util.tree_leaves(arg, is_leaf=is_node)
-        ct_leaves = jax.tree_util.tree_leaves(ct, is_leaf=lambda x: is_node(x) or isinstance(x, dict)) if ct is not None else []
+        ct_leaves = (
+            jax.tree_util.tree_leaves(
+                ct, is_leaf=lambda x: is_node(x) or isinstance(x, dict)
+            )
+            if ct is not None
+            else []
+        )
         ci = 0
         for leaf in leaves:
             if is_node(leaf):

@@ -21,12 +21,22 @@ def _branch(fn: Callable[..., Any], static: tuple, api: str) -> Callable[..., An
     def pure(values: list, other: list) -> Any:
         (a, _), inner = lifting.rebuild(static, values, other)
         out = fn(*a)
-        return lifting.collect(inner, out, mode="all", allow_structure_change=False, api=api)
+        return lifting.collect(
+            inner, out, mode="all", allow_structure_change=False, api=api
+        )
 
     return pure
 
 
-def cond(pred: Any, true_fun: Callable[..., Any], false_fun: Callable[..., Any], *operands: Any, graph: Any = None, graph_updates: Any = None, **kwargs: Any) -> Any:
+def cond(
+    pred: Any,
+    true_fun: Callable[..., Any],
+    false_fun: Callable[..., Any],
+    *operands: Any,
+    graph: Any = None,
+    graph_updates: Any = None,
+    **kwargs: Any,
+) -> Any:
     """``jax.lax.cond`` whose branches may take and mutate modules.
 
     Example:
@@ -38,10 +48,22 @@ def cond(pred: Any, true_fun: Callable[..., Any], false_fun: Callable[..., Any],
         >>> counter.value
         Array(1, dtype=int32, weak_type=True)
     """
-    return switch(jax.numpy.asarray(pred, jax.numpy.int32), [false_fun, true_fun], *operands, _api="ramie.cond")
+    return switch(
+        jax.numpy.asarray(pred, jax.numpy.int32),
+        [false_fun, true_fun],
+        *operands,
+        _api="ramie.cond",
+    )
 
 
-def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any, graph: Any = None, graph_updates: Any = None, _api: str = "ramie.switch") -> Any:
+def switch(
+    index: Any,
+    branches: Sequence[Callable[..., Any]],
+    *operands: Any,
+    graph: Any = None,
+    graph_updates: Any = None,
+    _api: str = "ramie.switch",
+) -> Any:
     """``jax.lax.switch`` whose branches may take and mutate modules."""
     ext = lifting.extract((operands, {}))
     lifting.check_traces(ext, _api)
@@ -56,7 +78,13 @@ def switch(index: Any, branches: Sequence[Callable[..., Any]], *operands: Any, g
     return lifting.build_outputs(out, aux.value, index_map)
 
 
-def _loop_body(fn: Callable[..., Any], static: tuple, ext: lifting.Extracted, api: str, with_index: bool) -> Callable[..., Any]:
+def _loop_body(
+    fn: Callable[..., Any],
+    static: tuple,
+    ext: lifting.Extracted,
+    api: str,
+    with_index: bool,
+) -> Callable[..., Any]:
     in_nodes = len(ext.node_pos)
 
     def body(*args: Any) -> Any:
@@ -79,13 +107,24 @@ def _loop_body(fn: Callable[..., Any], static: tuple, ext: lifting.Extracted, ap
                 f"{api}: the body must return a value with the same structure as its "
                 "input, containing the same modules (return the modules you were given)"
             )
-        _, (aux, state_vals) = lifting.collect(inner, None, mode="all", allow_structure_change=False, api=api)
+        _, (aux, state_vals) = lifting.collect(
+            inner, None, mode="all", allow_structure_change=False, api=api
+        )
         return state_vals, [x for x in leaves if not is_node(x)]
 
     return body
 
 
-def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_val: Any, *, unroll: Any = None, graph: Any = None, graph_updates: Any = None) -> Any:
+def fori_loop(
+    lower: Any,
+    upper: Any,
+    body_fun: Callable[[Any, Any], Any],
+    init_val: Any,
+    *,
+    unroll: Any = None,
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
     """``jax.lax.fori_loop`` whose carried value may contain modules.
 
     Example:
@@ -105,19 +144,33 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_
 
     def build() -> Any:
         body = _loop_body(body_fun, ext.static, ext, api, with_index=True)
-        return lambda lo, hi, carry: jax.lax.fori_loop(lo, hi, lambda i, c: body(i, c), carry, **kw)
+        return lambda lo, hi, carry: jax.lax.fori_loop(
+            lo, hi, lambda i, c: body(i, c), carry, **kw
+        )
 
     concrete = isinstance(lower, int) and isinstance(upper, int)
-    run = eager_cache.cached("fori", body_fun, (ext.static, unroll), build) if not concrete else build()
+    run = (
+        eager_cache.cached("fori", body_fun, (ext.static, unroll), build)
+        if not concrete
+        else build()
+    )
     values, other = run(lower, upper, (ext.values, ext.other))
     return _finish(ext, init_val, values, other, api)
 
 
-def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], init_val: Any, *, graph: Any = None, graph_updates: Any = None) -> Any:
+def while_loop(
+    cond_fun: Callable[[Any], Any],
+    body_fun: Callable[[Any], Any],
+    init_val: Any,
+    *,
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
     """``jax.lax.while_loop`` whose carried value may contain modules."""
     api = "ramie.while_loop"
     ext = lifting.extract(((init_val,), {}))
     lifting.check_traces(ext, api)
+
     def build() -> Any:
         body = _loop_body(body_fun, ext.static, ext, api, with_index=False)
 
@@ -133,8 +186,12 @@ def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any], i
     return _finish(ext, init_val, values, other, api)
 
 
-def _finish(ext: lifting.Extracted, init_val: Any, values: list, other: list, api: str) -> Any:
+def _finish(
+    ext: lifting.Extracted, init_val: Any, values: list, other: list, api: str
+) -> Any:
     lifting.apply_state(ext, (("same", None), False), values, api)
     leaves, treedef = jax.tree_util.tree_flatten(init_val, is_leaf=is_node)
     it = iter(other)
-    return jax.tree_util.tree_unflatten(treedef, [x if is_node(x) else next(it) for x in leaves])
+    return jax.tree_util.tree_unflatten(
+        treedef, [x if is_node(x) else next(it) for x in leaves]
+    )

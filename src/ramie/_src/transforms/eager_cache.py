@@ -54,7 +54,12 @@ def function_key(f: Any, depth: int = 0) -> Hashable | None:
         if not all(_data_free(v, depth) for v in parts):
             return None
         try:
-            return ("partial", inner, hashable(f.args), hashable(tuple(sorted(f.keywords.items()))))
+            return (
+                "partial",
+                inner,
+                hashable(f.args),
+                hashable(tuple(sorted(f.keywords.items()))),
+            )
         except TypeError:
             return None
     if not isinstance(f, types.FunctionType):
@@ -72,19 +77,28 @@ def function_key(f: Any, depth: int = 0) -> Hashable | None:
     g = f.__globals__
     for name in _global_names(code):
         v = g.get(name)
-        if v is not None and not isinstance(v, (types.ModuleType, type)) and not _data_free(v, depth):
+        if (
+            v is not None
+            and not isinstance(v, (types.ModuleType, type))
+            and not _data_free(v, depth)
+        ):
             return None
     try:
-        key = (code, tuple(hashable(v) for v in cells), hashable(f.__defaults__), hashable(
-            tuple(sorted((f.__kwdefaults__ or {}).items()))
-        ))
+        key = (
+            code,
+            tuple(hashable(v) for v in cells),
+            hashable(f.__defaults__),
+            hashable(tuple(sorted((f.__kwdefaults__ or {}).items()))),
+        )
         hash(key)
     except TypeError:
         return None
     return key
 
 
-def cached(kind: str, f: Any, static: Hashable, build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+def cached(
+    kind: str, f: Any, static: Hashable, build: Callable[[], Callable[..., Any]]
+) -> Callable[..., Any]:
     """``build()`` jitted and cached when called eagerly with a data-free ``f``."""
     if current_trace() is not None:
         return build()

@@ -45,7 +45,13 @@ def lifted_call(
     return lifting.build_outputs(out, aux.value, index_map)
 
 
-def eval_shape(f: Callable[..., Any], *args: Any, graph: Any = None, graph_updates: Any = None, **kwargs: Any) -> Any:
+def eval_shape(
+    f: Callable[..., Any],
+    *args: Any,
+    graph: Any = None,
+    graph_updates: Any = None,
+    **kwargs: Any,
+) -> Any:
     """Shapes and dtypes of ``f``'s outputs, without computing (``jax.eval_shape``).
 
     Graph objects returned by ``f`` come back as *abstract* objects whose
@@ -61,7 +67,11 @@ def eval_shape(f: Callable[..., Any], *args: Any, graph: Any = None, graph_updat
     """
     return lifted_call(
         lambda pure: functools.partial(jax.eval_shape, pure),
-        f, args, kwargs, "ramie.eval_shape", write_back=False,
+        f,
+        args,
+        kwargs,
+        "ramie.eval_shape",
+        write_back=False,
     )
 
 
@@ -84,8 +94,12 @@ def remat(
         (1, 2)
     """
     if f is MISSING:
-        return lambda fn: remat(fn, prevent_cse=prevent_cse, static_argnums=static_argnums, policy=policy)
-    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+        return lambda fn: remat(
+            fn, prevent_cse=prevent_cse, static_argnums=static_argnums, policy=policy
+        )
+    statics = (
+        (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    )
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -94,10 +108,15 @@ def remat(
 
         def call(*d: Any, **kw: Any) -> Any:
             it = iter(d)
-            full = [static_vals[i] if i in static_vals else next(it) for i in range(len(args))]
+            full = [
+                static_vals[i] if i in static_vals else next(it)
+                for i in range(len(args))
+            ]
             return f(*full, **kw)
 
-        transform = lambda pure: jax.checkpoint(pure, prevent_cse=prevent_cse, policy=policy)
+        transform = lambda pure: jax.checkpoint(
+            pure, prevent_cse=prevent_cse, policy=policy
+        )
         return lifted_call(transform, call, dyn, kwargs, "ramie.remat")
 
     return wrapper
@@ -118,7 +137,9 @@ def make_jaxpr(
     if f is MISSING:
         return lambda fn: make_jaxpr(fn, static_argnums=static_argnums, **kwargs)
 
-    statics = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    statics = (
+        (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    )
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kw: Any) -> Any:
@@ -130,7 +151,10 @@ def make_jaxpr(
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
             it = iter(a)
-            full = [static_vals[i] if i in static_vals else next(it) for i in range(len(args))]
+            full = [
+                static_vals[i] if i in static_vals else next(it)
+                for i in range(len(args))
+            ]
             out = f(*full, **k)
             out, _ = lifting.collect(inner, out, mode="changed")
             return out
@@ -140,7 +164,12 @@ def make_jaxpr(
     return wrapper
 
 
-def checkify(f: Callable[..., Any], errors: Any = None, graph: Any = None, graph_updates: Any = None) -> Any:
+def checkify(
+    f: Callable[..., Any],
+    errors: Any = None,
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
     """``jax.experimental.checkify.checkify`` for functions that take modules.
 
     Returns ``(error, output)`` like checkify; Variable updates are applied.
@@ -184,7 +213,9 @@ def transform_metadata(
     added back at ``out_axes``. Used by vmap/scan over stacked layers.
     """
     if f is MISSING:
-        return lambda fn: transform_metadata(fn, in_axes=in_axes, out_axes=out_axes, partition=partition)
+        return lambda fn: transform_metadata(
+            fn, in_axes=in_axes, out_axes=out_axes, partition=partition
+        )
     from ramie._src.core.variables import Variable
     from ramie._src.transforms.lifting import is_node
 
@@ -194,7 +225,9 @@ def transform_metadata(
         out = []
         for leaf in jax.tree_util.tree_leaves(args, is_leaf=is_node):
             if is_node(leaf):
-                out.extend(v for v in leaves_with_paths(leaf)[1] if isinstance(v, Variable))
+                out.extend(
+                    v for v in leaves_with_paths(leaf)[1] if isinstance(v, Variable)
+                )
         return out
 
     @functools.wraps(f)

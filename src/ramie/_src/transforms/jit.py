@@ -107,7 +107,11 @@ class _Static:
         return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return self is other or (isinstance(other, _Static) and self._hash == other._hash and self.parts == other.parts)
+        return self is other or (
+            isinstance(other, _Static)
+            and self._hash == other._hash
+            and self.parts == other.parts
+        )
 
 
 class _Entry:
@@ -241,7 +245,12 @@ class JitWrapped:
         if key is not None:
             entry = self._entries.get(key)
             trace = current_trace()
-            if entry is not None and entry.fast and entry.trace is trace and entry.valid():
+            if (
+                entry is not None
+                and entry.fast
+                and entry.trace is trace
+                and entry.valid()
+            ):
                 return self._run(entry, args, kwargs)
             entry = self._build_entry(args, kwargs)
             if trace is None:
@@ -281,7 +290,9 @@ class JitWrapped:
         )  # fmt: skip
 
     def _build_entry(self, args: tuple, kwargs: dict) -> _Entry:
-        node_pos, dyn_pos, static_items, node_kw, dyn_kw, static_kw = self._split_args(args, kwargs)
+        node_pos, dyn_pos, static_items, node_kw, dyn_kw, static_kw = self._split_args(
+            args, kwargs
+        )
         nodes = tuple(args[i] for i in node_pos) + tuple(kwargs[n] for n in node_kw)
         flat = flatten(nodes, track_containers=True)
         STATS["flattens"] += 1
@@ -296,7 +307,9 @@ class JitWrapped:
         entry.roots = nodes
         entry.ext = ext
         entry.vars = flat.leaves
-        entry.objs = [o for o in flat.objects if registry.kind_of(o) is OBJECT] + flat.tracked
+        entry.objs = [
+            o for o in flat.objects if registry.kind_of(o) is OBJECT
+        ] + flat.tracked
         entry.vers = [version_of(o) for o in entry.objs]
         entry.containers = flat.containers
         entry.epoch = EPOCH.value
@@ -307,14 +320,20 @@ class JitWrapped:
         entry.dyn_kw = dyn_kw
         entry.targets = {}
         entry.donated = donated
-        entry.jitted = self._compiled_for(static, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs)
+        entry.jitted = self._compiled_for(
+            static, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
+        )
         return entry
 
     def _donated_leaves(self, flat: Any, node_pos: tuple, node_kw: tuple) -> frozenset:
         if not self.donate_argnums and not self.donate_argnames:
             return frozenset()
         donated_nodes = {k for k, p in enumerate(node_pos) if p in self.donate_argnums}
-        donated_nodes |= {len(node_pos) + k for k, n in enumerate(node_kw) if n in self.donate_argnames}
+        donated_nodes |= {
+            len(node_pos) + k
+            for k, n in enumerate(node_kw)
+            if n in self.donate_argnames
+        }
         return frozenset(i for i, p in enumerate(flat.paths) if p[0] in donated_nodes)
 
     def _compiled_for(
@@ -325,7 +344,18 @@ class JitWrapped:
         if jitted is not None:
             return jitted
         fun = self.fun
-        _, node_pos, node_kw, static_items, static_kw, n_args, dyn_pos, dyn_kw, graphdef, donated = static.parts
+        (
+            _,
+            node_pos,
+            node_kw,
+            static_items,
+            static_kw,
+            n_args,
+            dyn_pos,
+            dyn_kw,
+            graphdef,
+            donated,
+        ) = static.parts
         n_node_args = len(node_pos)
 
         def pure(vals: list, dyn: tuple, kw: dict) -> Any:
@@ -347,11 +377,15 @@ class JitWrapped:
             return lifting.collect(inner, out, mode="changed", always=donated)
 
         jit_kwargs = dict(self._jit_kwargs)
-        shardings = self._leaf_shardings(flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs)
+        shardings = self._leaf_shardings(
+            flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
+        )
         if self.out_shardings is not None:
             jit_kwargs["out_shardings"] = (self.out_shardings, None)
         if donated:
-            order = sorted(donated) + [i for i in range(len(flat.leaves)) if i not in donated]
+            order = sorted(donated) + [
+                i for i in range(len(flat.leaves)) if i not in donated
+            ]
             n = len(donated)
 
             def pure_donating(d: list, k: list, dyn: tuple, kw: dict) -> Any:
@@ -377,7 +411,9 @@ class JitWrapped:
             return None
         from ramie._src.transforms.sharding import leaf_shardings_for_jit
 
-        return leaf_shardings_for_jit(spec, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs)
+        return leaf_shardings_for_jit(
+            spec, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
+        )
 
     def _run(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
         dyn = tuple([args[i] for i in entry.dyn_pos])
@@ -386,7 +422,9 @@ class JitWrapped:
             # bare arrays among the leaves: read and write them through their paths
             STATS["slow_calls"] += 1
             out, (aux, state_vals) = entry.jitted(entry.ext.values, dyn, kw)
-            index_map = lifting.apply_state(entry.ext, aux.value, state_vals, "ramie.jit")
+            index_map = lifting.apply_state(
+                entry.ext, aux.value, state_vals, "ramie.jit"
+            )
             if aux.value[1]:
                 out = lifting.build_outputs(out, aux.value, index_map)
             return out
@@ -413,9 +451,15 @@ class JitWrapped:
     # -------------------------------------------------- generic path
     def _generic_call(self, args: tuple, kwargs: dict) -> Any:
         STATS["slow_calls"] += 1
-        static_items = tuple((i, hashable(args[i])) for i in self.static_argnums if i < len(args))
+        static_items = tuple(
+            (i, hashable(args[i])) for i in self.static_argnums if i < len(args)
+        )
         dyn_args = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
-        static_kw = tuple((k, hashable(kwargs[k])) for k in sorted(kwargs) if k in self.static_argnames)
+        static_kw = tuple(
+            (k, hashable(kwargs[k]))
+            for k in sorted(kwargs)
+            if k in self.static_argnames
+        )
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
         ext = lifting.extract((dyn_args, dyn_kwargs))
         STATS["flattens"] += 1
@@ -433,7 +477,8 @@ class JitWrapped:
                 it = iter(d_args)
                 statics = dict(static_items)
                 call_args = [
-                    _unwrap(statics[i]) if i in statics else next(it) for i in range(n_args)
+                    _unwrap(statics[i]) if i in statics else next(it)
+                    for i in range(n_args)
                 ]
                 call_kw = dict(d_kwargs)
                 for k, v in static_kw:
@@ -587,7 +632,12 @@ def jit_partial(fun: Callable[..., Any], *partial_args: Any, **jit_kwargs: Any) 
     return functools.partial(jit(fun, **jit_kwargs), *partial_args)
 
 
-def cached_partial(f: Callable[..., Any], *cached_args: Any, graph: Any = None, graph_updates: Any = None) -> Any:
+def cached_partial(
+    f: Callable[..., Any],
+    *cached_args: Any,
+    graph: Any = None,
+    graph_updates: Any = None,
+) -> Any:
     """Bind arguments of a ramie-transformed function (Flax's ``cached_partial``)."""
     return functools.partial(f, *cached_args)
 

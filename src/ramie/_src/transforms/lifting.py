@@ -186,7 +186,9 @@ def collect(
         new_vals = [raw(v) for v in flat2.leaves]
         if mode == "changed":
             vin = inner.values_in
-            idx = tuple(i for i, v in enumerate(new_vals) if v is not vin[i] or i in always)
+            idx = tuple(
+                i for i, v in enumerate(new_vals) if v is not vin[i] or i in always
+            )
             state_static: tuple = ("same", idx)
             state_vals = [new_vals[i] for i in idx]
         else:
@@ -219,7 +221,8 @@ def collect(
             if isinstance(spec, _FilterMap):
                 n = len(spec.items())
                 group_ids = tuple(
-                    _group_of(spec, p, leaf, api) for p, leaf in zip(nflat.paths, nflat.leaves)
+                    _group_of(spec, p, leaf, api)
+                    for p, leaf in zip(nflat.paths, nflat.leaves)
                 )
                 groups: list[list] = [[] for _ in range(n)]
                 for g, v in zip(group_ids, vals):
@@ -409,7 +412,9 @@ def build_outputs(out: Any, static: tuple, index_map: list[Any]) -> Any:
 
 
 # ------------------------------------------------------ prefix matching
-def broadcast_prefix(prefix: Any, full: Any, is_leaf: Callable[[Any], bool], api: str) -> list[Any]:
+def broadcast_prefix(
+    prefix: Any, full: Any, is_leaf: Callable[[Any], bool], api: str
+) -> list[Any]:
     """Expand a pytree prefix (axes, shardings) to one entry per leaf of ``full``.
 
     Graph nodes count as leaves of ``full``.
@@ -423,9 +428,13 @@ def broadcast_prefix(prefix: Any, full: Any, is_leaf: Callable[[Any], bool], api
             n = len(jax.tree_util.tree_leaves(f, is_leaf=is_leaf))
             out.extend([p] * n)
             return
-        pc, ptd = jax.tree_util.flatten_one_level(p) if not is_axis_leaf(p) else ((), None)
+        pc, ptd = (
+            jax.tree_util.flatten_one_level(p) if not is_axis_leaf(p) else ((), None)
+        )
         fc, ftd = jax.tree_util.flatten_one_level(f)
-        if type(p) is not type(f) and not (isinstance(p, (tuple, list)) and isinstance(f, (tuple, list))):
+        if type(p) is not type(f) and not (
+            isinstance(p, (tuple, list)) and isinstance(f, (tuple, list))
+        ):
             raise ValueError(
                 f"{api}: the axes/specs {p!r} do not match the argument structure at "
                 f"{where or 'the top level'} ({type(f).__name__})"
@@ -446,7 +455,10 @@ def broadcast_prefix(prefix: Any, full: Any, is_leaf: Callable[[Any], bool], api
 
 
 def leaf_specs(
-    ext: Extracted, arg_specs: list[Any], api: str, convert: Callable[[Any], Any] = lambda x: x
+    ext: Extracted,
+    arg_specs: list[Any],
+    api: str,
+    convert: Callable[[Any], Any] = lambda x: x,
 ) -> list[Any]:
     """Per graph-leaf spec from per-argument-leaf specs (StateAxes resolved)."""
     from ramie._src.transforms.axes import _FilterMap

@@ -85,7 +85,9 @@ def scan(
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            raise TypeError(f"{api}: pass arguments positionally (got keywords {sorted(kwargs)})")
+            raise TypeError(
+                f"{api}: pass arguments positionally (got keywords {sorted(kwargs)})"
+            )
         axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
         axes = tuple(axes)
         if len(axes) != len(args):
@@ -95,7 +97,9 @@ def scan(
             )
         carry_pos = [i for i, a in enumerate(axes) if is_carry(a)]
         if len(carry_pos) > 1:
-            raise ValueError(f"{api}: at most one argument can be the Carry; got in_axes={axes}")
+            raise ValueError(
+                f"{api}: at most one argument can be the Carry; got in_axes={axes}"
+            )
         ext = lifting.extract((args, {}))
         lifting.check_traces(ext, api)
         arg_specs = lifting.broadcast_prefix(
@@ -106,7 +110,9 @@ def scan(
         o_specs = [s for p, s in enumerate(arg_specs) if p not in node_set]
         for s in o_specs:
             if isinstance(s, StateAxes):
-                raise ValueError(f"{api}: StateAxes can only be used for module arguments")
+                raise ValueError(
+                    f"{api}: StateAxes can only be used for module arguments"
+                )
         values, other = ext.values, ext.other
         static = ext.static
         carry_arg_nodes = _carry_nodes(args, carry_pos)
@@ -115,9 +121,13 @@ def scan(
         y_axes_spec = _y_axes(out_axes)
         # classify leaves: carry (Carry or broadcast module state), scanned, const
         g_carry = [j for j, s in enumerate(g_specs) if is_carry(s) or s is None]
-        g_scan = [j for j, s in enumerate(g_specs) if isinstance(s, int) and not is_carry(s)]
+        g_scan = [
+            j for j, s in enumerate(g_specs) if isinstance(s, int) and not is_carry(s)
+        ]
         o_carry = [j for j, s in enumerate(o_specs) if is_carry(s)]
-        o_scan = [j for j, s in enumerate(o_specs) if isinstance(s, int) and not is_carry(s)]
+        o_scan = [
+            j for j, s in enumerate(o_specs) if isinstance(s, int) and not is_carry(s)
+        ]
         o_const = [j for j, s in enumerate(o_specs) if s is None]
 
         def build() -> Any:
@@ -175,7 +185,9 @@ def scan(
                             rest = out[:carry_out_index] + out[carry_out_index + 1 :]
                             y = rest[0] if len(rest) == 1 else rest
                     inner_carry = _carry_nodes(a, carry_pos)
-                    c_leaves = _check_carry(carry_out, inner_carry, carry_arg_nodes, api)
+                    c_leaves = _check_carry(
+                        carry_out, inner_carry, carry_arg_nodes, api
+                    )
                     y_out, (aux, state_vals) = lifting.collect(
                         inner, y, mode="all", allow_structure_change=False, api=api
                     )
@@ -185,13 +197,27 @@ def scan(
 
                 carry0 = ([values[j] for j in g_carry], [other[j] for j in o_carry])
                 (c_g, c_o), (ys_g, ys_user, aux) = jax.lax.scan(
-                    body, carry0, (xs_g, xs_o), length=n_steps, reverse=reverse, unroll=unroll
+                    body,
+                    carry0,
+                    (xs_g, xs_o),
+                    length=n_steps,
+                    reverse=reverse,
+                    unroll=unroll,
                 )
                 return c_g, c_o, ys_g, ys_user, aux
 
             return run
 
-        key = (static, tuple(g_specs), tuple(o_specs), tuple(carry_pos), length, reverse, unroll, out_axes)
+        key = (
+            static,
+            tuple(g_specs),
+            tuple(o_specs),
+            tuple(carry_pos),
+            length,
+            reverse,
+            unroll,
+            out_axes,
+        )
         run = eager_cache.cached("scan", f, key, build)
         c_g, c_o, ys_g, ys_user, aux = run(values, other)
         # write back module state
@@ -204,10 +230,13 @@ def scan(
         # user outputs
         carry_result = None
         if carry_pos:
-            carry_leaves, carry_def = jax.tree_util.tree_flatten(args[carry_pos[0]], is_leaf=is_node)
+            carry_leaves, carry_def = jax.tree_util.tree_flatten(
+                args[carry_pos[0]], is_leaf=is_node
+            )
             it = iter(c_o)
             carry_result = jax.tree_util.tree_unflatten(
-                carry_def, [leaf if is_node(leaf) else next(it) for leaf in carry_leaves]
+                carry_def,
+                [leaf if is_node(leaf) else next(it) for leaf in carry_leaves],
             )
         if out_is_carry_only:
             return carry_result
@@ -216,7 +245,11 @@ def scan(
             y_result = lifting.build_outputs(y_result, aux.value, ext.flat.objects)
         if carry_out_index is None:
             return y_result
-        rest = y_result if isinstance(out_axes, tuple) and len(out_axes) > 2 else (y_result,)
+        rest = (
+            y_result
+            if isinstance(out_axes, tuple) and len(out_axes) > 2
+            else (y_result,)
+        )
         out_list = list(rest)
         out_list.insert(carry_out_index, carry_result)
         return tuple(out_list)
@@ -227,7 +260,11 @@ def scan(
 def _carry_nodes(args: tuple, carry_pos: list[int]) -> list[Any]:
     if not carry_pos:
         return []
-    return [x for x in jax.tree_util.tree_leaves(args[carry_pos[0]], is_leaf=is_node) if is_node(x)]
+    return [
+        x
+        for x in jax.tree_util.tree_leaves(args[carry_pos[0]], is_leaf=is_node)
+        if is_node(x)
+    ]
 
 
 def _carry_out_index(out_axes: Any, api: str) -> int | None:
@@ -236,7 +273,9 @@ def _carry_out_index(out_axes: Any, api: str) -> int | None:
     if isinstance(out_axes, tuple):
         idx = [i for i, a in enumerate(out_axes) if is_carry(a)]
         if len(idx) > 1:
-            raise ValueError(f"{api}: at most one output can be the Carry; got out_axes={out_axes}")
+            raise ValueError(
+                f"{api}: at most one output can be the Carry; got out_axes={out_axes}"
+            )
         return idx[0] if idx else None
     return None
 
@@ -250,10 +289,14 @@ def _y_axes(out_axes: Any) -> Any:
     return out_axes
 
 
-def _check_carry(carry_out: Any, inner_nodes: list[Any], outer_nodes: list[Any], api: str) -> list[Any]:
+def _check_carry(
+    carry_out: Any, inner_nodes: list[Any], outer_nodes: list[Any], api: str
+) -> list[Any]:
     leaves = jax.tree_util.tree_leaves(carry_out, is_leaf=is_node)
     nodes = [x for x in leaves if is_node(x)]
-    if len(nodes) != len(inner_nodes) or any(a is not b for a, b in zip(nodes, inner_nodes)):
+    if len(nodes) != len(inner_nodes) or any(
+        a is not b for a, b in zip(nodes, inner_nodes)
+    ):
         raise ValueError(
             f"{api}: the carry returned by the function must contain the same modules "
             "as the carry argument (return the module you were given, e.g. "

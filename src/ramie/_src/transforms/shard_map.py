@@ -51,7 +51,14 @@ def shard_map(
         (8, 4)
     """
     if f is MISSING:
-        return lambda fn: shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, axis_names=axis_names, check_vma=check_vma)
+        return lambda fn: shard_map(
+            fn,
+            mesh=mesh,
+            in_specs=in_specs,
+            out_specs=out_specs,
+            axis_names=axis_names,
+            check_vma=check_vma,
+        )
     api = "ramie.shard_map"
     smap = _shard_map_fn()
 
@@ -59,7 +66,9 @@ def shard_map(
     def wrapper(*args: Any) -> Any:
         ext = lifting.extract((args, {}))
         lifting.check_traces(ext, api)
-        specs_args = in_specs if isinstance(in_specs, tuple) else (in_specs,) * len(args)
+        specs_args = (
+            in_specs if isinstance(in_specs, tuple) else (in_specs,) * len(args)
+        )
         arg_specs = lifting.broadcast_prefix(tuple(specs_args), args, is_node, api)
         graph_specs = lifting.leaf_specs(ext, arg_specs, api)
         node_set = set(ext.node_pos)
@@ -69,10 +78,15 @@ def shard_map(
         def pure(values: list, other: list) -> Any:
             (a, _), inner = lifting.rebuild(static, values, other)
             out = f(*a)
-            return lifting.collect(inner, out, mode="all", allow_structure_change=False, api=api)
+            return lifting.collect(
+                inner, out, mode="all", allow_structure_change=False, api=api
+            )
 
-        kwargs: dict[str, Any] = {"mesh": mesh, "in_specs": (graph_specs, other_specs),
-                                  "out_specs": (out_specs, (PartitionSpec(), graph_specs))}
+        kwargs: dict[str, Any] = {
+            "mesh": mesh,
+            "in_specs": (graph_specs, other_specs),
+            "out_specs": (out_specs, (PartitionSpec(), graph_specs)),
+        }
         if axis_names:
             kwargs["axis_names"] = axis_names
         if not check_vma:

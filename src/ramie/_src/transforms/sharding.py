@@ -49,7 +49,9 @@ def leaf_shardings_for_jit(
     per_arg = _per_arg(spec, len(args))
     node_specs = [per_arg[i] for i in node_pos] + [None for _ in node_kw]
     tables = [
-        {p: s for p, s in iter_flat(ns)} if isinstance(ns, Mapping) and not isinstance(ns, StateSharding) else None
+        {p: s for p, s in iter_flat(ns)}
+        if isinstance(ns, Mapping) and not isinstance(ns, StateSharding)
+        else None
         for ns in node_specs
     ]
     vals = []

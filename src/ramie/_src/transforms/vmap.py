@@ -108,7 +108,9 @@ def vmap(
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ext = lifting.extract((args, kwargs))
         lifting.check_traces(ext, api)
-        axes_args = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        axes_args = (
+            in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        )
         if isinstance(in_axes, list):
             axes_args = tuple(in_axes)
         if len(axes_args) != len(args):
@@ -124,7 +126,9 @@ def vmap(
         other_axes = [s for p, s in enumerate(specs) if p not in node_set]
         for s in other_axes:
             if isinstance(s, StateAxes):
-                raise ValueError(f"{api}: StateAxes can only be used for module arguments")
+                raise ValueError(
+                    f"{api}: StateAxes can only be used for module arguments"
+                )
         static = ext.static
 
         def out_specs(out: Any) -> list[Any]:
@@ -136,7 +140,12 @@ def vmap(
             (a, k), inner = lifting.rebuild(static, values, other)
             out = f(*a, **k)
             result = lifting.collect(
-                inner, out, mode="all", out_specs=out_specs, allow_structure_change=False, api=api
+                inner,
+                out,
+                mode="all",
+                out_specs=out_specs,
+                allow_structure_change=False,
+                api=api,
             )
             new_vals = result[1][1]
             broadcast_changed[:] = [
@@ -161,14 +170,26 @@ def vmap(
                 **kw,
             )
 
-        key = (static, tuple(graph_axes), tuple(other_axes), out_axes, axis_name, axis_size, spmd_axis_name)
+        key = (
+            static,
+            tuple(graph_axes),
+            tuple(other_axes),
+            out_axes,
+            axis_name,
+            axis_size,
+            spmd_axis_name,
+        )
         try:
-            out, (aux, state_vals) = eager_cache.cached("vmap", f, key, build)(ext.values, ext.other)
+            out, (aux, state_vals) = eager_cache.cached("vmap", f, key, build)(
+                ext.values, ext.other
+            )
         except ValueError as e:
             if "out_axes" in str(e) and "None" in str(e):
                 from ramie._src.core.paths import format_path
 
-                names = ", ".join(format_path(p) for p in broadcast_changed) or "(unknown)"
+                names = (
+                    ", ".join(format_path(p) for p in broadcast_changed) or "(unknown)"
+                )
                 raise ValueError(
                     f"{api}: a Variable of an argument broadcast with in_axes=None was "
                     "changed to a per-example value inside vmap, which cannot be written "
@@ -209,16 +230,28 @@ def pmap(
     follow ``in_axes`` like in :func:`vmap`.
     """
     if f is MISSING:
-        return lambda fn: pmap(fn, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes, devices=devices, backend=backend, axis_size=axis_size)
+        return lambda fn: pmap(
+            fn,
+            axis_name=axis_name,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            devices=devices,
+            backend=backend,
+            axis_size=axis_size,
+        )
     api = "ramie.pmap"
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            raise TypeError(f"{api}: keyword arguments are not supported, pass them positionally")
+            raise TypeError(
+                f"{api}: keyword arguments are not supported, pass them positionally"
+            )
         ext = lifting.extract((args, {}))
         lifting.check_traces(ext, api)
-        axes_args = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        axes_args = (
+            in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+        )
         specs = lifting.broadcast_prefix(tuple(axes_args), args, is_node, api)
         graph_axes = lifting.leaf_specs(ext, specs, api)
         node_set = set(ext.node_pos)
@@ -231,7 +264,14 @@ def pmap(
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
             out = f(*a, **k)
-            return lifting.collect(inner, out, mode="all", out_specs=out_specs, allow_structure_change=False, api=api)
+            return lifting.collect(
+                inner,
+                out,
+                mode="all",
+                out_specs=out_specs,
+                allow_structure_change=False,
+                api=api,
+            )
 
         out, (aux, state_vals) = jax.pmap(
             pure,

@@ -89,7 +89,9 @@ def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:
         (1, 3)
     """
     flat = flatten(node)
-    if not filters or (len(filters) == 1 and (filters[0] is Ellipsis or filters[0] is True)):
+    if not filters or (
+        len(filters) == 1 and (filters[0] is Ellipsis or filters[0] is True)
+    ):
         return flat.graphdef, to_state(flat.paths, flat.leaves)
     parts = _partition(flat.paths, flat.leaves, filters, "ramie.split()")
     return (flat.graphdef, *[to_state(p, lv) for p, lv in parts])
@@ -260,7 +262,9 @@ def merge(
         state_all = merge_state(*states)
     node, missing, unexpected = unflatten_state(graphdef, state_all, copy=copy)
     if missing or unexpected:
-        raise _structure_error("ramie.merge()", graphdef, missing, unexpected, len(states))
+        raise _structure_error(
+            "ramie.merge()", graphdef, missing, unexpected, len(states)
+        )
     return node
 
 
@@ -346,9 +350,15 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     _apply_plan(plan)
 
 
-def _plan_update(node: Any, sub: Mapping, path: tuple, plan: list, unexpected: list) -> None:
+def _plan_update(
+    node: Any, sub: Mapping, path: tuple, plan: list, unexpected: list
+) -> None:
     k = kind_of(node)
-    d = node.__dict__ if k is OBJECT and type(node)._graph_get is Pytree._graph_get else None
+    d = (
+        node.__dict__
+        if k is OBJECT and type(node)._graph_get is Pytree._graph_get
+        else None
+    )
     for key in sub:
         val = sub[key]
         child = d.get(key, _NOTSET) if d is not None else _child_of(node, k, key)
@@ -356,7 +366,9 @@ def _plan_update(node: Any, sub: Mapping, path: tuple, plan: list, unexpected: l
             _unexpected_paths(val, path + (key,), unexpected)
             continue
         if isinstance(child, Variable):
-            if isinstance(val, dict) or (not isinstance(val, Variable) and _is_mapping(val)):
+            if isinstance(val, dict) or (
+                not isinstance(val, Variable) and _is_mapping(val)
+            ):
                 _unexpected_paths(val, path + (key,), unexpected)
             else:
                 plan.append(("var", child, val))
@@ -451,7 +463,9 @@ def _apply_plan(plan: list) -> None:
 
 # ------------------------------------------------------------------ clone
 @no_gc
-def clone(node: A, variables: bool = True, *, arrays: bool = False, graph: bool | None = None) -> A:
+def clone(
+    node: A, variables: bool = True, *, arrays: bool = False, graph: bool | None = None
+) -> A:
     """A deep copy of ``node`` that keeps its internal sharing.
 
     Args:
@@ -473,7 +487,11 @@ def clone(node: A, variables: bool = True, *, arrays: bool = False, graph: bool 
 
         def cp(v: Any) -> Any:
             if isinstance(v, Variable):
-                raw = jnp.array(v._raw, copy=True) if arrays and hasattr(v._raw, "shape") else v._raw
+                raw = (
+                    jnp.array(v._raw, copy=True)
+                    if arrays and hasattr(v._raw, "shape")
+                    else v._raw
+                )
                 return v.copy(raw) if variables else v
             return jnp.array(v, copy=True) if arrays else v
 
@@ -498,7 +516,9 @@ def pop(node: Any, *filters: Any) -> Any:
         ((2,), False)
     """
     if not filters:
-        raise ValueError("ramie.pop() needs at least one filter, e.g. ramie.pop(model, ramie.Intermediate)")
+        raise ValueError(
+            "ramie.pop() needs at least one filter, e.g. ramie.pop(model, ramie.Intermediate)"
+        )
     preds = [to_predicate(f) for f in filters]
     found: list[list] = [[] for _ in preds]
     removals: list[tuple] = []
@@ -540,7 +560,9 @@ def pop(node: Any, *filters: Any) -> Any:
             )
     # delete from the highest key down, so list indices stay valid
     for parent, k, key, _ in sorted(
-        removals, key=lambda r: (id(r[0]), r[2] if isinstance(r[2], int) else 0), reverse=True
+        removals,
+        key=lambda r: (id(r[0]), r[2] if isinstance(r[2], int) else 0),
+        reverse=True,
     ):
         if k is OBJECT:
             parent._graph_del(key)
@@ -551,7 +573,9 @@ def pop(node: Any, *filters: Any) -> Any:
 
 
 # ----------------------------------------------------------- iteration
-def iter_graph(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tuple, Any]]:
+def iter_graph(
+    node: Any, /, *, graph: bool | None = None
+) -> Iterator[tuple[tuple, Any]]:
     """Yield ``(path, value)`` for every node and leaf, children before parents.
 
     Shared objects are yielded once (at their first path). Static attribute
@@ -585,7 +609,9 @@ def iter_graph(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tup
         walk = None  # type: ignore[assignment]  # break the closure's self-reference cycle
 
 
-def iter_modules(module: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tuple, Any]]:
+def iter_modules(
+    module: Any, /, *, graph: bool | None = None
+) -> Iterator[tuple[tuple, Any]]:
     """Yield ``(path, module)`` for every Module in the graph, root last."""
     from ramie._src.core.module import Module
 
@@ -594,14 +620,18 @@ def iter_modules(module: Any, /, *, graph: bool | None = None) -> Iterator[tuple
             yield path, value
 
 
-def iter_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[Hashable, Any]]:
+def iter_children(
+    node: Any, /, *, graph: bool | None = None
+) -> Iterator[tuple[Hashable, Any]]:
     """Yield ``(key, child)`` for the immediate graph-object children of ``node``."""
     for key, value in node._graph_children():
         if kind_of(value) in (OBJECT, VARIABLE):
             yield key, value
 
 
-def iter_module_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[Hashable, Any]]:
+def iter_module_children(
+    node: Any, /, *, graph: bool | None = None
+) -> Iterator[tuple[Hashable, Any]]:
     """Yield ``(key, module)`` for the immediate Module children of ``node``."""
     from ramie._src.core.module import Module
 
@@ -649,7 +679,9 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
 
 
 # ---------------------------------------------------------- mapping
-def map(f: Any, node: A, /, *, graph: bool | None = None, recreate_variables: bool = True) -> A:  # noqa: A001
+def map(
+    f: Any, node: A, /, *, graph: bool | None = None, recreate_variables: bool = True
+) -> A:  # noqa: A001
     """A copy of ``node`` with ``f(path, variable)`` applied to each Variable."""
     flat = flatten(node)
     new_leaves = []
@@ -676,7 +708,9 @@ def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:
 
             init_slots(new)
             memo[id(value)] = new
-            children = {key: rec(c, path + (key,)) for key, c in value._graph_children()}
+            children = {
+                key: rec(c, path + (key,)) for key, c in value._graph_children()
+            }
             new._graph_rebuild(children)
             out = f(path, new)
         elif k is VARIABLE:
@@ -686,7 +720,10 @@ def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:
         elif k is TUPLE:
             out = f(path, tuple(rec(c, path + (i,)) for i, c in enumerate(value)))
         elif k is DICT:
-            out = f(path, {key: rec(value[key], path + (key,)) for key in sorted_keys(value)})
+            out = f(
+                path,
+                {key: rec(value[key], path + (key,)) for key in sorted_keys(value)},
+            )
         else:
             out = f(path, value)
         if k is OBJECT or k is VARIABLE:
@@ -743,7 +780,9 @@ def call(graphdef_state: tuple, /) -> ApplyCaller:
 
 
 # --------------------------------------------------------- low level
-def flatten_graph(node: Any, /, *, with_paths: bool = True, graph: bool | None = None) -> tuple:
+def flatten_graph(
+    node: Any, /, *, with_paths: bool = True, graph: bool | None = None
+) -> tuple:
     """``(graphdef, FlatState)`` of ``node`` (Flax's ``flatten``)."""
     from ramie._src.core.state import FlatState
 

@@ -74,12 +74,22 @@ class MergeContext:
     def merge(self, graphdef: GraphDef, state: Any = MISSING, /, *states: Any) -> Any:
         """Like ``ramie.merge``; references to earlier merged objects are resolved."""
         all_states = [s for s in (state, *states) if s is not MISSING]
-        merged = all_states[0] if len(all_states) == 1 else merge_state(*all_states) if all_states else State()
-        node, missing, unexpected = unflatten_state(graphdef, merged, index_ref=self.index_ref)
+        merged = (
+            all_states[0]
+            if len(all_states) == 1
+            else merge_state(*all_states)
+            if all_states
+            else State()
+        )
+        node, missing, unexpected = unflatten_state(
+            graphdef, merged, index_ref=self.index_ref
+        )
         if missing or unexpected:
             from ramie._src.core.graph.api import _structure_error
 
-            raise _structure_error("MergeContext.merge()", graphdef, missing, unexpected, len(all_states))
+            raise _structure_error(
+                "MergeContext.merge()", graphdef, missing, unexpected, len(all_states)
+            )
         return node
 
     def unflatten(self, graphdef: GraphDef, flat_state: Any, /) -> Any:
@@ -95,7 +105,9 @@ def split_context(ctxtag: Any = None) -> Iterator[SplitContext]:
 
 
 @contextlib.contextmanager
-def merge_context(ctxtag: Any = None, inner: bool | None = None) -> Iterator[MergeContext]:
+def merge_context(
+    ctxtag: Any = None, inner: bool | None = None
+) -> Iterator[MergeContext]:
     """``with ramie.merge_context() as ctx: a = ctx.merge(...); b = ctx.merge(...)``."""
     yield MergeContext(ctxtag, inner)
 
@@ -128,7 +140,9 @@ class UpdateContext:
     def __init__(self, tag: Any):
         self.tag = tag
         self._outer_nodes: list[Any] = []
-        self._stage = 0  # 0: outer split, 1: inner merge, 2: inner split, 3: outer merge
+        self._stage = (
+            0  # 0: outer split, 1: inner merge, 2: inner split, 3: outer merge
+        )
 
     def split(self, node: Any, *filters: Any) -> tuple:
         from ramie._src.core.graph.api import split
@@ -205,11 +219,15 @@ class NodeStates:
     @property
     def state(self) -> Any:
         if len(self.states) != 1:
-            raise ValueError(f"NodeStates.state: holds {len(self.states)} States; use .states")
+            raise ValueError(
+                f"NodeStates.state: holds {len(self.states)} States; use .states"
+            )
         return self.states[0]
 
     @classmethod
-    def from_split(cls, graphdef: GraphDef, state: Any, /, *states: Any, metadata: Any = None) -> NodeStates:
+    def from_split(
+        cls, graphdef: GraphDef, state: Any, /, *states: Any, metadata: Any = None
+    ) -> NodeStates:
         return cls(graphdef, (state, *states), metadata)
 
     @classmethod
@@ -231,7 +249,16 @@ jax.tree_util.register_pytree_node(
 )
 
 
-def to_tree(tree: Any, /, *, prefix: Any = MISSING, split_fn: Any = None, map_non_graph_nodes: bool = False, ctxtag: Any = None, check_aliasing: bool = True) -> Any:
+def to_tree(
+    tree: Any,
+    /,
+    *,
+    prefix: Any = MISSING,
+    split_fn: Any = None,
+    map_non_graph_nodes: bool = False,
+    ctxtag: Any = None,
+    check_aliasing: bool = True,
+) -> Any:
     """Replace every graph object in ``tree`` by a :class:`NodeStates` (shared objects once).
 
     Example:
@@ -256,7 +283,18 @@ def to_tree(tree: Any, /, *, prefix: Any = MISSING, split_fn: Any = None, map_no
     return jax.tree_util.tree_map(conv, tree, is_leaf=_is_node)
 
 
-def from_tree(tree: Any, /, *, prefix: Any = MISSING, merge_fn: Any = None, is_node_leaf: Any = None, is_leaf: Any = None, map_non_graph_nodes: bool = False, is_inner: Any = None, ctxtag: Any = None) -> Any:
+def from_tree(
+    tree: Any,
+    /,
+    *,
+    prefix: Any = MISSING,
+    merge_fn: Any = None,
+    is_node_leaf: Any = None,
+    is_leaf: Any = None,
+    map_non_graph_nodes: bool = False,
+    is_inner: Any = None,
+    ctxtag: Any = None,
+) -> Any:
     """Inverse of :func:`to_tree`: rebuild graph objects from NodeStates leaves."""
     ctx = MergeContext(ctxtag, is_inner)
 
@@ -267,7 +305,9 @@ def from_tree(tree: Any, /, *, prefix: Any = MISSING, merge_fn: Any = None, is_n
             return ctx.merge(x.graphdef, *x.states)
         return x
 
-    return jax.tree_util.tree_map(conv, tree, is_leaf=lambda x: isinstance(x, NodeStates))
+    return jax.tree_util.tree_map(
+        conv, tree, is_leaf=lambda x: isinstance(x, NodeStates)
+    )
 
 
 def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:

@@ -166,7 +166,9 @@ class GraphDef(Generic[A]):
                 lines.append(f"{pad}{key}{d[1]!r}")
                 return
             else:
-                lines.append(f"{pad}{key}{ {LST: 'list', TUP: 'tuple', DCT: 'dict'}.get(tag, tag)}")
+                lines.append(
+                    f"{pad}{key}{ {LST: 'list', TUP: 'tuple', DCT: 'dict'}.get(tag, tag) }"
+                )
             for k, c in attrs_of(d):
                 walk(c, f"{k}: ", depth + 1)
 

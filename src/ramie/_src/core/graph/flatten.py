@@ -83,9 +83,19 @@ class Flat:
             containers (they carry their own version counter).
     """
 
-    __slots__ = ("graphdef", "paths", "leaves", "objects", "ref_index", "containers", "tracked")
+    __slots__ = (
+        "graphdef",
+        "paths",
+        "leaves",
+        "objects",
+        "ref_index",
+        "containers",
+        "tracked",
+    )
 
-    def __init__(self, graphdef, paths, leaves, objects, ref_index, containers, tracked):
+    def __init__(
+        self, graphdef, paths, leaves, objects, ref_index, containers, tracked
+    ):
         self.graphdef = graphdef
         self.paths = paths
         self.leaves = leaves
@@ -163,14 +173,20 @@ def flatten(
         if k is TUPLE:
             if all(type(x) in _SIMPLE for x in value):
                 return (STC, value)
-            return (TUP, tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]))
+            return (
+                TUP,
+                tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]),
+            )
         if k is LIST:
             if track_containers:
                 if type(value) is TrackedList:
                     tracked.append(value)
                 else:
                     containers.append((value, tuple(map(id, value))))
-            return (LST, tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]))
+            return (
+                LST,
+                tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]),
+            )
         if k is DICT:
             items = _sorted_items(value)
             if track_containers:
@@ -183,19 +199,34 @@ def flatten(
             return (
                 NTP,
                 type(value),
-                tuple([(key, walk(c, path + (key,))) for key, c in zip(value._fields, value)]),
+                tuple(
+                    [
+                        (key, walk(c, path + (key,)))
+                        for key, c in zip(value._fields, value)
+                    ]
+                ),
             )
         items, treedef = registry.one_level(value)
         if track_containers:
             containers.append((value, tuple(id(c) for _, c in items)))
-        return (PTR, treedef, tuple([(key, walk(c, path + (key,))) for key, c in items]))
+        return (
+            PTR,
+            treedef,
+            tuple([(key, walk(c, path + (key,))) for key, c in items]),
+        )
 
     try:
         root = walk(node, ())
     finally:
         walk = None  # type: ignore[assignment]  # break the closure's self-reference cycle
     return Flat(
-        GraphDef(root, len(leaves), len(objects)), paths, leaves, objects, ref_index, containers, tracked
+        GraphDef(root, len(leaves), len(objects)),
+        paths,
+        leaves,
+        objects,
+        ref_index,
+        containers,
+        tracked,
     )
 
 
@@ -327,7 +358,9 @@ def _build(
     if tag == NTP:
         return defn[1](*[_build(c, it, index_ref, make_variable) for _, c in defn[2]])
     if tag == PTR:
-        return defn[1].unflatten([_build(c, it, index_ref, make_variable) for _, c in defn[2]])
+        return defn[1].unflatten(
+            [_build(c, it, index_ref, make_variable) for _, c in defn[2]]
+        )
     raise AssertionError(f"unknown graph definition tag {tag!r}")
 
 
@@ -344,7 +377,9 @@ def unflatten_state(
     non-empty the node is incomplete and must be discarded. ``index_ref`` may
     hold objects rebuilt earlier (references to them resolve).
     """
-    record_all = index_ref is not None  # a MergeContext resolves references across calls
+    record_all = (
+        index_ref is not None
+    )  # a MergeContext resolves references across calls
     if index_ref is None:
         index_ref = {}
     missing: list[tuple] = []
@@ -356,7 +391,9 @@ def unflatten_state(
             v = sub.get(key, MISSING)
             if v is MISSING and type(key) is int:
                 v = sub.get(str(key), MISSING)
-            if v is not MISSING and not (isinstance(v, dict) and not isinstance(v, Variable)):
+            if v is not MISSING and not (
+                isinstance(v, dict) and not isinstance(v, Variable)
+            ):
                 return v
         missing.append(path + (key,))
         return None
@@ -366,7 +403,9 @@ def unflatten_state(
             if copy:
                 return _fast_var(type(leaf), leaf._raw, dict(leaf._meta), trace)
             return leaf
-        return _fast_var(cdef[1], leaf, thaw_metadata(cdef[3]) if cdef[3] else {}, trace)
+        return _fast_var(
+            cdef[1], leaf, thaw_metadata(cdef[3]) if cdef[3] else {}, trace
+        )
 
     def check_unexpected(sub: Any, attrs: tuple, used: int, path: tuple) -> None:
         if sub is not None and used != len(sub):
@@ -378,6 +417,7 @@ def unflatten_state(
 
     get_link = Variable._link.__get__  # type: ignore[attr-defined]
     osa = object.__setattr__
+
     def build_obj(plan: tuple, sub: Any, path: tuple) -> Any:
         cls, idx, statics, var_keys, other_keys, default_rebuild, defn = plan[:7]
         simple_children = plan[11]
@@ -398,7 +438,9 @@ def unflatten_state(
                             pref = links.parent_ref(obj)
                         _set_link(v, (pref, (key,)))
                 else:
-                    if leaf is MISSING or (isinstance(leaf, dict) and not isinstance(leaf, Variable)):
+                    if leaf is MISSING or (
+                        isinstance(leaf, dict) and not isinstance(leaf, Variable)
+                    ):
                         leaf = leaf_of(sub, key, path)
                     used += leaf is not None
                     v = var_of(vdef, leaf)
@@ -574,7 +616,9 @@ def _object_plan(defn: tuple, refs: set[int]) -> tuple:
         else:
             other_keys.append((key, cdef, ct, (key,)))
     rebuild = _default_rebuild(cls)
-    simple = rebuild and not other_keys and not simple_children  # only Variables and statics
+    simple = (
+        rebuild and not other_keys and not simple_children
+    )  # only Variables and statics
     return (
         cls,
         idx,
@@ -586,7 +630,8 @@ def _object_plan(defn: tuple, refs: set[int]) -> tuple:
         simple,
         tuple(k for k, *_ in var_keys),  # 8: the State keys a simple node expects
         tuple(c for _, c, *_ in var_keys),  # 9: and their Variable types
-        idx in refs or any(i in refs for _, _, i, _ in var_keys),  # 10: referenced elsewhere
+        idx in refs
+        or any(i in refs for _, _, i, _ in var_keys),  # 10: referenced elsewhere
         tuple(simple_children),  # 11: sub-objects holding only Variables, built inline
     )
 
@@ -668,7 +713,13 @@ def _collect(
         leaves.append(sub)
         return
     attrs = (
-        defn[3] if tag == OBJ else defn[1] if tag in (LST, TUP, DCT) else defn[2] if tag in (NTP, PTR) else ()
+        defn[3]
+        if tag == OBJ
+        else defn[1]
+        if tag in (LST, TUP, DCT)
+        else defn[2]
+        if tag in (NTP, PTR)
+        else ()
     )
     used = 0
     for key, cdef in attrs:
@@ -686,7 +737,15 @@ def _collect(
         else:
             if v is not MISSING:
                 used += 1
-            _collect(cdef, None if v is MISSING else v, path + (key,), leaves, missing, unexpected, False)
+            _collect(
+                cdef,
+                None if v is MISSING else v,
+                path + (key,),
+                leaves,
+                missing,
+                unexpected,
+                False,
+            )
     if sub is not None and used != len(sub):
         known = {key for key, cdef in attrs if cdef[0] not in (STC, REF)}
         known |= {str(k) for k in known if isinstance(k, int)}
