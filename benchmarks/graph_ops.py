@@ -200,11 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 7
     print(
-        f"# graph_ops  {platform.machine()}  python {sys.version.split()[0]}  jax {jax.__version__}"
+        f"# graph_ops  {platform.machine()}  python {sys.version.split()[0]}  "
+        f"jax {jax.__version__}"
     )
     arrays = [(jnp.ones((2, 2)), jnp.zeros((2,))) for _ in range(4)]
     print(
-        f"{'vars':>6} {'op':>12} | {'ramie us/var':>12} {'flax us/var':>12} {'eqx us/var':>11} | {'flax/ramie':>10}"
+        f"{'vars':>6} {'op':>12} | {'ramie us/var':>12} {'flax us/var':>12} "
+        f"{'eqx us/var':>11} | {'flax/ramie':>10}"
     )
     for n_vars in (1_000, 10_000):
         r_ops = ramie_ops(ramie_model(n_vars, arrays))
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         for op in ("split", "merge", "state", "update", "clone"):
             libs = {"ramie": r_ops, "flax": f_ops, "eqx": e_ops}
             t = {lib: float("nan") for lib in libs}
-            for lib, ops in libs.items():  # warm up (merge plans, caches)
+            for _lib, ops in libs.items():  # warm up (merge plans, caches)
                 if op in ops:
                     ops[op]()
             for _ in range(
@@ -230,9 +232,8 @@ def main(argv: list[str] | None = None) -> None:
             ):  # interleaved rounds, so machine noise hits all alike
                 for lib, ops in libs.items():
                     if op in ops:
-                        ops[
-                            op
-                        ]()  # untimed: lets memory settle after the other library's call
+                        # untimed: lets memory settle after the other library's call
+                        ops[op]()
                         x = best(ops[op], 1, number) / n_vars * 1e6
                         t[lib] = x if t[lib] != t[lib] else min(t[lib], x)
             r, f, e = t["ramie"], t["flax"], t["eqx"]
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         if "tree_flatten" in e_ops:
             t = best(e_ops["tree_flatten"], repeats) / n_vars * 1e6
             print(
-                f"{n_vars:>6} {'tree_flatten':>12} | {'':>12} {'':>12} {t:11.3f} |  (jax.tree.flatten of the Equinox model)"
+                f"{n_vars:>6} {'tree_flatten':>12} | {'':>12} {'':>12} {t:11.3f} |  "
+                "(jax.tree.flatten of the Equinox model)"
             )
     print()
     c = construction(500, repeats)

@@ -1,4 +1,4 @@
-"""Per-step overhead of ramie.jit against raw jax.jit, Flax nnx.jit and a flat-list floor.
+"""Per-step overhead of ramie.jit vs raw jax.jit, Flax nnx.jit and a flat floor.
 
 A full train step - forward, value_and_grad, Adam update - on an MLP of L tiny
 layers (width 16, so compute is negligible), with and without BatchNorm +
@@ -7,11 +7,13 @@ Dropout, for L in 1, 4, 16, 64. Variants, interleaved in one process:
   raw    jax.jit on plain pytrees doing the same math with optax (the reference)
   ramie  ramie.jit on the stateful step (model, optimizer mutated in place)
   flax   flax.nnx.jit on the equivalent Flax NNX model (if flax is installed)
-  flat   jax.jit over one flat list of the same leaves (the floor a cached path can reach)
+  flat   jax.jit over one flat list of the same leaves (the floor a cached path
+         can reach)
 
 Each step's output feeds the next, as in training. Reported: median µs per
-step over interleaved rounds, and ratios to raw. Run: ``python benchmarks/jit_overhead.py``
-(``--quick`` for a short run, ``--cnn`` for the compute-bound CNN comparison).
+step over interleaved rounds, and ratios to raw. Run:
+``python benchmarks/jit_overhead.py`` (``--quick`` for a short run, ``--cnn`` for
+the compute-bound CNN comparison).
 """
 
 from __future__ import annotations
@@ -324,9 +326,13 @@ def main(argv: list[str] | None = None) -> None:
     rounds, steps = (3, 20) if args.quick else (31, 50)
     print(
         f"# jit_overhead  {platform.processor() or platform.machine()}  "
-        f"python {sys.version.split()[0]}  jax {jax.__version__}  backend {jax.default_backend()}"
+        f"python {sys.version.split()[0]}  jax {jax.__version__}  "
+        f"backend {jax.default_backend()}"
     )
-    header = f"{'L':>3} {'bn+drop':>7} | {'raw':>9} {'ramie':>9} {'flax':>9} {'flat':>9} | {'ramie/raw':>9} {'flax/raw':>9} {'flat/raw':>9} {'flax/ramie':>10}"
+    header = (
+        f"{'L':>3} {'bn+drop':>7} | {'raw':>9} {'ramie':>9} {'flax':>9} {'flat':>9} | "
+        f"{'ramie/raw':>9} {'flax/raw':>9} {'flat/raw':>9} {'flax/ramie':>10}"
+    )
     print(header)
     print("-" * len(header))
     for layers in args.layers:
@@ -337,14 +343,17 @@ def main(argv: list[str] | None = None) -> None:
             raw = r["raw"]
             flax_t = r.get("flax", float("nan"))
             print(
-                f"{layers:>3} {str(bn):>7} | {raw:9.1f} {r['ramie']:9.1f} {flax_t:9.1f} {r['flat']:9.1f} | "
-                f"{r['ramie'] / raw:9.2f} {flax_t / raw:9.2f} {r['flat'] / raw:9.2f} {flax_t / r['ramie']:10.1f}",
+                f"{layers:>3} {str(bn):>7} | {raw:9.1f} {r['ramie']:9.1f} "
+                f"{flax_t:9.1f} {r['flat']:9.1f} | "
+                f"{r['ramie'] / raw:9.2f} {flax_t / raw:9.2f} {r['flat'] / raw:9.2f} "
+                f"{flax_t / r['ramie']:10.1f}",
                 flush=True,
             )
     if args.cnn:
         r = run_cnn(rounds, max(steps // 10, 5))
         print(
-            f"CNN batch 128: raw {r['raw']:.0f} us/step, ramie {r['ramie']:.0f} us/step, "
+            f"CNN batch 128: raw {r['raw']:.0f} us/step, "
+            f"ramie {r['ramie']:.0f} us/step, "
             f"ratio {r['ramie'] / r['raw']:.3f}"
         )
 

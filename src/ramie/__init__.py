@@ -8,6 +8,7 @@ modules) with a fast path for repeated calls.
 from typing import TypeVar as _TypeVar
 
 from ramie import errors as errors
+from ramie import initializers as initializers
 from ramie import metrics as metrics
 from ramie import nn as nn
 from ramie import training as training
@@ -141,7 +142,6 @@ from ramie._src.namespaces import transforms as transforms
 from ramie._src.namespaces import traversals as traversals
 from ramie._src.namespaces import variablelib as variablelib
 from ramie._src.namespaces import visualization as visualization
-from ramie._src.nn import initializers as initializers
 from ramie._src.nn.activations import PReLU as PReLU
 from ramie._src.nn.activations import celu as celu
 from ramie._src.nn.activations import elu as elu

@@ -66,7 +66,9 @@ def _with_lora_dtypes(kw):
 
 
 def _pair(name, layer, build, inputs, *, bf16=True, **case_kwargs):
-    """A case whose ramie and Flax modules come from the same ``build(ns, rngs, **kw)``."""
+    """A case whose ramie and Flax modules come from the same
+    ``build(ns, rngs, **kw)``.
+    """
     return LayerCase(
         name=name,
         layer=layer,

@@ -12,10 +12,10 @@ from ramie._src.nn import activations
 from ramie.testing import assert_trees_close
 
 NAMES = [
-    "celu", "elu", "gelu", "glu", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh",
-    "identity", "leaky_relu", "log_sigmoid", "log_softmax", "logsumexp", "one_hot", "relu",
-    "relu6", "selu", "sigmoid", "silu", "soft_sign", "softmax", "softplus", "standardize",
-    "swish", "tanh",
+    "celu", "elu", "gelu", "glu", "hard_sigmoid", "hard_silu", "hard_swish",
+    "hard_tanh", "identity", "leaky_relu", "log_sigmoid", "log_softmax", "logsumexp",
+    "one_hot", "relu", "relu6", "selu", "sigmoid", "silu", "soft_sign", "softmax",
+    "softplus", "standardize", "swish", "tanh",
 ]  # fmt: skip
 
 

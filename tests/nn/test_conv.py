@@ -22,7 +22,9 @@ def randn(*shape, seed=0):
 
 
 def _out_shape(layer, shape):
-    """The output shape of ``layer`` on float32 inputs of ``shape``, without compiling."""
+    """The output shape of ``layer`` on float32 inputs of ``shape``, without
+    compiling.
+    """
     return jax.eval_shape(
         lambda x: layer(x), jax.ShapeDtypeStruct(shape, jnp.float32)
     ).shape

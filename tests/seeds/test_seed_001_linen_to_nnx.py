@@ -239,7 +239,7 @@ def _loop_reference(model, x, train):
     """Run the stacked layers one by one, in eager Python."""
     graphdef, state = nnx.split(model.blocks)
     for i in range(model.num_layers):
-        layer_state = jax.tree.map(lambda a: a[i], state)
+        layer_state = jax.tree.map(lambda a, i=i: a[i], state)
         layer = nnx.merge(graphdef, layer_state, copy=True)
         layer.train() if train else layer.eval()
         x = layer(x)

@@ -51,21 +51,27 @@ def _build() -> dict[str, types.ModuleType]:
     from ramie._src.transforms.axes import Carry, DiffState, StateAxes, StateSharding
 
     graph_members = dict(
-        split=g.split, merge=g.merge, update=g.update, state=g.state, variables=g.variables,
-        graphdef=g.graphdef, clone=g.clone, pop=g.pop, iter_graph=g.iter_graph,
-        iter_children=g.iter_children, iter_modules=g.iter_modules, find_duplicates=g.find_duplicates,
-        recursive_map=g.recursive_map, map=g.map, set_metadata=g.set_metadata, call=g.call,
-        unpack=g.unpack, flatten=g.flatten_graph, unflatten=g.unflatten_graph, GraphDef=GraphDef,
+        split=g.split, merge=g.merge, update=g.update, state=g.state,
+        variables=g.variables, graphdef=g.graphdef, clone=g.clone, pop=g.pop,
+        iter_graph=g.iter_graph, iter_children=g.iter_children,
+        iter_modules=g.iter_modules, find_duplicates=g.find_duplicates,
+        recursive_map=g.recursive_map, map=g.map, set_metadata=g.set_metadata,
+        call=g.call, unpack=g.unpack, flatten=g.flatten_graph,
+        unflatten=g.unflatten_graph, GraphDef=GraphDef,
         GraphState=st.GraphState, PureState=g.PureState, ApplyCaller=g.ApplyCaller,
-        SplitContext=ctx.SplitContext, MergeContext=ctx.MergeContext, UpdateContext=ctx.UpdateContext,
+        SplitContext=ctx.SplitContext, MergeContext=ctx.MergeContext,
+        UpdateContext=ctx.UpdateContext,
         split_context=ctx.split_context, merge_context=ctx.merge_context,
-        update_context=ctx.update_context, current_update_context=ctx.current_update_context,
-        to_tree=ctx.to_tree, from_tree=ctx.from_tree, NodeStates=ctx.NodeStates, prefix=ctx.prefix,
+        update_context=ctx.update_context,
+        current_update_context=ctx.current_update_context,
+        to_tree=ctx.to_tree, from_tree=ctx.from_tree, NodeStates=ctx.NodeStates,
+        prefix=ctx.prefix,
         set_graph_mode=modes.set_graph_mode, set_graph_updates=modes.set_graph_updates,
     )  # fmt: skip
     pytree_members = dict(
-        Pytree=Pytree, Object=Object, data=d.data, static=d.static, Data=d.Data, Static=d.Static,
-        dataclass=d.dataclass, register_data_type=d.register_data_type, is_data=d.is_data,
+        Pytree=Pytree, Object=Object, data=d.data, static=d.static, Data=d.Data,
+        Static=d.Static, dataclass=d.dataclass,
+        register_data_type=d.register_data_type, is_data=d.is_data,
         has_data=d.has_data, check_pytree=d.check_pytree,
     )  # fmt: skip
     spaces = {

@@ -1,6 +1,6 @@
 """ramie.nn: layers, initializers and activations (also available as ``ramie.X``)."""
 
-from ramie._src.nn import initializers as initializers
+from ramie import initializers as initializers
 from ramie._src.nn.activations import PReLU as PReLU
 from ramie._src.nn.activations import celu as celu
 from ramie._src.nn.activations import elu as elu

@@ -171,7 +171,8 @@ class Dict(Module, MutableMapping):
             return self.__dict__["_mapping"][name]
         except KeyError:
             raise AttributeError(
-                f"ramie.Dict has no key or attribute {name!r}; keys: {sorted(map(str, self._map))}"
+                f"ramie.Dict has no key or attribute {name!r}; "
+                f"keys: {sorted(map(str, self._map))}"
             ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -204,8 +205,11 @@ class Sequential(Module):
 
     Example:
         >>> import jax, jax.numpy as jnp, ramie
-        >>> model = ramie.Sequential(ramie.Linear(2, 4, rngs=ramie.Rngs(0)), jax.nn.relu,
-        ...                          ramie.Linear(4, 1, rngs=ramie.Rngs(1)))
+        >>> model = ramie.Sequential(
+        ...     ramie.Linear(2, 4, rngs=ramie.Rngs(0)),
+        ...     jax.nn.relu,
+        ...     ramie.Linear(4, 1, rngs=ramie.Rngs(1)),
+        ... )
         >>> model(jnp.ones((3, 2))).shape
         (3, 1)
     """
@@ -215,7 +219,8 @@ class Sequential(Module):
             if not callable(f):
                 raise TypeError(
                     f"ramie.Sequential(): argument {i} is a {type(f).__name__}, not "
-                    "a callable; pass layers or functions, e.g. Sequential(Linear(...), jax.nn.relu)"
+                    "a callable; pass layers or functions, e.g. "
+                    "Sequential(Linear(...), jax.nn.relu)"
                 )
         self.layers = List(fns)
 

@@ -41,7 +41,7 @@ def data(value: Any = MISSING, /, **kwargs: Any) -> Any:
 
 
 def static(value: Any = MISSING, /, **kwargs: Any) -> Any:
-    """Mark an attribute value as static (``self.n = ramie.static(4)``); see :func:`data`."""
+    """Mark an attribute value as static: ``self.n = ramie.static(4)``."""
     if value is MISSING:
         metadata = dict(kwargs.pop("metadata", {}) or {})
         metadata["ramie_static"] = True
@@ -158,5 +158,6 @@ def check_pytree(pytree: Any) -> None:
 
     if not isinstance(pytree, Pytree):
         raise TypeError(
-            f"check_pytree(): expected a ramie Pytree/Module, got {type(pytree).__name__}"
+            "check_pytree(): expected a ramie Pytree/Module, got "
+            f"{type(pytree).__name__}"
         )

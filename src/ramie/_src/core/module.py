@@ -93,10 +93,11 @@ class Module(Pytree):
 
                 where = format_path((*(path_of(self) or ()), name))
                 raise ModuleAttributeError(
-                    f"{type(self).__name__}.sow({variable_type.__name__}, {name!r}, ...): "
-                    f"{where} already holds a {type(existing).__name__}, not a "
+                    f"{type(self).__name__}.sow({variable_type.__name__}, {name!r}, "
+                    f"...): {where} already holds a {type(existing).__name__}, not a "
                     f"{variable_type.__name__}; sow under another name, e.g.\n"
-                    f"      self.sow({variable_type.__name__}, {name + '_' + variable_type.__name__.lower()!r}, value)"
+                    f"      self.sow({variable_type.__name__}, "
+                    f"{name + '_' + variable_type.__name__.lower()!r}, value)"
                 )
             existing.set_value(reduce_fn(existing._raw, value))
         else:
@@ -175,7 +176,8 @@ class Module(Pytree):
             raise ModuleAttributeError(
                 f"{type(self).__name__}.set_attributes(): no sub-module has the "
                 f"attribute(s) {', '.join(hints)}.\n"
-                "  Pass raise_if_not_found=False to ignore attributes that do not exist:\n"
+                "  Pass raise_if_not_found=False to ignore attributes that do not "
+                "exist:\n"
                 "      model.set_attributes(..., raise_if_not_found=False)"
             )
 
@@ -194,7 +196,7 @@ class Module(Pytree):
         )
 
     def eval(self, **attributes: Any) -> None:
-        """Evaluation mode: Dropout off, BatchNorm uses running averages (returns None)."""
+        """Evaluation mode: no Dropout, BatchNorm on running averages (returns None)."""
         self.set_attributes(
             deterministic=True,
             use_running_average=True,
@@ -232,7 +234,9 @@ def view(
     graph: Any = None,
     **kwargs: Any,
 ) -> Any:
-    """A copy of ``node`` sharing its Variables, with view options applied (non-mutating ``eval()``).
+    """A copy of ``node`` sharing its Variables, with view options applied.
+
+    A non-mutating ``eval()``.
 
     Each matching sub-module's ``set_view(**kwargs)`` is called; layers use the
     options they know (Dropout ``deterministic``, BatchNorm
@@ -297,7 +301,8 @@ def view_info(node: Any, /, *, only: Any = ..., graph: Any = None) -> str:
 
 
 _MODULE_API = frozenset(dir(Pytree)) | {
-    "sow", "perturb", "set_attributes", "train", "eval", "set_view", "iter_modules", "iter_children",
+    "sow", "perturb", "set_attributes", "train", "eval", "set_view", "iter_modules",
+    "iter_children",
 }  # fmt: skip
 
 

@@ -226,10 +226,12 @@ def _check_acyclic(root: Pytree) -> None:
             i = id(node)
             if i in on_stack:
                 raise GraphStructureError(
-                    f"jax.tree_util: the graph of {type(root).__name__} has a reference "
-                    f"cycle at {format_path(path)}; JAX pytrees must be trees.\n"
+                    f"jax.tree_util: the graph of {type(root).__name__} has a "
+                    f"reference cycle at {format_path(path)}; JAX pytrees must be "
+                    "trees.\n"
                     "  Use ramie's graph-aware API instead, which supports cycles:\n"
-                    "      graphdef, state = ramie.split(model)   # or ramie.jit(f)(model)"
+                    "      graphdef, state = ramie.split(model)   "
+                    "# or ramie.jit(f)(model)"
                 )
             if i in done:
                 return

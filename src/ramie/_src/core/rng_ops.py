@@ -105,9 +105,9 @@ def _split_streams(
             continue  # already split for this axis (a stacked module's stream)
         if kshape:
             raise RngError(
-                f"split_rngs(splits={splits}): the {s.tag!r} stream already has keys of "
-                f"shape {kshape}, which does not start with {shape}. Split streams "
-                "once per vmap/scan axis."
+                f"split_rngs(splits={splits}): the {s.tag!r} stream already has "
+                f"keys of shape {kshape}, which does not start with {shape}. Split "
+                "streams once per vmap/scan axis."
             )
         todo.append(s)
     saved = []
@@ -258,7 +258,8 @@ def reseed(
     unknown = sorted(set(stream_keys) - set(by_tag))
     if unknown:
         raise RngError(
-            f"ramie.reseed(): the model has no RNG stream named {', '.join(map(repr, unknown))}; "
+            "ramie.reseed(): the model has no RNG stream named "
+            f"{', '.join(map(repr, unknown))}; "
             f"its streams are {sorted(by_tag) or 'none'}.\n"
             "  Reseed an existing stream, e.g. ramie.reseed(model, "
             f"{(sorted(by_tag) or ['dropout'])[0]}=0)"

@@ -232,7 +232,8 @@ class FlatState(list):
 
     Example:
         >>> import jax.numpy as jnp, ramie
-        >>> flat = ramie.to_flat_state(ramie.state(ramie.Linear(2, 3, rngs=ramie.Rngs(0))))
+        >>> state = ramie.state(ramie.Linear(2, 3, rngs=ramie.Rngs(0)))
+        >>> flat = ramie.to_flat_state(state)
         >>> flat.paths
         (('bias',), ('kernel',))
     """
@@ -440,7 +441,8 @@ def to_pure_dict(
 
     Example:
         >>> import jax, jax.numpy as jnp, ramie
-        >>> pure = ramie.to_pure_dict(ramie.state(ramie.Linear(2, 3, rngs=ramie.Rngs(0))))
+        >>> state = ramie.state(ramie.Linear(2, 3, rngs=ramie.Rngs(0)))
+        >>> pure = ramie.to_pure_dict(state)
         >>> jax.tree.map(jnp.shape, pure)
         {'bias': (3,), 'kernel': (2, 3)}
     """
@@ -517,7 +519,8 @@ def replace_by_pure_dict(
         >>> import jax.numpy as jnp, ramie
         >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
         >>> state = ramie.state(model)
-        >>> ramie.replace_by_pure_dict(state, {"kernel": jnp.zeros((2, 3)), "bias": jnp.ones(3)})
+        >>> pure = {"kernel": jnp.zeros((2, 3)), "bias": jnp.ones(3)}
+        >>> ramie.replace_by_pure_dict(state, pure)
         >>> model.bias.value
         Array([1., 1., 1.], dtype=float32)
     """

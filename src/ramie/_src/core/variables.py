@@ -474,8 +474,9 @@ class Variable(Generic[A]):
             return getattr(raw, name)
         except AttributeError:
             raise AttributeError(
-                f"{type(self).__name__!r} has no attribute or metadata {name!r}, and its "
-                f"value of type {type(raw).__name__} has no attribute {name!r} either"
+                f"{type(self).__name__!r} has no attribute or metadata {name!r}, "
+                f"and its value of type {type(raw).__name__} has no attribute "
+                f"{name!r} either"
             ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -742,7 +743,7 @@ Intermediates = Intermediate
 
 
 class Perturbation(Intermediate[A]):
-    """A zero added to an intermediate so its gradient can be read (``Module.perturb``)."""
+    """A zero added to an intermediate so its gradient can be read (``perturb``)."""
 
     __slots__ = ()
 
@@ -829,7 +830,9 @@ def with_metadata(
 
     Example:
         >>> import jax, ramie
-        >>> init = ramie.with_metadata(ramie.initializers.ones, out_sharding=(None, "m"))
+        >>> init = ramie.with_metadata(
+        ...     ramie.initializers.ones, out_sharding=(None, "m")
+        ... )
         >>> layer = ramie.Linear(2, 4, kernel_init=init, rngs=ramie.Rngs(0))
         >>> layer.kernel.out_sharding
         (None, 'm')

@@ -53,7 +53,8 @@ def repr_options(
 
     Example:
         >>> import ramie
-        >>> model = ramie.Sequential(ramie.Sequential(ramie.Linear(2, 2, rngs=ramie.Rngs(0))))
+        >>> layer = ramie.Linear(2, 2, rngs=ramie.Rngs(0))
+        >>> model = ramie.Sequential(ramie.Sequential(layer))
         >>> with repr_options(max_depth=1):
         ...     print(repr(model))
         Sequential(Sequential(...))
@@ -212,7 +213,8 @@ def value_text(x: Any) -> str:
 
     Example:
         >>> import jax.numpy as jnp
-        >>> value_text(jnp.zeros((2, 3))), value_text(jnp.array(4)), value_text((jnp.ones(2),))
+        >>> (value_text(jnp.zeros((2, 3))), value_text(jnp.array(4)),
+        ...  value_text((jnp.ones(2),)))
         ('f32[2,3]', 'i32[] 4', '(f32[2],)')
     """
     s = shape_str(x)

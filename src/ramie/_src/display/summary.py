@@ -332,8 +332,11 @@ def tabulate(
 
     Example:
         >>> import jax, jax.numpy as jnp, ramie
-        >>> model = ramie.Sequential(ramie.Linear(4, 8, rngs=ramie.Rngs(0)), jax.nn.relu,
-        ...                          ramie.Linear(8, 2, rngs=ramie.Rngs(1)))
+        >>> model = ramie.Sequential(
+        ...     ramie.Linear(4, 8, rngs=ramie.Rngs(0)),
+        ...     jax.nn.relu,
+        ...     ramie.Linear(8, 2, rngs=ramie.Rngs(1)),
+        ... )
         >>> print(ramie.tabulate(model, jnp.ones((16, 4))))
                                 Sequential Summary
         ┏━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┓
@@ -356,7 +359,8 @@ def tabulate(
         import rich.text
     except ImportError as e:  # pragma: no cover - rich is a display extra
         raise ImportError(
-            "ramie.tabulate() needs rich: pip install 'ramie[display]' (or pip install rich)"
+            "ramie.tabulate() needs rich: pip install 'ramie[display]' "
+            "(or pip install rich)"
         ) from e
     if not callable(getattr(obj, method, None)):
         public = sorted(
@@ -365,8 +369,8 @@ def tabulate(
             if not n.startswith("_") and callable(getattr(type(obj), n, None))
         )
         raise AttributeError(
-            f"ramie.tabulate(..., method={method!r}): {type(obj).__name__} has no method "
-            f"{method!r}; its methods: {public}.\n"
+            f"ramie.tabulate(..., method={method!r}): {type(obj).__name__} has no "
+            f"method {method!r}; its methods: {public}.\n"
             "  Fix: ramie.tabulate(model, x, method='__call__')"
         )
     rec = _Recorder(method, compute_flops, compute_vjp_flops)
@@ -458,8 +462,9 @@ def summary(model: Any, *inputs: Any, **kwargs: Any) -> None:
 
     Example:
         >>> import jax, jax.numpy as jnp, ramie
-        >>> ramie.summary(ramie.Linear(3, 2, rngs=ramie.Rngs(0)),
-        ...               jax.ShapeDtypeStruct((5, 3), jnp.float32))  # doctest: +ELLIPSIS
+        >>> layer = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
+        >>> x = jax.ShapeDtypeStruct((5, 3), jnp.float32)
+        >>> ramie.summary(layer, x)  # doctest: +ELLIPSIS
         Linear Summary
         ...
         │        │ Linear │ f32[5,2] │ 8 (32 B) │               │

@@ -159,10 +159,10 @@ def flatten_batch(
         )
     if inputs.shape[-1] != features:
         raise ValueError(
-            f"{api}: inputs of shape {inputs.shape} have {inputs.shape[-1]} features on "
-            f"the last axis, expected in_features={features}.\n  Inputs are "
-            "channels-last (N, *spatial, C); transpose channels-first inputs with "
-            "jnp.moveaxis(x, 1, -1)."
+            f"{api}: inputs of shape {inputs.shape} have {inputs.shape[-1]} "
+            f"features on the last axis, expected in_features={features}.\n"
+            "  Inputs are channels-last (N, *spatial, C); transpose channels-first "
+            "inputs with jnp.moveaxis(x, 1, -1)."
         )
     n_batch = inputs.ndim - rank - 1
     if n_batch == 1:
@@ -239,7 +239,9 @@ class Conv(Module):
         ((3, 3, 3, 4), (4,))
         >>> layer(jnp.ones((2, 8, 8, 3))).shape
         (2, 4, 4, 4)
-        >>> causal = ramie.Conv(3, 4, kernel_size=3, padding="CAUSAL", rngs=ramie.Rngs(0))
+        >>> causal = ramie.Conv(
+        ...     3, 4, kernel_size=3, padding="CAUSAL", rngs=ramie.Rngs(0)
+        ... )
         >>> causal(jnp.ones((10, 3))).shape  # no batch axis
         (10, 4)
     """
@@ -291,7 +293,8 @@ class Conv(Module):
         if pad == "CAUSAL" and rank != 1:
             raise ValueError(
                 f"{api}(padding='CAUSAL'): causal padding is defined for 1-D "
-                f"convolutions only, but kernel_size={kernel_size} has {rank} dimensions.\n"
+                f"convolutions only, but kernel_size={kernel_size} has {rank} "
+                "dimensions.\n"
                 "  Pad explicitly instead, e.g. padding=((k - 1, 0), (k // 2, k // 2))."
             )
         if (

@@ -108,7 +108,9 @@ class ConvTranspose(Module):
 
     Example:
         >>> import jax.numpy as jnp, ramie
-        >>> layer = ramie.ConvTranspose(3, 4, kernel_size=(3, 3), strides=2, rngs=ramie.Rngs(0))
+        >>> layer = ramie.ConvTranspose(
+        ...     3, 4, kernel_size=(3, 3), strides=2, rngs=ramie.Rngs(0)
+        ... )
         >>> layer.kernel.shape, layer.bias.shape
         ((3, 3, 3, 4), (4,))
         >>> layer(jnp.ones((2, 5, 5, 3))).shape

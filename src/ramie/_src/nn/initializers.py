@@ -150,9 +150,9 @@ def ones_init() -> Initializer:
 
 
 __all__ = [
-    "Initializer", "DtypeLikeInexact", "constant", "initialize", "delta_orthogonal", "glorot_normal",
-    "glorot_uniform", "he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform",
-    "lecun_normal", "lecun_uniform", "normal", "ones", "ones_init", "orthogonal",
-    "truncated_normal", "uniform", "variance_scaling", "xavier_normal",
+    "Initializer", "DtypeLikeInexact", "constant", "initialize", "delta_orthogonal",
+    "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "kaiming_normal",
+    "kaiming_uniform", "lecun_normal", "lecun_uniform", "normal", "ones", "ones_init",
+    "orthogonal", "truncated_normal", "uniform", "variance_scaling", "xavier_normal",
     "xavier_uniform", "zeros", "zeros_init",
 ]  # fmt: skip

@@ -199,7 +199,9 @@ class LinearGeneral(Module):
 
     Example:
         >>> import jax.numpy as jnp, ramie
-        >>> layer = ramie.LinearGeneral((2, 3), (4, 5), axis=(1, -1), rngs=ramie.Rngs(0))
+        >>> layer = ramie.LinearGeneral(
+        ...     (2, 3), (4, 5), axis=(1, -1), rngs=ramie.Rngs(0)
+        ... )
         >>> layer.kernel.shape, layer.bias.shape
         ((2, 3, 4, 5), (4, 5))
         >>> layer(jnp.ones((16, 2, 3))).shape
@@ -457,7 +459,8 @@ class Einsum(Module):
         ):
             raise ValueError(
                 f"ramie.Einsum: the kernel term {k_str!r} of {einsum_str!r} names "
-                f"{rank} axes but kernel_shape {kernel_shape} has {len(kernel_shape)}.\n"
+                f"{rank} axes but kernel_shape {kernel_shape} has "
+                f"{len(kernel_shape)}.\n"
                 "  Give the kernel one letter per axis, e.g. "
                 "ramie.Einsum('bi,io->bo', (3, 4), rngs=rngs)"
             )
@@ -484,7 +487,8 @@ class Einsum(Module):
             einsum_str = self.einsum_str
         if einsum_str is None:
             raise ValueError(
-                "ramie.Einsum: no einsum_str was given to the constructor or the call.\n"
+                "ramie.Einsum: no einsum_str was given to the constructor or the "
+                "call.\n"
                 "  Pass one, e.g. layer(x, 'bi,io->bo')."
             )
         einsum_str = einsum_str.replace(" ", "")
@@ -517,7 +521,9 @@ class Einsum(Module):
     def _bias_broadcast_shape(
         self, x_str: str, k_str: str, out_str: str, x_ndim: int
     ) -> tuple[int, ...]:
-        """Output-shaped tuple: kernel sizes on axes that come from the kernel, else 1."""
+        """Output-shaped tuple: kernel sizes on axes that come from the kernel,
+        else 1.
+        """
         k_ndim = len(self.kernel_shape)
         n_x_ell = x_ndim - _named_dims(x_str) if "..." in x_str else 0
         n_k_ell = k_ndim - _named_dims(k_str) if "..." in k_str else 0

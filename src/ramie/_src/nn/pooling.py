@@ -180,7 +180,9 @@ def avg_pool(
 
 
 def _extreme(dtype: Any, largest: bool) -> Any:
-    """The identity of max (``largest=False``) or min (``largest=True``) for ``dtype``."""
+    """The identity of max (``largest=False``) or min (``largest=True``) for
+    ``dtype``.
+    """
     if jnp.issubdtype(dtype, jnp.inexact):
         return jnp.inf if largest else -jnp.inf
     if jnp.issubdtype(dtype, jnp.bool_):

@@ -88,10 +88,13 @@ class Dropout(Module):
             from ramie._src.core.links import describe
 
             raise ValueError(
-                f"Dropout: {describe(self)} is in training mode (deterministic=False) but "
-                "has no RNG stream and no rngs were passed.\n"
-                "  Give it one at construction: Dropout(rate, rngs=ramie.Rngs(dropout=0))\n"
-                "  or per call: dropout(x, rngs=rngs), or call model.eval() for inference."
+                f"Dropout: {describe(self)} is in training mode "
+                "(deterministic=False) but has no RNG stream and no rngs were "
+                "passed.\n"
+                "  Give it one at construction: "
+                "Dropout(rate, rngs=ramie.Rngs(dropout=0))\n"
+                "  or per call: dropout(x, rngs=rngs), or call model.eval() for "
+                "inference."
             )
         if isinstance(source, Rngs):
             key = source[self.rng_collection]()

@@ -35,7 +35,9 @@ def with_partitioning(
 
     Example:
         >>> import ramie
-        >>> init = ramie.with_partitioning(ramie.initializers.lecun_normal(), (None, "model"))
+        >>> init = ramie.with_partitioning(
+        ...     ramie.initializers.lecun_normal(), (None, "model")
+        ... )
         >>> ramie.Linear(4, 8, kernel_init=init, rngs=ramie.Rngs(0)).kernel.out_sharding
         (None, 'model')
     """
@@ -85,8 +87,11 @@ def get_partition_spec(tree: Any) -> Any:
 
     Example:
         >>> import ramie
-        >>> init = ramie.with_partitioning(ramie.initializers.lecun_normal(), (None, "model"))
-        >>> state = ramie.state(ramie.Linear(4, 8, kernel_init=init, rngs=ramie.Rngs(0)))
+        >>> init = ramie.with_partitioning(
+        ...     ramie.initializers.lecun_normal(), (None, "model")
+        ... )
+        >>> layer = ramie.Linear(4, 8, kernel_init=init, rngs=ramie.Rngs(0))
+        >>> state = ramie.state(layer)
         >>> print(ramie.get_partition_spec(state)["kernel"])
         P(None, 'model')
     """

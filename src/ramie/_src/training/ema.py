@@ -33,7 +33,9 @@ A = TypeVar("A")
 
 
 def _selected(node: Any, only: Any) -> list[tuple[tuple, Any]]:
-    """``(path, leaf)`` of the state of ``node`` (a graph or a State) matching ``only``."""
+    """``(path, leaf)`` of the state of ``node`` (a graph or a State) matching
+    ``only``.
+    """
     if isinstance(node, Mapping) and kind_of(node) not in (OBJECT, VARIABLE):
         pred = to_predicate(only)
         return [(p, v) for p, v in iter_flat(node) if pred(p, v)]
@@ -107,7 +109,8 @@ class EMA(Pytree):
                 raise TypeError(
                     f"ramie.EMA(): the leaf at {format_path(path)} is a "
                     f"{type(leaf).__name__}, not a Variable.\n"
-                    "  Pass the model itself, or a State from ramie.state(model, ...):\n"
+                    "  Pass the model itself, or a State from "
+                    "ramie.state(model, ...):\n"
                     "      ema = ramie.EMA(model, decay=0.999, only=ramie.Param)"
                 )
             if _is_float(leaf[...]):
@@ -142,10 +145,11 @@ class EMA(Pytree):
         missing = [p for p in self._paths() if p not in new]
         if missing:
             raise GraphStructureError(
-                f"EMA.update(): {len(missing)} averaged Variable(s) have no new value:\n"
+                f"EMA.update(): {len(missing)} averaged Variable(s) have no new "
+                "value:\n"
                 f"{format_paths(missing)}\n"
-                "  Pass the same model (or the State of the same Variables) the EMA was "
-                "created from:\n"
+                "  Pass the same model (or the State of the same Variables) the EMA "
+                "was created from:\n"
                 "      ema = ramie.EMA(model, decay=0.999)\n"
                 "      ema.update(model)"
             )

@@ -164,8 +164,10 @@ class Average(Metric):
             if mask is not None:
                 raise ValueError(
                     f"{type(self).__name__}.update(mask=...): {self.argname!r} is a "
-                    f"Python {type(values).__name__}; a mask needs an array of values.\n"
-                    f"  Fix: metric.update({self.argname}=jnp.asarray(values), mask=mask)"
+                    f"Python {type(values).__name__}; a mask needs an array of "
+                    "values.\n"
+                    f"  Fix: metric.update({self.argname}=jnp.asarray(values), "
+                    "mask=mask)"
                 )
             self.total[...] += values
             self.count[...] += 1
@@ -338,7 +340,8 @@ class Accuracy(Average):
         ):
             raise TypeError(
                 "ramie.metrics.Accuracy(threshold=...): expected a float (binary "
-                f"classification) or None (multi-class), got {type(threshold).__name__}.\n"
+                "classification) or None (multi-class), got "
+                f"{type(threshold).__name__}.\n"
                 "  Fix: Accuracy(threshold=0.5)"
             )
         self.threshold = None if threshold is None else float(threshold)
@@ -388,7 +391,8 @@ class Accuracy(Average):
             labels = labels.astype(jnp.int32)
         else:
             raise ValueError(
-                f"Accuracy.update(): labels must be integers, got dtype {labels.dtype}.\n"
+                "Accuracy.update(): labels must be integers, got dtype "
+                f"{labels.dtype}.\n"
                 "  Fix: labels.astype(jnp.int32)"
             )
         if self.threshold is not None:
@@ -427,14 +431,14 @@ class MultiMetric(Metric):
         for name, metric in metrics.items():
             if name in _RESERVED or name.startswith("_"):
                 raise ValueError(
-                    f"ramie.MultiMetric({name}=...): {name!r} is reserved (it would hide "
-                    f"a method or internal attribute); rename it, e.g. "
+                    f"ramie.MultiMetric({name}=...): {name!r} is reserved (it would "
+                    "hide a method or internal attribute); rename it, e.g. "
                     f"MultiMetric({name}_metric=...)"
                 )
             if not isinstance(metric, Metric):
                 raise TypeError(
-                    f"ramie.MultiMetric({name}=...): expected a ramie.metrics.Metric, got "
-                    f"{type(metric).__name__}.\n"
+                    f"ramie.MultiMetric({name}=...): expected a ramie.metrics.Metric, "
+                    f"got {type(metric).__name__}.\n"
                     f"  Fix: MultiMetric({name}=ramie.metrics.Average())"
                 )
         self._metric_names = tuple(metrics)

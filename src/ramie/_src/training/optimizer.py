@@ -164,8 +164,8 @@ class Optimizer(Pytree):
             model = self.__dict__.get("model")
             if model is None:
                 raise TypeError(
-                    "Optimizer.update(grads): this optimizer was created with `wrt=` and "
-                    "does not hold the model; pass it:\n"
+                    "Optimizer.update(grads): this optimizer was created with `wrt=` "
+                    "and does not hold the model; pass it:\n"
                     "      optimizer.update(model, grads)"
                 )
         params = api.state(model, self.wrt)
@@ -183,7 +183,10 @@ class Optimizer(Pytree):
             if g_shape != jnp.shape(var._raw):
                 from ramie._src.display.arrays import short_dtype
 
-                exp = f"{short_dtype(var.dtype)}[{','.join(map(str, jnp.shape(var._raw)))}]"
+                exp = (
+                    f"{short_dtype(var.dtype)}"
+                    f"[{','.join(map(str, jnp.shape(var._raw)))}]"
+                )
                 mismatched.append((path, exp, f"[{','.join(map(str, g_shape))}]"))
         if missing or unexpected or mismatched:
             raise load_error(
@@ -191,9 +194,10 @@ class Optimizer(Pytree):
                 missing,
                 unexpected,
                 mismatched,
-                fix="  Fix: compute the gradients of the same model w.r.t. the optimizer's "
-                "`wrt` filter, e.g.\n"
-                "      grads = ramie.grad(loss_fn)(model)            # Params by default\n"
+                fix="  Fix: compute the gradients of the same model w.r.t. the "
+                "optimizer's `wrt` filter, e.g.\n"
+                "      grads = ramie.grad(loss_fn)(model)            "
+                "# Params by default\n"
                 "      optimizer.update(model, grads)",
             )
         p_tree = to_pure_dict(params)
@@ -223,7 +227,8 @@ class ModelAndOptimizer(Optimizer):
 
     Example:
         >>> import jax.numpy as jnp, optax, ramie
-        >>> state = ramie.ModelAndOptimizer(ramie.Linear(2, 1, rngs=ramie.Rngs(0)), optax.sgd(0.1))
+        >>> model = ramie.Linear(2, 1, rngs=ramie.Rngs(0))
+        >>> state = ramie.ModelAndOptimizer(model, optax.sgd(0.1))
         >>> state.update(ramie.grad(lambda m: m(jnp.ones((1, 2))).sum())(state.model))
         >>> int(state.step.value)
         1

@@ -38,7 +38,8 @@ def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
             out.append((a, Param))
         else:
             raise TypeError(
-                f"argnums entries must be ints or ramie.DiffState, got {type(a).__name__}"
+                "argnums entries must be ints or ramie.DiffState, got "
+                f"{type(a).__name__}"
             )
     return out, False
 
@@ -117,7 +118,7 @@ class _DiffPlan:
             arg = self.args[argnum]
             leaves, treedef = jax.tree_util.tree_flatten(arg, is_leaf=is_node)
             out = []
-            for off, leaf in enumerate(leaves):
+            for off, _leaf in enumerate(leaves):
                 p = self.starts[argnum] + off
                 if p in node_index:
                     k = node_index[p]
@@ -172,7 +173,9 @@ def value_and_grad(
     Example:
         >>> import jax.numpy as jnp, ramie
         >>> model = ramie.Linear(2, 1, rngs=ramie.Rngs(0))
-        >>> loss, grads = ramie.value_and_grad(lambda m: (m(jnp.ones((1, 2))) ** 2).mean())(model)
+        >>> def loss_fn(m):
+        ...     return (m(jnp.ones((1, 2))) ** 2).mean()
+        >>> loss, grads = ramie.value_and_grad(loss_fn)(model)
         >>> sorted(grads), grads.kernel.shape
         (['bias', 'kernel'], (2, 1))
     """
@@ -257,8 +260,8 @@ def _grad_impl(
             if has_aux:
                 if not (isinstance(out, tuple) and len(out) == 2):
                     raise TypeError(
-                        f"{api}(has_aux=True): the function must return (loss, aux), got "
-                        f"{type(out).__name__}"
+                        f"{api}(has_aux=True): the function must return (loss, aux), "
+                        f"got {type(out).__name__}"
                     )
                 loss, aux = out
             else:
@@ -494,7 +497,7 @@ def _cotangents_to_leaves(ext: Extracted, args: tuple, cts: tuple) -> tuple[list
     g_values = [jnp.zeros_like(v) if hasattr(v, "shape") else None for v in ext.values]
     g_other: list[Any] = []
     node_k = 0
-    for a, (arg, ct) in enumerate(zip(args, cts)):
+    for _a, (arg, ct) in enumerate(zip(args, cts)):
         leaves = jax.tree_util.tree_leaves(arg, is_leaf=is_node)
         ct_leaves = (
             jax.tree_util.tree_leaves(

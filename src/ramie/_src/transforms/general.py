@@ -61,7 +61,9 @@ def eval_shape(
 
     Example:
         >>> import ramie
-        >>> abstract = ramie.eval_shape(lambda: ramie.Linear(1024, 1024, rngs=ramie.Rngs(0)))
+        >>> abstract = ramie.eval_shape(
+        ...     lambda: ramie.Linear(1024, 1024, rngs=ramie.Rngs(0))
+        ... )
         >>> abstract.kernel.value
         ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
     """

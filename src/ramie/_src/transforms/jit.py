@@ -300,8 +300,8 @@ class JitWrapped:
         lifting.check_traces(ext, "ramie.jit")
         donated = self._donated_leaves(flat, node_pos, node_kw)
         static = _Static(
-            "fast", node_pos, node_kw, static_items, static_kw, len(args), dyn_pos, dyn_kw,
-            flat.graphdef, donated,
+            "fast", node_pos, node_kw, static_items, static_kw, len(args), dyn_pos,
+            dyn_kw, flat.graphdef, donated,
         )  # fmt: skip
         entry = _Entry()
         entry.roots = nodes
@@ -502,8 +502,8 @@ class JitWrapped:
         key = self._key(args, kwargs)
         if key is None:
             raise NotImplementedError(
-                "ramie.jit(...).lower(): graph objects nested inside containers are not "
-                "supported here; pass modules as top-level arguments"
+                "ramie.jit(...).lower(): graph objects nested inside containers are "
+                "not supported here; pass modules as top-level arguments"
             )
         entry = self._build_entry(args, kwargs)
         vals = list(map(_get_raw, entry.vars))

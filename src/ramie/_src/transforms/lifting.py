@@ -123,7 +123,7 @@ def extract(tree: Any, *, track_containers: bool = False) -> Extracted:
 def check_traces(ext: Extracted, api: str) -> None:
     """Raise if a Variable of the arguments belongs to another JAX trace."""
     trace = current_trace()
-    for path, leaf in zip(ext.flat.paths, ext.flat.leaves):
+    for _path, leaf in zip(ext.flat.paths, ext.flat.leaves):
         if isinstance(leaf, Variable) and leaf._trace is not trace:
             raise _outer_trace_error(leaf, trace)
 
@@ -198,9 +198,9 @@ def collect(
         if not allow_structure_change:
             raise GraphStructureError(
                 f"{api}: the function changed the structure of an argument (added, "
-                "removed or replaced an attribute, sub-module or Variable). Inside this "
-                "transform only Variable values may change; create the structure before "
-                "calling it."
+                "removed or replaced an attribute, sub-module or Variable). Inside "
+                "this transform only Variable values may change; create the "
+                "structure before calling it."
             )
         outer_index = {id(o): i for i, o in enumerate(objs)}
         outer_of = tuple(outer_index.get(id(o)) for o in flat2.objects)
@@ -298,8 +298,9 @@ def _write_raw_leaf(ext: Extracted, path: tuple, value: Any) -> None:
             parent[key] = value
     else:
         raise GraphStructureError(
-            f"a transform updated the array at {format_path(path[1:])}, which is stored in "
-            f"an immutable {type(parent).__name__}; store it in a Variable instead:\n"
+            f"a transform updated the array at {format_path(path[1:])}, which is "
+            f"stored in an immutable {type(parent).__name__}; store it in a Variable "
+            "instead:\n"
             "      self.x = ramie.Variable(array)"
         )
 
@@ -318,7 +319,9 @@ def _child(node: Any, key: Hashable) -> Any:
 def apply_graph_update(
     ext: Extracted, graphdef: GraphDef, outer_of: tuple, values: list, api: str
 ) -> list[Any]:
-    """Make the caller's argument graphs match ``graphdef`` (structure changed inside)."""
+    """Make the caller's argument graphs match ``graphdef`` (structure changed
+    inside).
+    """
     old = ext.flat.objects
     index_map: list[Any] = [None] * graphdef.num_nodes
     it = iter(values)

@@ -92,8 +92,8 @@ def scan(
         axes = tuple(axes)
         if len(axes) != len(args):
             raise ValueError(
-                f"{api}: in_axes has {len(axes)} entries but the function was called with "
-                f"{len(args)} argument(s)"
+                f"{api}: in_axes has {len(axes)} entries but the function was called "
+                f"with {len(args)} argument(s)"
             )
         carry_pos = [i for i, a in enumerate(axes) if is_carry(a)]
         if len(carry_pos) > 1:
@@ -142,11 +142,13 @@ def scan(
                     sizes = {leaf.shape[0] for leaves in firsts for leaf in leaves}
                     if not sizes:
                         raise ValueError(
-                            f"{api}: nothing to scan over; pass length=... or a scanned input"
+                            f"{api}: nothing to scan over; pass length=... or a "
+                            "scanned input"
                         )
                     if len(sizes) > 1:
                         raise ValueError(
-                            f"{api}: scanned inputs have different lengths {sorted(sizes)}"
+                            f"{api}: scanned inputs have different lengths "
+                            f"{sorted(sizes)}"
                         )
                     n_steps = sizes.pop()
                 consts = [other[j] for j in o_const]
@@ -175,8 +177,8 @@ def scan(
                     else:
                         if not isinstance(out, tuple):
                             raise TypeError(
-                                f"{api}: with out_axes={out_axes!r} the function must return a "
-                                f"tuple; got {type(out).__name__}"
+                                f"{api}: with out_axes={out_axes!r} the function "
+                                f"must return a tuple; got {type(out).__name__}"
                             )
                         if carry_out_index is None:
                             carry_out, y = None, out

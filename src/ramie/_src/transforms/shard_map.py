@@ -46,7 +46,9 @@ def shard_map(
         >>> mesh = jax.make_mesh((1,), ("x",))
         >>> layer = ramie.Linear(4, 4, rngs=ramie.Rngs(0))
         >>> x = jax.device_put(jnp.ones((8, 4)), NamedSharding(mesh, P("x")))
-        >>> f = ramie.shard_map(lambda m, x: m(x), mesh=mesh, in_specs=(P(), P("x")), out_specs=P("x"))
+        >>> f = ramie.shard_map(
+        ...     lambda m, x: m(x), mesh=mesh, in_specs=(P(), P("x")), out_specs=P("x")
+        ... )
         >>> f(layer, x).shape
         (8, 4)
     """

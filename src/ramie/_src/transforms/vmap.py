@@ -115,8 +115,8 @@ def vmap(
             axes_args = tuple(in_axes)
         if len(axes_args) != len(args):
             raise ValueError(
-                f"{api}: in_axes has {len(axes_args)} entries but the function was called "
-                f"with {len(args)} positional argument(s)"
+                f"{api}: in_axes has {len(axes_args)} entries but the function was "
+                f"called with {len(args)} positional argument(s)"
             )
         arg_specs = lifting.broadcast_prefix(tuple(axes_args), args, is_node, api)
         kw_specs = [0] * len(jax.tree_util.tree_leaves(kwargs, is_leaf=is_node))
@@ -192,9 +192,10 @@ def vmap(
                 )
                 raise ValueError(
                     f"{api}: a Variable of an argument broadcast with in_axes=None was "
-                    "changed to a per-example value inside vmap, which cannot be written "
-                    "back to the unbatched argument. Changed broadcast Variables: "
-                    f"{names}.\n  Map that argument (in_axes=0, or a StateAxes giving those "
+                    "changed to a per-example value inside vmap, which cannot be "
+                    "written back to the unbatched argument. Changed broadcast "
+                    f"Variables: {names}.\n"
+                    "  Map that argument (in_axes=0, or a StateAxes giving those "
                     "Variables an axis) or do not change it inside vmap.\n"
                     f"JAX said: {e}"
                 ) from e

@@ -382,9 +382,9 @@ def _plan_update(
                 plan.append(("item", node, k, _real_key(node, k, key), val))
             else:
                 raise GraphStructureError(
-                    f"ramie.update(): the array at {format_path(cpath)} is stored in an "
-                    f"immutable {type(node).__name__} and cannot be updated in place; "
-                    "store it in a Variable instead: ramie.Variable(array)"
+                    f"ramie.update(): the array at {format_path(cpath)} is stored "
+                    f"in an immutable {type(node).__name__} and cannot be updated in "
+                    "place; store it in a Variable instead: ramie.Variable(array)"
                 )
         elif ck is STATIC:
             _unexpected_paths(val, cpath, unexpected)
@@ -477,7 +477,8 @@ def clone(
         >>> import ramie
         >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
         >>> other = ramie.clone(model)
-        >>> other.kernel is model.kernel, bool((other.kernel.value == model.kernel.value).all())
+        >>> same_values = bool((other.kernel.value == model.kernel.value).all())
+        >>> other.kernel is model.kernel, same_values
         (False, True)
     """
     flat = flatten(node)
@@ -517,7 +518,8 @@ def pop(node: Any, *filters: Any) -> Any:
     """
     if not filters:
         raise ValueError(
-            "ramie.pop() needs at least one filter, e.g. ramie.pop(model, ramie.Intermediate)"
+            "ramie.pop() needs at least one filter, e.g. "
+            "ramie.pop(model, ramie.Intermediate)"
         )
     preds = [to_predicate(f) for f in filters]
     found: list[list] = [[] for _ in preds]
@@ -550,13 +552,14 @@ def pop(node: Any, *filters: Any) -> Any:
                 walk(child, cpath)
 
     walk(node, ())
-    for parent, k, key, cpath in removals:  # check everything before changing anything
+    # check everything before changing anything
+    for parent, k, _key, cpath in removals:
         if k is not OBJECT and k is not DICT:
             raise GraphStructureError(
                 f"ramie.pop(): the Variable at {format_path(cpath)} is an item of a "
-                f"{type(parent).__name__}; only Module attributes, ramie.List/Dict items and "
-                "dict entries can be popped. Keep popped Variables as attributes, or use "
-                "ramie.state() to read them without removing."
+                f"{type(parent).__name__}; only Module attributes, ramie.List/Dict "
+                "items and dict entries can be popped. Keep popped Variables as "
+                "attributes, or use ramie.state() to read them without removing."
             )
     # delete from the highest key down, so list indices stay valid
     for parent, k, key, _ in sorted(
@@ -583,7 +586,8 @@ def iter_graph(
 
     Example:
         >>> import ramie
-        >>> [ramie.format_path(p) for p, v in ramie.iter_graph(ramie.Linear(1, 1, rngs=ramie.Rngs(0)))
+        >>> layer = ramie.Linear(1, 1, rngs=ramie.Rngs(0))
+        >>> [ramie.format_path(p) for p, v in ramie.iter_graph(layer)
         ...  if isinstance(v, ramie.Variable)]
         ['bias', 'kernel']
     """
@@ -694,7 +698,7 @@ def map(
 
 
 def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:
-    """Rebuild ``node`` bottom-up, replacing each node and leaf by ``f(path, value)``."""
+    """Rebuild ``node`` bottom-up, each node and leaf replaced by ``f(path, x)``."""
     memo: dict[int, Any] = {}
 
     def rec(value: Any, path: tuple) -> Any:
@@ -774,7 +778,7 @@ class ApplyCaller:
 
 
 def call(graphdef_state: tuple, /) -> ApplyCaller:
-    """``ramie.call((graphdef, state)).method(*args)`` -> ``(out, (graphdef, state))``."""
+    """``call((graphdef, state)).method(*args)`` -> ``(out, (graphdef, state))``."""
     graphdef, *states = graphdef_state
     return ApplyCaller(graphdef, tuple(states))
 
@@ -791,7 +795,7 @@ def flatten_graph(
 
 
 def unflatten_graph(graphdef: GraphDef, state: Any, /, **kwargs: Any) -> Any:
-    """Inverse of :func:`flatten_graph`; accepts a FlatState, list of leaves or State."""
+    """Inverse of :func:`flatten_graph` (from a FlatState, leaf list or State)."""
     from ramie._src.core.state import FlatState
 
     if isinstance(state, FlatState):

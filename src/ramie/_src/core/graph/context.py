@@ -45,7 +45,7 @@ class SplitContext:
         self.objects: list[Any] = []
 
     def split(self, node: Any, *filters: Any) -> tuple:
-        """Like ``ramie.split``; objects split earlier in this context become references."""
+        """Like ``ramie.split``; objects split earlier here become references."""
         start = len(self.objects)
         flat = flatten(node, ref_index=self.ref_index, objects=self.objects)
         del start
@@ -259,7 +259,9 @@ def to_tree(
     ctxtag: Any = None,
     check_aliasing: bool = True,
 ) -> Any:
-    """Replace every graph object in ``tree`` by a :class:`NodeStates` (shared objects once).
+    """Replace every graph object in ``tree`` by a :class:`NodeStates`.
+
+    Shared objects appear once.
 
     Example:
         >>> import ramie
@@ -339,7 +341,7 @@ def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:
                 from ramie._src.core.paths import format_path
 
                 raise GraphStructureError(
-                    f"ramie.prefix(): the Variable at {format_path(p)} matches no filter; "
-                    "add `...: value` as the last entry"
+                    f"ramie.prefix(): the Variable at {format_path(p)} matches no "
+                    "filter; add `...: value` as the last entry"
                 )
     return to_state(paths, values)

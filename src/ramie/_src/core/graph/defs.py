@@ -57,7 +57,8 @@ class GraphDef(Generic[A]):
         >>> graphdef, state = ramie.split(ramie.Linear(2, 3, rngs=ramie.Rngs(0)))
         >>> graphdef
         GraphDef(Linear, 2 leaves)
-        >>> hash(graphdef) == hash(ramie.graphdef(ramie.Linear(2, 3, rngs=ramie.Rngs(1))))
+        >>> other = ramie.Linear(2, 3, rngs=ramie.Rngs(1))
+        >>> hash(graphdef) == hash(ramie.graphdef(other))
         True
         >>> y, (graphdef, state) = graphdef.apply(state)(jnp.ones((1, 2)))
         >>> y.shape
@@ -167,7 +168,8 @@ class GraphDef(Generic[A]):
                 return
             else:
                 lines.append(
-                    f"{pad}{key}{ {LST: 'list', TUP: 'tuple', DCT: 'dict'}.get(tag, tag) }"
+                    f"{pad}{key}"
+                    f"{ {LST: 'list', TUP: 'tuple', DCT: 'dict'}.get(tag, tag) }"
                 )
             for k, c in attrs_of(d):
                 walk(c, f"{k}: ", depth + 1)

@@ -231,7 +231,9 @@ def flatten(
 
 
 def container_unchanged(container: Any, snapshot: tuple) -> bool:
-    """Whether a container recorded by ``flatten(track_containers=True)`` is unchanged."""
+    """Whether a container recorded by ``flatten(track_containers=True)`` is
+    unchanged.
+    """
     t = type(container)
     if t is list:
         return tuple(map(id, container)) == snapshot
