@@ -468,34 +468,9 @@ class OptimizedLSTMCell(RNNCellBase):
         new_h = o * self.activation_fn(new_c)
         return (new_c, new_h), new_h
 
-    def initialize_carry(
-        self,
-        input_shape: tuple[int, ...],
-        rngs: Rngs | RngStream | None = None,
-        carry_init: Initializer | None = None,
-    ) -> tuple[Array, Array]:
-        """The initial ``(c, h)``, each of shape ``(*batch, hidden_features)``.
-
-        Args:
-            input_shape: Shape of one step's input, ``(*batch, in_features)``.
-            rngs: Rngs (``carry`` stream) or an RngStream; draws two keys.
-            carry_init: Initializer (default: the cell's, else zeros).
-
-        Returns:
-            ``(c, h)`` in ``param_dtype``.
-
-        Raises:
-            RngError: no ``rngs`` given and the cell kept none.
-        """
-        stream, init, shape = self._carry_parts(input_shape, rngs, carry_init)
-        c = init(stream(), shape, self.param_dtype)
-        h = init(stream(), shape, self.param_dtype)
-        return c, h
-
-    @property
-    def num_feature_axes(self) -> int:
-        """1: inputs are ``(*batch, in_features)``."""
-        return 1
+    # The carry of both LSTM cells is the same (c, h) pair.
+    initialize_carry = LSTMCell.initialize_carry
+    num_feature_axes = LSTMCell.num_feature_axes
 
 
 class SimpleCell(RNNCellBase):
