@@ -536,3 +536,46 @@ def test_flatten_and_unflatten_public():
     assert nnx.unflatten(graphdef, nnx.state(m)).block.count is m.block.count
     with pytest.raises(GraphStructureError, match="expects 9 leaves, got 8"):
         nnx.unflatten(graphdef, flat.leaves[:-1])
+
+
+class _Layers(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])
+
+
+def test_merge_links_unlinked_variables_so_errors_name_paths():
+    from ramie._src.core.links import path_of
+
+    graphdef, state = nnx.split(_Layers())
+    mapped = jax.tree.map(lambda x: x * 2, state)  # fresh, unattached Variables
+    assert path_of(mapped["layers"][1]["kernel"]) is None
+    model = nnx.merge(graphdef, mapped)
+    assert path_of(model.layers[1].kernel) == ("layers", 1, "kernel")
+    np.testing.assert_allclose(
+        model.layers[1].kernel.value, state["layers"][1]["kernel"].value * 2
+    )
+
+
+def test_merge_layer_states_with_raw_arrays_or_other_variable_types():
+    graphdef, state = nnx.split(_Layers())
+    pure = state.to_pure_dict()
+    model = nnx.merge(graphdef, pure)  # raw arrays become the graphdef's Params
+    assert type(model.layers[0].kernel) is nnx.Param
+    mixed = nnx.State(state)
+    mixed["layers"][2]["bias"] = nnx.BatchStat(state["layers"][2]["bias"].value)
+    model = nnx.merge(graphdef, mixed)  # a Variable in the State is used as is
+    assert model.layers[2].bias is mixed["layers"][2]["bias"]
+    assert type(model.layers[1].bias) is nnx.Param
+
+
+def test_merge_layer_state_with_a_missing_or_extra_key_is_an_error():
+    graphdef, state = nnx.split(_Layers())
+    missing = state.to_pure_dict()
+    del missing["layers"][1]["bias"]
+    with pytest.raises(GraphStructureError, match=r"layers\.1\.bias|layers\[1\]\.bias"):
+        nnx.merge(graphdef, missing)
+    extra = state.to_pure_dict()
+    extra["layers"][0]["scale"] = np.ones(2)
+    with pytest.raises(GraphStructureError, match="scale"):
+        nnx.merge(graphdef, extra)

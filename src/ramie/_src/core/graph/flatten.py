@@ -464,13 +464,16 @@ def unflatten_state(
                     csub = sget(str(key))
                 if csub is not None:
                     used += 1
-                    if not copy:
-                        vals = csub.values()
-                        if (
-                            tuple(csub) == cplan[8]
-                            and tuple(map(type, vals)) == cplan[9]
-                            and None not in map(get_link, vals)
-                        ):
+                    if not copy and tuple(csub) == cplan[8]:
+                        # Reading the link both checks that every value is a
+                        # Variable (the slot raises TypeError on anything else)
+                        # and that it is linked. Any Variable type is used as
+                        # is, as on the general path.
+                        try:
+                            linked = None not in map(get_link, csub.values())
+                        except TypeError:
+                            linked = False
+                        if linked:
                             v = object.__new__(cplan[0])
                             if record_all or cplan[10]:
                                 index_ref[cplan[1]] = v
