@@ -579,3 +579,20 @@ def test_merge_layer_state_with_a_missing_or_extra_key_is_an_error():
     extra["layers"][0]["scale"] = np.ones(2)
     with pytest.raises(GraphStructureError, match="scale"):
         nnx.merge(graphdef, extra)
+
+
+def test_merge_fixes_up_only_the_layer_whose_state_does_not_fit():
+    from ramie._src.core.links import path_of
+
+    graphdef, state = nnx.split(_Layers())
+    state["layers"][1]["kernel"] = nnx.Param(state["layers"][1]["kernel"].value + 1)
+    state["layers"][2]["bias"] = np.full((2,), 7.0, np.float32)  # a raw array
+    model = nnx.merge(graphdef, state)
+    assert type(model.layers[2].bias) is nnx.Param
+    np.testing.assert_array_equal(model.layers[2].bias.value, np.full((2,), 7.0))
+    assert model.layers[0].kernel is state["layers"][0]["kernel"]
+    assert path_of(model.layers[1].kernel) == ("layers", 1, "kernel")
+    assert path_of(model.layers[2].bias) == ("layers", 2, "bias")
+    assert model.layers[2] in list(model.layers)
+    out = model.layers[2](np.ones((1, 2), np.float32))
+    assert out.shape == (1, 2)

@@ -15,6 +15,8 @@ leaf is present and nothing is left over. No public names live here; see
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from ramie._src.core import links
@@ -379,9 +381,12 @@ def unflatten_state(
     non-empty the node is incomplete and must be discarded. ``index_ref`` may
     hold objects rebuilt earlier (references to them resolve).
     """
-    record_all = (
-        index_ref is not None
-    )  # a MergeContext resolves references across calls
+    # A MergeContext passes its index_ref to resolve references across calls.
+    record_all = index_ref is not None
+    # Layers are built optimistically and checked together at the end (cheaper
+    # than one by one), except where their Variables must be indexed at once.
+    defer = not copy and not record_all
+    deferred: list = []  # (layer State, plan, built layer, parent path, key)
     if index_ref is None:
         index_ref = {}
     missing: list[tuple] = []
@@ -420,10 +425,11 @@ def unflatten_state(
     get_link = Variable._link.__get__  # type: ignore[attr-defined]
     osa = object.__setattr__
 
-    def build_obj(plan: tuple, sub: Any, path: tuple) -> Any:
+    def build_obj(plan: tuple, sub: Any, path: tuple, obj: Any = None) -> Any:
         cls, idx, statics, var_keys, other_keys, default_rebuild, defn = plan[:7]
         simple_children = plan[11]
-        obj = object.__new__(cls)
+        if obj is None:
+            obj = object.__new__(cls)
         index_ref[idx] = obj
         children = statics.copy()
         used = 0
@@ -454,7 +460,9 @@ def unflatten_state(
         if simple_children:
             # The most common node, an object holding only Variables (a layer),
             # whose State entry is exactly those Variables, already linked to a
-            # parent: checked and copied by C loops, no call, no recursion.
+            # parent, is built inline: no call, no recursion. With ``defer`` the
+            # entries are only collected here and checked all at once, by C
+            # loops, at the end (see _fast_layers_valid).
             if pref is None:
                 pref = links.parent_ref(obj)
             sget = sub.get if sub is not None else None
@@ -464,30 +472,36 @@ def unflatten_state(
                     csub = sget(str(key))
                 if csub is not None:
                     used += 1
-                    if not copy and tuple(csub) == cplan[8]:
+                    if defer and not cplan[10] and isinstance(csub, dict):
+                        fits = True
+                    elif not copy and tuple(csub) == cplan[8]:
                         # Reading the link both checks that every value is a
                         # Variable (the slot raises TypeError on anything else)
                         # and that it is linked. Any Variable type is used as
                         # is, as on the general path.
                         try:
-                            linked = None not in map(get_link, csub.values())
+                            fits = None not in map(get_link, csub.values())
                         except TypeError:
-                            linked = False
-                        if linked:
-                            v = object.__new__(cplan[0])
-                            if record_all or cplan[10]:
-                                index_ref[cplan[1]] = v
-                                for vkey, _, vidx, _ in cplan[3]:
-                                    index_ref[vidx] = csub[vkey]
-                            if cplan[2]:
-                                cch = cplan[2].copy()
-                                cch.update(csub)
-                            else:
-                                cch = dict(csub)
-                            osa(v, "__dict__", cch)
-                            _OBJ_LINK_SET(v, (pref, ktup))
-                            children[key] = v
-                            continue
+                            fits = False
+                    else:
+                        fits = False
+                    if fits:
+                        v = object.__new__(cplan[0])
+                        if record_all or cplan[10]:
+                            index_ref[cplan[1]] = v
+                            for vkey, _, vidx, _ in cplan[3]:
+                                index_ref[vidx] = csub[vkey]
+                        if cplan[2]:
+                            cch = cplan[2].copy()
+                            cch.update(csub)
+                        else:
+                            cch = dict(csub)
+                        osa(v, "__dict__", cch)
+                        _OBJ_LINK_SET(v, (pref, ktup))
+                        children[key] = v
+                        if defer:
+                            deferred.append((csub, cplan, v, path, ktup))
+                        continue
                 v = build_obj(cplan, csub, path + ktup)
                 _OBJ_LINK_SET(v, (pref, ktup))
                 children[key] = v
@@ -573,6 +587,14 @@ def unflatten_state(
 
     try:
         node = build(graphdef.root, state, ())
+        if deferred and not _fast_layers_valid(deferred, get_link):
+            # Some layer's State entry did not fit (a missing or extra key, a
+            # raw array, an unlinked Variable): rebuild those layers in place,
+            # checking each, which also reports what is missing or unexpected.
+            defer = False
+            for csub, cplan, v, lpath, ktup in deferred:
+                if not _fast_layers_valid([(csub, cplan)], get_link):
+                    build_obj(cplan, csub, lpath + ktup, v)
     finally:
         # build and build_obj refer to each other through their closures; break
         # that cycle so the rebuilt graph is freed by reference counting alone
@@ -639,6 +661,24 @@ def _object_plan(defn: tuple, refs: set[int]) -> tuple:
         or any(i in refs for _, _, i, _ in var_keys),  # 10: referenced elsewhere
         tuple(simple_children),  # 11: sub-objects holding only Variables, built inline
     )
+
+
+def _fast_layers_valid(entries: list, get_link: Callable) -> bool:
+    """Whether every layer State that merge used unchecked really fit its layer.
+
+    Each must hold exactly the layer's keys, in order, and only Variables that
+    are linked to a parent; C-level loops check all layers in one pass.
+    """
+    subs = list(map(_first, entries))
+    if list(map(tuple, subs)) != [e[1][8] for e in entries]:
+        return False
+    try:
+        return None not in map(get_link, chain.from_iterable(map(dict.values, subs)))
+    except TypeError:  # a value that is not a Variable
+        return False
+
+
+_first = itemgetter(0)
 
 
 def _ref_targets(defn: tuple, out: set[int]) -> set[int]:
