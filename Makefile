@@ -36,8 +36,8 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/jit_overhead.py
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check src tests benchmarks examples docs
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

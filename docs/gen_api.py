@@ -34,11 +34,20 @@ def kind(obj: object) -> str:
 
 
 def page(name: str, module: types.ModuleType) -> str:
-    lines = [f"# `{name}`", "", first_line(module), "", "| name | kind | summary |", "|---|---|---|"]
+    lines = [
+        f"# `{name}`",
+        "",
+        first_line(module),
+        "",
+        "| name | kind | summary |",
+        "|---|---|---|",
+    ]
     names = getattr(module, "__all__", None) or dir(module)
     for attr in sorted(n for n in names if not n.startswith("_")):
         obj = getattr(module, attr)
-        lines.append(f"| `{attr}` | {kind(obj)} | {first_line(obj).replace('|', '/')} |")
+        lines.append(
+            f"| `{attr}` | {kind(obj)} | {first_line(obj).replace('|', '/')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
