@@ -427,7 +427,7 @@ def unflatten_state(
 
     def build_obj(plan: tuple, sub: Any, path: tuple, obj: Any = None) -> Any:
         cls, idx, statics, var_keys, other_keys, default_rebuild, defn = plan[:7]
-        simple_children = plan[11]
+        simple_children = plan[10]
         if obj is None:
             obj = object.__new__(cls)
         index_ref[idx] = obj
@@ -472,7 +472,7 @@ def unflatten_state(
                     csub = sget(str(key))
                 if csub is not None:
                     used += 1
-                    if defer and not cplan[10] and isinstance(csub, dict):
+                    if defer and not cplan[9] and isinstance(csub, dict):
                         fits = True
                     elif not copy and tuple(csub) == cplan[8]:
                         # Reading the link both checks that every value is a
@@ -487,7 +487,7 @@ def unflatten_state(
                         fits = False
                     if fits:
                         v = object.__new__(cplan[0])
-                        if record_all or cplan[10]:
+                        if record_all or cplan[9]:
                             index_ref[cplan[1]] = v
                             for vkey, _, vidx, _ in cplan[3]:
                                 index_ref[vidx] = csub[vkey]
@@ -656,10 +656,9 @@ def _object_plan(defn: tuple, refs: set[int]) -> tuple:
         defn,
         simple,
         tuple(k for k, *_ in var_keys),  # 8: the State keys a simple node expects
-        tuple(c for _, c, *_ in var_keys),  # 9: and their Variable types
         idx in refs
-        or any(i in refs for _, _, i, _ in var_keys),  # 10: referenced elsewhere
-        tuple(simple_children),  # 11: sub-objects holding only Variables, built inline
+        or any(i in refs for _, _, i, _ in var_keys),  # 9: referenced elsewhere
+        tuple(simple_children),  # 10: sub-objects holding only Variables, built inline
     )
 
 
