@@ -539,15 +539,20 @@ def test_flatten_and_unflatten_public():
 
 
 class _Layers(nnx.Module):
-    def __init__(self):
+    def __init__(self, n: int = 3):
         rngs = nnx.Rngs(0)
-        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])
+        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(n)])
 
 
-def test_merge_links_unlinked_variables_so_errors_name_paths():
+# merge builds a few sub-layers one by one and many (>= 8) at once: test both
+N_LAYERS = pytest.mark.parametrize("n", [3, 12])
+
+
+@N_LAYERS
+def test_merge_links_unlinked_variables_so_errors_name_paths(n):
     from ramie._src.core.links import path_of
 
-    graphdef, state = nnx.split(_Layers())
+    graphdef, state = nnx.split(_Layers(n))
     mapped = jax.tree.map(lambda x: x * 2, state)  # fresh, unattached Variables
     assert path_of(mapped["layers"][1]["kernel"]) is None
     model = nnx.merge(graphdef, mapped)
@@ -557,8 +562,9 @@ def test_merge_links_unlinked_variables_so_errors_name_paths():
     )
 
 
-def test_merge_layer_states_with_raw_arrays_or_other_variable_types():
-    graphdef, state = nnx.split(_Layers())
+@N_LAYERS
+def test_merge_layer_states_with_raw_arrays_or_other_variable_types(n):
+    graphdef, state = nnx.split(_Layers(n))
     pure = state.to_pure_dict()
     model = nnx.merge(graphdef, pure)  # raw arrays become the graphdef's Params
     assert type(model.layers[0].kernel) is nnx.Param
@@ -569,8 +575,9 @@ def test_merge_layer_states_with_raw_arrays_or_other_variable_types():
     assert type(model.layers[1].bias) is nnx.Param
 
 
-def test_merge_layer_state_with_a_missing_or_extra_key_is_an_error():
-    graphdef, state = nnx.split(_Layers())
+@N_LAYERS
+def test_merge_layer_state_with_a_missing_or_extra_key_is_an_error(n):
+    graphdef, state = nnx.split(_Layers(n))
     missing = state.to_pure_dict()
     del missing["layers"][1]["bias"]
     with pytest.raises(GraphStructureError, match=r"layers\.1\.bias|layers\[1\]\.bias"):
@@ -581,10 +588,11 @@ def test_merge_layer_state_with_a_missing_or_extra_key_is_an_error():
         nnx.merge(graphdef, extra)
 
 
-def test_merge_fixes_up_only_the_layer_whose_state_does_not_fit():
+@N_LAYERS
+def test_merge_fixes_up_only_the_layer_whose_state_does_not_fit(n):
     from ramie._src.core.links import path_of
 
-    graphdef, state = nnx.split(_Layers())
+    graphdef, state = nnx.split(_Layers(n))
     state["layers"][1]["kernel"] = nnx.Param(state["layers"][1]["kernel"].value + 1)
     state["layers"][2]["bias"] = np.full((2,), 7.0, np.float32)  # a raw array
     model = nnx.merge(graphdef, state)
@@ -596,3 +604,47 @@ def test_merge_fixes_up_only_the_layer_whose_state_does_not_fit():
     assert model.layers[2] in list(model.layers)
     out = model.layers[2](np.ones((1, 2), np.float32))
     assert out.shape == (1, 2)
+
+
+def test_merge_of_many_layers_uses_state_variables_and_links_paths():
+    from ramie._src.core.links import path_of
+
+    graphdef, state = nnx.split(_Layers(12))
+    model = nnx.merge(graphdef, state)
+    for i in range(12):
+        layer = model.layers[i]
+        assert type(layer) is nnx.Linear and layer.in_features == 2
+        assert layer.kernel is state["layers"][i]["kernel"]
+        assert path_of(layer) == ("layers", i)
+    assert model.layers[0] is not model.layers[1]
+    assert model.layers[0].__dict__ is not model.layers[1].__dict__
+    y = model.layers[11](np.ones((1, 2), np.float32))
+    assert y.shape == (1, 2)
+    # a second merge builds new layer objects around the same Variables
+    again = nnx.merge(graphdef, state)
+    assert again.layers[5] is not model.layers[5]
+    assert again.layers[5].kernel is model.layers[5].kernel
+
+
+@N_LAYERS
+def test_merge_layers_from_a_state_with_string_list_keys(n):
+    graphdef, state = nnx.split(_Layers(n))
+    pure = state.to_pure_dict()
+    pure["layers"] = {str(k): v for k, v in pure["layers"].items()}  # as from JSON
+    model = nnx.merge(graphdef, pure)
+    np.testing.assert_array_equal(
+        model.layers[n - 1].kernel.value, state["layers"][n - 1]["kernel"].value
+    )
+
+
+@N_LAYERS
+def test_merge_keeps_a_layer_tied_among_many(n):
+    m = _Layers(n)
+    m.layers.append(m.layers[0])  # the same layer twice
+    graphdef, state = nnx.split(m)
+    model = nnx.merge(graphdef, state)
+    assert model.layers[n] is model.layers[0]
+    assert model.layers[0].kernel is state["layers"][0]["kernel"]
+    copied = nnx.merge(graphdef, state, copy=True)
+    assert copied.layers[n] is copied.layers[0]
+    assert copied.layers[1].kernel is not state["layers"][1]["kernel"]

@@ -14,8 +14,9 @@ leaf is present and nothing is left over. No public names live here; see
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -458,13 +459,23 @@ def unflatten_state(
                 index_ref[vidx] = v
                 children[key] = v
         if simple_children:
+            if pref is None:
+                pref = links.parent_ref(obj)
+            bulk = plan[11]
+            if (
+                bulk is not None
+                and not copy
+                and not record_all
+                and sub is not None
+                and _bulk_children(bulk, sub, pref, children)
+            ):
+                used += len(bulk[0])
+                simple_children = ()
             # The most common node, an object holding only Variables (a layer),
             # whose State entry is exactly those Variables, already linked to a
             # parent, is built inline: no call, no recursion. With ``defer`` the
             # entries are only collected here and checked all at once, by C
             # loops, at the end (see _fast_layers_valid).
-            if pref is None:
-                pref = links.parent_ref(obj)
             sget = sub.get if sub is not None else None
             for key, cplan, ktup in simple_children:
                 csub = sget(key) if sget is not None else None
@@ -491,12 +502,7 @@ def unflatten_state(
                             index_ref[cplan[1]] = v
                             for vkey, _, vidx, _ in cplan[3]:
                                 index_ref[vidx] = csub[vkey]
-                        if cplan[2]:
-                            cch = cplan[2].copy()
-                            cch.update(csub)
-                        else:
-                            cch = dict(csub)
-                        osa(v, "__dict__", cch)
+                        osa(v, "__dict__", {**cplan[2], **csub})
                         _OBJ_LINK_SET(v, (pref, ktup))
                         children[key] = v
                         if defer:
@@ -659,7 +665,66 @@ def _object_plan(defn: tuple, refs: set[int]) -> tuple:
         idx in refs
         or any(i in refs for _, _, i, _ in var_keys),  # 9: referenced elsewhere
         tuple(simple_children),  # 10: sub-objects holding only Variables, built inline
+        _bulk_plan(simple_children),  # 11: or built all at once (see _bulk_children)
     )
+
+
+_BULK_MIN = 8  # fewer sub-layers than this are cheaper to build one by one
+
+
+def _bulk_plan(simple_children: list) -> tuple | None:
+    """Instructions for building many variable-only sub-layers at once.
+
+    Only for a node with at least ``_BULK_MIN`` such children, none of them
+    referenced from elsewhere in the graph.
+    """
+    if len(simple_children) < _BULK_MIN or any(
+        cplan[9] for _, cplan, _ in simple_children
+    ):
+        return None
+    statics = tuple(cplan[2] for _, cplan, _ in simple_children)
+    return (
+        tuple(key for key, _, _ in simple_children),
+        tuple(cplan[0] for _, cplan, _ in simple_children),
+        tuple(ktup for _, _, ktup in simple_children),
+        [cplan[8] for _, cplan, _ in simple_children],
+        statics if any(statics) else None,
+    )
+
+
+def _bulk_children(bulk: tuple, sub: Any, pref: Any, children: dict) -> bool:
+    """Build a node's variable-only sub-layers with C-level loops.
+
+    Succeeds (and fills ``children``) only when every sub-layer's State entry
+    is a dict holding exactly the layer's keys, in order, and only Variables
+    linked to a parent; otherwise builds nothing and returns False so the
+    caller takes the checked path, which also reports what does not fit.
+    """
+    keys, classes, ktups, expected, statics = bulk
+    try:
+        subs = list(map(sub.get, keys))
+        if list(map(tuple, subs)) != expected or None in map(
+            _GET_LINK, chain.from_iterable(map(dict.values, subs))
+        ):
+            return False
+    except (TypeError, AttributeError):  # a missing entry, a non-Variable value
+        return False
+    objs = list(map(_NEW, classes))
+    if statics is None:
+        dicts = map(dict.copy, subs)
+    else:  # each layer's static attributes first, then its Variables
+        dicts = list(map(dict.copy, statics))
+        _consume(map(dict.update, dicts, subs))
+    _consume(map(_OSA, objs, repeat("__dict__"), dicts))
+    _consume(map(_OBJ_LINK_SET, objs, zip(repeat(pref), ktups)))
+    children.update(zip(keys, objs))
+    return True
+
+
+_GET_LINK = Variable._link.__get__  # type: ignore[attr-defined]
+_NEW = object.__new__
+_OSA = object.__setattr__
+_consume = deque(maxlen=0).extend
 
 
 def _fast_layers_valid(entries: list, get_link: Callable) -> bool:
