@@ -83,6 +83,32 @@ def test_state_is_split_without_graphdef(graph):
     assert _state_sig(nnx.state(graph)) == _state_sig(state)
 
 
+def _layout(state) -> list:
+    """Every entry of a nested State in insertion order: path, State class or
+    the leaf's identity (so key order, nesting and sharing are all compared)."""
+    out = []
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out.append(((k,), type(v)))
+            out.extend(((k, *p), x) for p, x in _layout(v))
+        else:
+            out.append(((k,), id(v)))
+    return out
+
+
+@given(graph=module_graphs())
+def test_unfiltered_split_and_state_build_the_same_state_as_filtered(graph):
+    # Without filters split and state nest the leaves while walking the graph;
+    # with filters they list paths first and nest them afterwards.
+    graphdef, fast = nnx.split(graph)
+    graphdef2, listed = nnx.split(graph, ...)
+    assert graphdef == graphdef2
+    assert type(fast) is nnx.State
+    assert _layout(fast) == _layout(listed)
+    assert _layout(nnx.state(graph)) == _layout(nnx.state(graph, ...))
+    assert _layout(nnx.state(graph)) == _layout(listed)
+
+
 @given(graph=module_graphs())
 def test_update_with_own_state_changes_nothing(graph):
     before = describe(graph)

@@ -648,3 +648,17 @@ def test_merge_keeps_a_layer_tied_among_many(n):
     copied = nnx.merge(graphdef, state, copy=True)
     assert copied.layers[n] is copied.layers[0]
     assert copied.layers[1].kernel is not state["layers"][1]["kernel"]
+
+
+def test_split_merge_and_state_of_a_bare_variable():
+    # As in Flax: the State of a lone Variable is the Variable itself.
+    param = nnx.Param(jnp.arange(3.0))
+    graphdef, state = nnx.split(param)
+    assert state is param
+    assert nnx.merge(graphdef, state) is param
+    assert nnx.state(param) is param
+    copied = nnx.merge(graphdef, state, copy=True)
+    assert type(copied) is nnx.Param and copied is not param
+    np.testing.assert_array_equal(copied.value, param.value)
+    with pytest.raises(TypeError, match="must be a State or mapping"):
+        nnx.merge(nnx.graphdef(_Layers()), param)

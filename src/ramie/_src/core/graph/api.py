@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 from ramie._src.core import links
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
-from ramie._src.core.graph.defs import GraphDef
+from ramie._src.core.graph.defs import VAR, GraphDef
 from ramie._src.core.graph.flatten import flatten, to_state, unflatten, unflatten_state
 from ramie._src.core.graph.registry import (
     ARRAY,
@@ -88,11 +88,15 @@ def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:
         >>> ramie.merge(graphdef, params)(jnp.ones((1, 2))).shape
         (1, 3)
     """
-    flat = flatten(node)
     if not filters or (
         len(filters) == 1 and (filters[0] is Ellipsis or filters[0] is True)
     ):
-        return flat.graphdef, to_state(flat.paths, flat.leaves)
+        if isinstance(node, Variable):  # its State is the Variable, as in Flax
+            flat = flatten(node)
+            return flat.graphdef, node
+        flat = flatten(node, state_cls=State)
+        return flat.graphdef, flat.state
+    flat = flatten(node)
     parts = _partition(flat.paths, flat.leaves, filters, "ramie.split()")
     return (flat.graphdef, *[to_state(p, lv) for p, lv in parts])
 
@@ -166,6 +170,45 @@ def _container_items(value: Any, k: str) -> Any:
     return registry.one_level(value)[0]
 
 
+def _nest_leaves(node: Any, out: State, seen: set[int]) -> None:
+    """Put the state leaves below graph node ``node`` into ``out``, nested.
+
+    Shared objects and Variables (ids in ``seen``) are visited once; empty
+    sub-States are left out. Builds the same State as ``to_state`` of
+    ``leaves_with_paths``, without listing the paths.
+    """
+    kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
+    k = kinds.get(type(node)) or kind_of(node)
+    if k is OBJECT:
+        items: Any = node._graph_children()
+    elif k is VARIABLE or k is ARRAY or k is STATIC:
+        return
+    else:
+        items = _container_items(node, k)
+    setitem = dict.__setitem__
+    for key, child in items:
+        ck = kinds.get(type(child)) or kind_of(child)
+        if ck is VARIABLE:
+            i = id(child)
+            if i not in seen:
+                seen.add(i)
+                setitem(out, key, child)
+        elif ck is STATIC:
+            continue
+        elif ck is ARRAY:
+            setitem(out, key, child)
+        else:
+            if ck is OBJECT:
+                i = id(child)
+                if i in seen:
+                    continue
+                seen.add(i)
+            sub = State.__new__(State)
+            _nest_leaves(child, sub, seen)
+            if sub:
+                setitem(out, key, sub)
+
+
 def leaves_with_paths(node: Any) -> tuple[list[tuple], list[Any]]:
     """``(paths, leaves)`` of every state leaf of ``node`` (shared ones once)."""
     paths: list[tuple] = []
@@ -187,9 +230,13 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
         >>> sorted(ramie.state(bn, ramie.BatchStat))
         ['mean', 'var']
     """
-    paths, leaves = leaves_with_paths(node)
     if not filters:
-        return to_state(paths, leaves)
+        if kind_of(node) is VARIABLE:
+            return node  # as split(variable) does
+        out = State.__new__(State)
+        _nest_leaves(node, out, {id(node)})
+        return out
+    paths, leaves = leaves_with_paths(node)
     preds = [to_predicate(f) for f in filters]
     outs = []
     for pred in preds:
@@ -249,7 +296,9 @@ def merge(
             "      model = ramie.merge(graphdef, state)"
         )
     for i, s in enumerate(states):
-        if not isinstance(s, Mapping):
+        if not isinstance(s, Mapping) and not (
+            isinstance(s, Variable) and len(states) == 1 and graphdef.root[0] == VAR
+        ):  # the State of a bare Variable is the Variable
             raise TypeError(
                 f"ramie.merge(): state argument {i + 1} must be a State or mapping, "
                 f"got {type(s).__name__}"

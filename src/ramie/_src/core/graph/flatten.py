@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
+from functools import partial
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
@@ -75,7 +76,8 @@ class Flat:
 
     Attributes:
         graphdef: The GraphDef.
-        paths: Path of each state leaf, in leaf order.
+        paths: Path of each state leaf, in leaf order (empty when ``flatten``
+            built ``state`` instead).
         leaves: The state leaves (Variables and bare arrays).
         objects: Every graph object and Variable, by index.
         ref_index: ``id(object) -> index`` for every object and Variable.
@@ -84,6 +86,7 @@ class Flat:
             pytree node), so later in-place mutations can be detected.
         tracked: With ``track_containers``, the TrackedList/TrackedDict
             containers (they carry their own version counter).
+        state: With ``state_cls``, the leaves nested into a State of that class.
     """
 
     __slots__ = (
@@ -94,10 +97,11 @@ class Flat:
         "ref_index",
         "containers",
         "tracked",
+        "state",
     )
 
     def __init__(
-        self, graphdef, paths, leaves, objects, ref_index, containers, tracked
+        self, graphdef, paths, leaves, objects, ref_index, containers, tracked, state
     ):
         self.graphdef = graphdef
         self.paths = paths
@@ -106,6 +110,7 @@ class Flat:
         self.ref_index = ref_index
         self.containers = containers
         self.tracked = tracked
+        self.state = state
 
 
 def _sorted_items(d: dict) -> list:
@@ -122,12 +127,16 @@ def flatten(
     ref_index: dict[int, int] | None = None,
     objects: list | None = None,
     track_containers: bool = False,
+    state_cls: type | None = None,
 ) -> Flat:
     """Flatten ``node``'s graph. See the module docstring.
 
     ``ref_index``/``objects`` may be pre-seeded with objects from another
     flatten, so that references to them become ``('R', index)`` (used by
-    transforms to express outputs that point into their inputs).
+    transforms to express outputs that point into their inputs). With
+    ``state_cls`` (``State`` or a subclass) the leaves are nested into
+    ``Flat.state`` during the walk instead of being listed with their paths
+    (``with_paths`` is accepted for compatibility and has no effect).
     """
     if ref_index is None:
         ref_index = {}
@@ -138,8 +147,16 @@ def flatten(
     containers: list[tuple[Any, tuple]] = []
     tracked: list[Any] = []
     kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
+    setitem = dict.__setitem__
+    if state_cls is not None:
+        new_state = _state_maker(state_cls)
+        root_state = new_state()
+    else:
+        new_state = root_state = None
 
-    def walk(value: Any, path: tuple) -> tuple:
+    # ``sd`` is the State that this node's leaves go into, or None when
+    # recording paths; ``sub`` walks one child of a container node.
+    def walk(value: Any, path: tuple, sd: Any) -> tuple:
         k = kinds.get(type(value)) or kind_of(value)
         if k is OBJECT:
             i = id(value)
@@ -150,11 +167,35 @@ def flatten(
             objects.append(value)
             attrs = []
             for key, child in value._graph_children():
-                ck = kinds.get(type(child))
+                t = type(child)
+                ck = kinds.get(t)
                 if ck is STATIC:
-                    attrs.append((key, (STC, hashable(child))))
+                    attrs.append(
+                        (key, (STC, child if t in _SIMPLE else hashable(child)))
+                    )
+                elif ck is VARIABLE:
+                    # a layer's Variables, handled here rather than by a call
+                    # (the same steps as the VARIABLE branch below)
+                    i = id(child)
+                    cidx = ref_index.get(i)
+                    if cidx is not None:
+                        attrs.append((key, (REF, cidx)))
+                        continue
+                    cidx = ref_index[i] = len(objects)
+                    objects.append(child)
+                    if sd is None:
+                        paths.append(path + (key,))
+                    else:
+                        setitem(sd, key, child)
+                    leaves.append(child)
+                    meta = child._meta
+                    attrs.append(
+                        (key, (VAR, t, cidx, freeze_metadata(meta) if meta else ()))
+                    )
+                elif sd is None:
+                    attrs.append((key, walk(child, path + (key,), None)))
                 else:
-                    attrs.append((key, walk(child, path + (key,))))
+                    attrs.append((key, sub(child, path, key, sd)))
             return (OBJ, type(value), idx, tuple(attrs))
         if k is VARIABLE:
             i = id(value)
@@ -163,33 +204,29 @@ def flatten(
                 return (REF, idx)
             idx = ref_index[i] = len(objects)
             objects.append(value)
-            paths.append(path)
+            if sd is None:
+                paths.append(path)
             leaves.append(value)
             meta = value._meta
             return (VAR, type(value), idx, freeze_metadata(meta) if meta else ())
         if k is STATIC:
             return (STC, hashable(value))
         if k is ARRAY:
-            paths.append(path)
+            if sd is None:
+                paths.append(path)
             leaves.append(value)
             return ARRAY_DEF
         if k is TUPLE:
             if all(type(x) in _SIMPLE for x in value):
                 return (STC, value)
-            return (
-                TUP,
-                tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]),
-            )
+            return (TUP, tuple([(j, sub(c, path, j, sd)) for j, c in enumerate(value)]))
         if k is LIST:
             if track_containers:
                 if type(value) is TrackedList:
                     tracked.append(value)
                 else:
                     containers.append((value, tuple(map(id, value))))
-            return (
-                LST,
-                tuple([(j, walk(c, path + (j,))) for j, c in enumerate(value)]),
-            )
+            return (LST, tuple([(j, sub(c, path, j, sd)) for j, c in enumerate(value)]))
         if k is DICT:
             items = _sorted_items(value)
             if track_containers:
@@ -197,14 +234,14 @@ def flatten(
                     tracked.append(value)
                 else:
                     containers.append((value, tuple((key, id(c)) for key, c in items)))
-            return (DCT, tuple([(key, walk(c, path + (key,))) for key, c in items]))
+            return (DCT, tuple([(key, sub(c, path, key, sd)) for key, c in items]))
         if k is NAMEDTUPLE:
             return (
                 NTP,
                 type(value),
                 tuple(
                     [
-                        (key, walk(c, path + (key,)))
+                        (key, sub(c, path, key, sd))
                         for key, c in zip(value._fields, value)
                     ]
                 ),
@@ -212,16 +249,27 @@ def flatten(
         items, treedef = registry.one_level(value)
         if track_containers:
             containers.append((value, tuple(id(c) for _, c in items)))
-        return (
-            PTR,
-            treedef,
-            tuple([(key, walk(c, path + (key,))) for key, c in items]),
-        )
+        return (PTR, treedef, tuple([(key, sub(c, path, key, sd)) for key, c in items]))
+
+    def sub(child: Any, path: tuple, key: Hashable, sd: Any) -> tuple:
+        if sd is None:
+            return walk(child, path + (key,), None)
+        csd = new_state()
+        cdef = walk(child, path + (key,), csd)
+        tag = cdef[0]
+        if tag is VAR or tag is ARR:  # a new leaf (a shared one is a REF)
+            setitem(sd, key, child)
+        elif csd:
+            setitem(sd, key, csd)
+        return cdef
 
     try:
-        root = walk(node, ())
+        if root_state is not None and kinds.get(type(node)) is VARIABLE:
+            raise TypeError("flatten(state_cls=...) needs a graph, not a bare Variable")
+        root = walk(node, (), root_state)
     finally:
-        walk = None  # type: ignore[assignment]  # break the closure's self-reference cycle
+        # break the closures' reference cycles (walk and sub call each other)
+        walk = sub = None  # type: ignore[assignment]
     return Flat(
         GraphDef(root, len(leaves), len(objects)),
         paths,
@@ -230,7 +278,21 @@ def flatten(
         ref_index,
         containers,
         tracked,
+        root_state,
     )
+
+
+def _state_maker(cls: type) -> Callable[[], Any]:
+    """A function making empty instances of a State class, bypassing __init__."""
+    if hasattr(cls, "_graphdef"):  # a GraphState: its graphdef slot starts empty
+
+        def make() -> Any:
+            s = cls.__new__(cls)
+            object.__setattr__(s, "_graphdef", None)
+            return s
+
+        return make
+    return partial(cls.__new__, cls)
 
 
 def container_unchanged(container: Any, snapshot: tuple) -> bool:
@@ -874,37 +936,45 @@ def _all_paths(v: Any, path: tuple, out: list) -> None:
 
 
 def to_state(paths: list[tuple], leaves: list[Any], cls: type = State) -> Any:
-    """Nest parallel paths and leaves into a State (sub-mappings are States too)."""
+    """Nest parallel paths and leaves into a State (sub-mappings are States too).
+
+    The one leaf of a bare Variable (path ``()``) is returned as it is, as
+    Flax does for ``split(variable)``.
+    """
+    if len(paths) == 1 and paths[0] == ():
+        return leaves[0]
     new = cls.__new__
     setitem = dict.__setitem__
     graphstate = hasattr(cls, "_graphdef")
     root = new(cls)
     if graphstate:
         object.__setattr__(root, "_graphdef", None)
-    # paths arrive in depth-first order, so keep the current chain of dicts
-    chain_keys: list = []
-    chain: list = [root]
+    nodes: dict[tuple, Any] = {(): root}  # the sub-State at each parent path
+    last = None
+    d = root
     for path, leaf in zip(paths, leaves):
-        n = len(path) - 1
-        depth = 0
-        limit = min(n, len(chain_keys))
-        while depth < limit and chain_keys[depth] == path[depth]:
-            depth += 1
-        del chain_keys[depth:]
-        del chain[depth + 1 :]
-        d = chain[-1]
-        for k in path[depth:n]:
-            nxt = d.get(k)
-            if nxt is None:
-                nxt = new(cls)
-                if graphstate:
-                    object.__setattr__(nxt, "_graphdef", None)
-                setitem(d, k, nxt)
-            chain_keys.append(k)
-            chain.append(nxt)
-            d = nxt
-        setitem(d, path[n], leaf)
+        parent = path[:-1]
+        if parent != last:  # leaves of one parent arrive together
+            d = nodes.get(parent)
+            if d is None:
+                d = _sub_state(nodes, parent, new, cls, graphstate)
+            last = parent
+        setitem(d, path[-1], leaf)
     return root
+
+
+def _sub_state(
+    nodes: dict[tuple, Any], parent: tuple, new: Callable, cls: type, graphstate: bool
+) -> Any:
+    """The sub-State at ``parent``, created (with its own parents) if new."""
+    d = nodes.get(parent)
+    if d is None:
+        up = _sub_state(nodes, parent[:-1], new, cls, graphstate)
+        d = nodes[parent] = new(cls)
+        if graphstate:
+            object.__setattr__(d, "_graphdef", None)
+        dict.__setitem__(up, parent[-1], d)
+    return d
 
 
 def _nest(d: dict, cls: type) -> Any:
