@@ -110,13 +110,16 @@ def equinox_model(n_vars: int, arrays: list):
 
 
 # -------------------------------------------------------------- operations
+# ``update`` writes a State of new Variable objects (as jax.tree.map or a
+# jitted step returns), not the model's own State, which would be a no-op.
 def ramie_ops(model: Any) -> dict[str, Callable[[], Any]]:
     graphdef, state = ramie.split(model)
+    new_state = jax.tree.map(lambda x: x, state)
     return {
         "split": lambda: ramie.split(model),
         "merge": lambda: ramie.merge(graphdef, state),
         "state": lambda: ramie.state(model),
-        "update": lambda: ramie.update(model, state),
+        "update": lambda: ramie.update(model, new_state),
         "clone": lambda: ramie.clone(model),
     }
 
@@ -125,11 +128,12 @@ def flax_ops(model: Any) -> dict[str, Callable[[], Any]]:
     from flax import nnx
 
     graphdef, state = nnx.split(model)
+    new_state = jax.tree.map(lambda x: x, state)
     return {
         "split": lambda: nnx.split(model),
         "merge": lambda: nnx.merge(graphdef, state),
         "state": lambda: nnx.state(model),
-        "update": lambda: nnx.update(model, state),
+        "update": lambda: nnx.update(model, new_state),
         "clone": lambda: nnx.clone(model),
     }
 

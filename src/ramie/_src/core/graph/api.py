@@ -402,27 +402,25 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
 def _plan_update(
     node: Any, sub: Mapping, path: tuple, plan: list, unexpected: list
 ) -> None:
-    k = kind_of(node)
-    d = (
-        node.__dict__
-        if k is OBJECT and type(node)._graph_get is Pytree._graph_get
-        else None
-    )
-    for key in sub:
-        val = sub[key]
-        child = d.get(key, _NOTSET) if d is not None else _child_of(node, k, key)
+    kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
+    k = kinds.get(type(node)) or kind_of(node)
+    get = _child_getter(node) if k is OBJECT else None
+    for key, val in sub.items():
+        child = _NOTSET if get is None else get(key, _NOTSET)
+        if child is _NOTSET:
+            child = _child_of(node, k, key)
+        if child is val:  # the graph's own Variable (or array): nothing to write
+            continue
         if child is _NOTSET:
             _unexpected_paths(val, path + (key,), unexpected)
             continue
         if isinstance(child, Variable):
-            if isinstance(val, dict) or (
-                not isinstance(val, Variable) and _is_mapping(val)
-            ):
-                _unexpected_paths(val, path + (key,), unexpected)
-            else:
+            if isinstance(val, Variable) or not _is_mapping(val):
                 plan.append(("var", child, val))
+            else:
+                _unexpected_paths(val, path + (key,), unexpected)
             continue
-        ck = kind_of(child)
+        ck = kinds.get(type(child)) or kind_of(child)
         cpath = path + (key,)
         if ck is ARRAY:
             if _is_mapping(val):
@@ -438,10 +436,36 @@ def _plan_update(
         elif ck is STATIC:
             _unexpected_paths(val, cpath, unexpected)
         else:
-            if _is_mapping(val):
+            if type(val) is State or _is_mapping(val):
                 _plan_update(child, val, cpath, plan, unexpected)
             else:
                 unexpected.append(cpath)
+
+
+def _child_getter(node: Any) -> Any:
+    """A fast ``get(key, default)`` for the children of a graph object.
+
+    Only for the common layouts (attributes in ``__dict__``; the items of a
+    ``ramie.List``); None otherwise, and a miss is retried with ``_child_of``.
+    """
+    getter = type(node)._graph_get
+    if getter is Pytree._graph_get:
+        return node.__dict__.get
+    if getter is _list_graph_get():
+        return dict(enumerate(node.__dict__["_items"])).get
+    return None
+
+
+def _list_graph_get() -> Any:
+    global _LIST_GET
+    if _LIST_GET is None:
+        from ramie._src.core.containers import List
+
+        _LIST_GET = List._graph_get
+    return _LIST_GET
+
+
+_LIST_GET: Any = None
 
 
 def _real_key(node: Any, k: str, key: Hashable) -> Hashable:
