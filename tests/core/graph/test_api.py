@@ -662,3 +662,28 @@ def test_split_merge_and_state_of_a_bare_variable():
     np.testing.assert_array_equal(copied.value, param.value)
     with pytest.raises(TypeError, match="must be a State or mapping"):
         nnx.merge(nnx.graphdef(_Layers()), param)
+
+
+@N_LAYERS
+def test_update_layers_in_a_list_by_int_or_string_keys(n):
+    m = _Layers(n)
+    kernels = [layer.kernel for layer in m.layers]
+    new = jax.tree.map(lambda x: x + 1, nnx.state(m))  # new Variable objects
+    nnx.update(m, new)
+    for i in range(n):
+        assert m.layers[i].kernel is kernels[i]  # written in place
+        np.testing.assert_array_equal(
+            m.layers[i].kernel.value, new["layers"][i]["kernel"].value
+        )
+    pure = nnx.state(m).to_pure_dict()
+    pure["layers"] = {str(k): v for k, v in pure["layers"].items()}
+    pure["layers"][str(n - 1)]["bias"] = np.full((2,), 5.0, np.float32)
+    nnx.update(m, pure)
+    np.testing.assert_array_equal(m.layers[n - 1].bias.value, np.full((2,), 5.0))
+    before = np.asarray(m.layers[0].bias.value)
+    bad = nnx.state(m).to_pure_dict()
+    bad["layers"][0]["bias"] = np.zeros((2,), np.float32)
+    bad["layers"][n] = {"kernel": np.zeros((2, 2), np.float32)}
+    with pytest.raises(StateLoadError, match=rf"layers\.{n}\.kernel|layers\[{n}\]"):
+        nnx.update(m, bad)
+    np.testing.assert_array_equal(m.layers[0].bias.value, before)  # nothing written
