@@ -687,3 +687,26 @@ def test_update_layers_in_a_list_by_int_or_string_keys(n):
     with pytest.raises(StateLoadError, match=rf"layers\.{n}\.kernel|layers\[{n}\]"):
         nnx.update(m, bad)
     np.testing.assert_array_equal(m.layers[0].bias.value, before)  # nothing written
+
+
+def test_update_copies_metadata_and_mixes_variables_with_arrays():
+    from ramie._src.core.epoch import EPOCH
+
+    m = _Layers(3)
+    new = jax.tree.map(lambda x: x + 1, nnx.state(m))
+    new["layers"][1]["kernel"].set_metadata("tag", "x")  # as Flax: metadata travels
+    meta_epoch = EPOCH.meta
+    nnx.update(m, new)
+    assert m.layers[1].kernel.get_metadata()["tag"] == "x"
+    assert "tag" not in m.layers[0].kernel.get_metadata()
+    assert EPOCH.meta > meta_epoch  # cached jit entries re-check their structure
+    np.testing.assert_array_equal(
+        m.layers[2].bias.value, new["layers"][2]["bias"].value
+    )
+    mixed = nnx.State(nnx.state(m))
+    mixed["layers"][0]["bias"] = np.full((2,), 3.0, np.float32)  # a raw array
+    mixed["layers"][2]["bias"] = nnx.Param(np.full((2,), 4.0, np.float32))
+    nnx.update(m, mixed)
+    np.testing.assert_array_equal(m.layers[0].bias.value, np.full((2,), 3.0))
+    np.testing.assert_array_equal(m.layers[2].bias.value, np.full((2,), 4.0))
+    assert isinstance(m.layers[0].bias, nnx.Param)

@@ -12,10 +12,14 @@ States it is given (pass ``copy=True`` for fresh ones); ``clone`` copies.
 
 from __future__ import annotations
 
+from builtins import map as _map  # this module defines its own map
+from collections import deque
 from collections.abc import Hashable, Iterator, Mapping
+from itertools import repeat
 from typing import Any, TypeVar, overload
 
 from ramie._src.core import links
+from ramie._src.core.epoch import EPOCH
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.defs import VAR, GraphDef
@@ -49,6 +53,11 @@ from ramie._src.core.state import (
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.variables import Variable, _outer_trace_error, _set_meta, _set_raw
 from ramie.errors import GraphStructureError
+
+_get_trace = Variable._trace.__get__  # type: ignore[attr-defined]
+_get_raw = Variable._raw.__get__  # type: ignore[attr-defined]
+_get_meta = Variable._meta.__get__  # type: ignore[attr-defined]
+_consume = deque(maxlen=0).extend
 
 A = TypeVar("A")
 PureState = tuple  # (GraphDef, State)
@@ -379,7 +388,7 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
             f"ramie.update(): expected a State or a nested dict of arrays, got "
             f"{type(state).__name__}"
         )
-    plan: list[tuple] = []
+    plan = _UpdatePlan()
     unexpected: list[tuple] = []
     _plan_update(node, state, (), plan, unexpected)
     if unexpected:
@@ -393,18 +402,33 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
             "      sorted(ramie.state(model).flat_paths())   # the paths it has",
         )
     trace = current_trace()
-    for op in plan:
-        if op[0] == "var" and op[1]._trace is not trace:
-            raise _outer_trace_error(op[1], trace)
+    targets = plan.targets
+    if targets and set(_map(_get_trace, targets)) != {trace}:
+        for var in targets:
+            if var._trace is not trace:
+                raise _outer_trace_error(var, trace)
     _apply_plan(plan)
 
 
+class _UpdatePlan:
+    """What ``update`` writes, all collected (and checked) before any write."""
+
+    __slots__ = ("targets", "values", "items")
+
+    def __init__(self) -> None:
+        self.targets: list[Variable] = []  # Variables of the graph...
+        self.values: list[Any] = []  # ...and the value or Variable for each
+        self.items: list[tuple] = []  # (container, kind, key, value): bare arrays
+
+
 def _plan_update(
-    node: Any, sub: Mapping, path: tuple, plan: list, unexpected: list
+    node: Any, sub: Mapping, path: tuple, plan: _UpdatePlan, unexpected: list
 ) -> None:
     kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
     k = kinds.get(type(node)) or kind_of(node)
     get = _child_getter(node) if k is OBJECT else None
+    add_target = plan.targets.append
+    add_value = plan.values.append
     for key, val in sub.items():
         child = _NOTSET if get is None else get(key, _NOTSET)
         if child is _NOTSET:
@@ -416,7 +440,8 @@ def _plan_update(
             continue
         if isinstance(child, Variable):
             if isinstance(val, Variable) or not _is_mapping(val):
-                plan.append(("var", child, val))
+                add_target(child)
+                add_value(val)
             else:
                 _unexpected_paths(val, path + (key,), unexpected)
             continue
@@ -426,7 +451,7 @@ def _plan_update(
             if _is_mapping(val):
                 _unexpected_paths(val, cpath, unexpected)
             elif k is OBJECT or k is LIST or k is DICT:
-                plan.append(("item", node, k, _real_key(node, k, key), val))
+                plan.items.append((node, k, _real_key(node, k, key), val))
             else:
                 raise GraphStructureError(
                     f"ramie.update(): the array at {format_path(cpath)} is stored "
@@ -506,32 +531,37 @@ def _unexpected_paths(val: Any, path: tuple, out: list) -> None:
         out.append(path)
 
 
-def _apply_plan(plan: list) -> None:
-    for op in plan:
-        if op[0] == "var":
-            var, val = op[1], op[2]
+def _apply_plan(plan: _UpdatePlan) -> None:
+    targets, values = plan.targets, plan.values
+    if all(_map(isinstance, values, repeat(Variable))):
+        # The common case (a State of Variables, e.g. from a jitted step):
+        # copy the values with C loops; metadata only where it differs.
+        _consume(_map(_set_raw, targets, _map(_get_raw, values)))
+        metas = list(_map(_get_meta, values))
+        if metas != list(_map(_get_meta, targets)):
+            for var, meta in zip(targets, metas):
+                if meta != var._meta:
+                    _set_meta(var, dict(meta))
+            EPOCH.meta += 1
+    else:
+        for var, val in zip(targets, values):
             if isinstance(val, Variable):
-                if val is var:
-                    continue
                 _set_raw(var, val._raw)
                 if val._meta != var._meta:
                     _set_meta(var, dict(val._meta))
-                    from ramie._src.core.epoch import EPOCH
-
                     EPOCH.meta += 1
             else:
                 _set_raw(var, val)
+    for node, k, key, val in plan.items:
+        if isinstance(val, Variable):
+            val = val._raw
+        if k is OBJECT:
+            if type(node)._graph_set is Pytree._graph_set:
+                node.__dict__[key] = val  # a value change, not a structural one
+            else:  # List/Dict keep their items elsewhere
+                node._graph_set(key, val)
         else:
-            _, node, k, key, val = op
-            if isinstance(val, Variable):
-                val = val._raw
-            if k is OBJECT:
-                if type(node)._graph_set is Pytree._graph_set:
-                    node.__dict__[key] = val  # a value change, not a structural one
-                else:  # List/Dict keep their items elsewhere
-                    node._graph_set(key, val)
-            else:
-                node[key] = val
+            node[key] = val
 
 
 # ------------------------------------------------------------------ clone
