@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 
+import jax
 import jax.numpy as jnp
 import optax
 import pytest
@@ -36,6 +37,7 @@ OPS = {
     "state": lambda m: nnx.state(m),
     "graphdef": lambda m: nnx.graphdef(m),
     "update": lambda m: nnx.update(m, nnx.state(m)),
+    "update_new": lambda m: nnx.update(m, jax.tree.map(lambda x: x, nnx.state(m))),
     "clone": lambda m: nnx.clone(m),
     "iter_graph": lambda m: list(nnx.iter_graph(m)),
     "to_pure_dict": lambda m: nnx.state(m).to_pure_dict(),
