@@ -55,6 +55,9 @@ class List(Module, MutableSequence):
             return items[key]
         return default
 
+    def _graph_getter(self) -> Callable[[Hashable, Any], Any]:
+        return dict(enumerate(self.__dict__["_items"])).get  # int keys, one lookup
+
     def _graph_set(self, key: Hashable, value: Any) -> None:
         self[key] = value  # type: ignore[index]
 

@@ -19,7 +19,7 @@ their data attributes are the children and the rest is static, so
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import jax
@@ -144,6 +144,18 @@ class Pytree:
             if default is not _NOTSET
             else self.__dict__[key]
         )
+
+    def _graph_getter(self) -> Callable[[Hashable, Any], Any]:
+        """A ``get(key, default)`` for looking up many children in a row.
+
+        ``update`` uses it; a miss is retried through ``_graph_get``, so a
+        getter may cover only the common keys. By default it is the instance
+        dict's ``get`` (or ``_graph_get`` where a subclass overrides that);
+        containers override it with a faster lookup of their own.
+        """
+        if type(self)._graph_get is Pytree._graph_get:
+            return self.__dict__.get
+        return self._graph_get
 
     def _graph_set(self, key: Hashable, value: Any) -> None:
         """Replace one child (used by update and structural write-back)."""

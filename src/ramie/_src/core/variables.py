@@ -533,6 +533,9 @@ _set_trace = Variable._trace.__set__  # type: ignore[attr-defined]
 _set_link = Variable._link.__set__  # type: ignore[attr-defined]
 _set_watch = Variable._watch.__set__  # type: ignore[attr-defined]
 _get_raw = Variable._raw.__get__  # type: ignore[attr-defined]
+_get_meta = Variable._meta.__get__  # type: ignore[attr-defined]
+_get_trace = Variable._trace.__get__  # type: ignore[attr-defined]
+_get_link = Variable._link.__get__  # type: ignore[attr-defined]
 
 
 def _new_variable(cls: type[Variable], raw: Any, meta: dict[str, Any]) -> Variable:

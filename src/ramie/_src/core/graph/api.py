@@ -13,7 +13,6 @@ States it is given (pass ``copy=True`` for fresh ones); ``clone`` copies.
 from __future__ import annotations
 
 from builtins import map as _map  # this module defines its own map
-from collections import deque
 from collections.abc import Hashable, Iterator, Mapping
 from itertools import repeat
 from typing import Any, TypeVar, overload
@@ -23,7 +22,13 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.defs import VAR, GraphDef
-from ramie._src.core.graph.flatten import flatten, to_state, unflatten, unflatten_state
+from ramie._src.core.graph.flatten import (
+    _consume,
+    flatten,
+    to_state,
+    unflatten,
+    unflatten_state,
+)
 from ramie._src.core.graph.registry import (
     ARRAY,
     DICT,
@@ -51,13 +56,16 @@ from ramie._src.core.state import (
     unmatched_error,
 )
 from ramie._src.core.tracing import current_trace
-from ramie._src.core.variables import Variable, _outer_trace_error, _set_meta, _set_raw
+from ramie._src.core.variables import (
+    Variable,
+    _get_meta,
+    _get_raw,
+    _get_trace,
+    _outer_trace_error,
+    _set_meta,
+    _set_raw,
+)
 from ramie.errors import GraphStructureError
-
-_get_trace = Variable._trace.__get__  # type: ignore[attr-defined]
-_get_raw = Variable._raw.__get__  # type: ignore[attr-defined]
-_get_meta = Variable._meta.__get__  # type: ignore[attr-defined]
-_consume = deque(maxlen=0).extend
 
 A = TypeVar("A")
 PureState = tuple  # (GraphDef, State)
@@ -426,7 +434,7 @@ def _plan_update(
 ) -> None:
     kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
     k = kinds.get(type(node)) or kind_of(node)
-    get = _child_getter(node) if k is OBJECT else None
+    get = node._graph_getter() if k is OBJECT else None
     add_target = plan.targets.append
     add_value = plan.values.append
     for key, val in sub.items():
@@ -465,32 +473,6 @@ def _plan_update(
                 _plan_update(child, val, cpath, plan, unexpected)
             else:
                 unexpected.append(cpath)
-
-
-def _child_getter(node: Any) -> Any:
-    """A fast ``get(key, default)`` for the children of a graph object.
-
-    Only for the common layouts (attributes in ``__dict__``; the items of a
-    ``ramie.List``); None otherwise, and a miss is retried with ``_child_of``.
-    """
-    getter = type(node)._graph_get
-    if getter is Pytree._graph_get:
-        return node.__dict__.get
-    if getter is _list_graph_get():
-        return dict(enumerate(node.__dict__["_items"])).get
-    return None
-
-
-def _list_graph_get() -> Any:
-    global _LIST_GET
-    if _LIST_GET is None:
-        from ramie._src.core.containers import List
-
-        _LIST_GET = List._graph_get
-    return _LIST_GET
-
-
-_LIST_GET: Any = None
 
 
 def _real_key(node: Any, k: str, key: Hashable) -> Hashable:

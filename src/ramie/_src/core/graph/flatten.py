@@ -57,6 +57,7 @@ from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import TrackedDict, TrackedList
 from ramie._src.core.variables import (
     Variable,
+    _get_link,
     _set_link,
     _set_meta,
     _set_raw,
@@ -485,7 +486,7 @@ def unflatten_state(
                 if k not in known:
                     _all_paths(sub[k], path + (k,), unexpected)
 
-    get_link = Variable._link.__get__  # type: ignore[attr-defined]
+    get_link = _get_link
     osa = object.__setattr__
 
     def build_obj(plan: tuple, sub: Any, path: tuple, obj: Any = None) -> Any:
@@ -655,13 +656,13 @@ def unflatten_state(
 
     try:
         node = build(graphdef.root, state, ())
-        if deferred and not _fast_layers_valid(deferred, get_link):
+        if deferred and not _fast_layers_valid(deferred):
             # Some layer's State entry did not fit (a missing or extra key, a
             # raw array, an unlinked Variable): rebuild those layers in place,
             # checking each, which also reports what is missing or unexpected.
             defer = False
             for csub, cplan, v, lpath, ktup in deferred:
-                if not _fast_layers_valid([(csub, cplan)], get_link):
+                if not _fast_layers_valid([(csub, cplan)]):
                     build_obj(cplan, csub, lpath + ktup, v)
     finally:
         # build and build_obj refer to each other through their closures; break
@@ -765,11 +766,9 @@ def _bulk_children(bulk: tuple, sub: Any, pref: Any, children: dict) -> bool:
     keys, classes, ktups, expected, statics = bulk
     try:
         subs = list(map(sub.get, keys))
-        if list(map(tuple, subs)) != expected or None in map(
-            _GET_LINK, chain.from_iterable(map(dict.values, subs))
-        ):
-            return False
-    except (TypeError, AttributeError):  # a missing entry, a non-Variable value
+    except AttributeError:  # not a mapping
+        return False
+    if not _layer_entries_fit(subs, expected):
         return False
     objs = list(map(_NEW, classes))
     if statics is None:
@@ -783,24 +782,30 @@ def _bulk_children(bulk: tuple, sub: Any, pref: Any, children: dict) -> bool:
     return True
 
 
-_GET_LINK = Variable._link.__get__  # type: ignore[attr-defined]
 _NEW = object.__new__
 _OSA = object.__setattr__
 _consume = deque(maxlen=0).extend
 
 
-def _fast_layers_valid(entries: list, get_link: Callable) -> bool:
+def _fast_layers_valid(entries: list) -> bool:
     """Whether every layer State that merge used unchecked really fit its layer.
 
-    Each must hold exactly the layer's keys, in order, and only Variables that
-    are linked to a parent; C-level loops check all layers in one pass.
+    ``entries`` are ``(layer State, plan, ...)`` tuples; see _layer_entries_fit.
     """
-    subs = list(map(_first, entries))
-    if list(map(tuple, subs)) != [e[1][8] for e in entries]:
-        return False
+    return _layer_entries_fit(list(map(_first, entries)), [e[1][8] for e in entries])
+
+
+def _layer_entries_fit(subs: list, expected: list) -> bool:
+    """Whether each layer State in ``subs`` is a dict holding exactly the keys
+    in ``expected`` (in order) and only Variables linked to a parent.
+
+    C-level loops check all layers in one pass.
+    """
     try:
-        return None not in map(get_link, chain.from_iterable(map(dict.values, subs)))
-    except TypeError:  # a value that is not a Variable
+        return list(map(tuple, subs)) == expected and None not in map(
+            _get_link, chain.from_iterable(map(dict.values, subs))
+        )
+    except TypeError:  # a missing entry, a value that is not a Variable
         return False
 
 
@@ -943,12 +948,9 @@ def to_state(paths: list[tuple], leaves: list[Any], cls: type = State) -> Any:
     """
     if len(paths) == 1 and paths[0] == ():
         return leaves[0]
-    new = cls.__new__
+    new = _state_maker(cls)
     setitem = dict.__setitem__
-    graphstate = hasattr(cls, "_graphdef")
-    root = new(cls)
-    if graphstate:
-        object.__setattr__(root, "_graphdef", None)
+    root = new()
     nodes: dict[tuple, Any] = {(): root}  # the sub-State at each parent path
     last = None
     d = root
@@ -957,30 +959,24 @@ def to_state(paths: list[tuple], leaves: list[Any], cls: type = State) -> Any:
         if parent != last:  # leaves of one parent arrive together
             d = nodes.get(parent)
             if d is None:
-                d = _sub_state(nodes, parent, new, cls, graphstate)
+                d = _sub_state(nodes, parent, new)
             last = parent
         setitem(d, path[-1], leaf)
     return root
 
 
-def _sub_state(
-    nodes: dict[tuple, Any], parent: tuple, new: Callable, cls: type, graphstate: bool
-) -> Any:
+def _sub_state(nodes: dict[tuple, Any], parent: tuple, new: Callable) -> Any:
     """The sub-State at ``parent``, created (with its own parents) if new."""
     d = nodes.get(parent)
     if d is None:
-        up = _sub_state(nodes, parent[:-1], new, cls, graphstate)
-        d = nodes[parent] = new(cls)
-        if graphstate:
-            object.__setattr__(d, "_graphdef", None)
+        up = _sub_state(nodes, parent[:-1], new)
+        d = nodes[parent] = new()
         dict.__setitem__(up, parent[-1], d)
     return d
 
 
 def _nest(d: dict, cls: type) -> Any:
-    s = cls.__new__(cls)
-    if hasattr(cls, "_graphdef"):
-        object.__setattr__(s, "_graphdef", None)
+    s = _state_maker(cls)()
     for k, v in d.items():
         dict.__setitem__(s, k, _nest(v, cls) if type(v) is dict else v)
     return s
