@@ -78,6 +78,8 @@ def _indented_block(lines: list[str], start: int) -> tuple[list[str], int]:
 
 
 def _dedent(block: list[str]) -> str:
+    while block and not block[0].strip():
+        block = block[1:]
     indents = [len(line) - len(line.lstrip()) for line in block if line.strip()]
     cut = min(indents, default=0)
     return "\n".join(line[cut:] for line in block) + "\n"
