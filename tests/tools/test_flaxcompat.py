@@ -42,6 +42,11 @@ def test_myst_cells_read_code_and_tags():
     assert cells[2]["tags"] == ["skip-execution", "hide-output"]
 
 
+def test_plain_markdown_pages_give_their_python_blocks():
+    text = "Intro\n```python\na = 1\n```\n```bash\nls\n```\n```python\nb = a\n```\n"
+    assert [c["code"] for c in guides.myst_cells(text)] == ["a = 1\n", "b = a\n"]
+
+
 def test_rst_cells_take_the_last_codediff_column():
     text = textwrap.dedent(
         """\

@@ -13,7 +13,7 @@ offline.
 
 Code comes from MyST notebooks (```` ```{code-cell} ```` blocks; cells tagged
 ``skip-execution`` are skipped, ``raises-exception`` cells pass when they
-raise) and from reStructuredText pages (``testcode``/``testsetup`` blocks, and
+raise; a page with no such block gives its ```` ```python ```` blocks) and from reStructuredText pages (``testcode``/``testsetup`` blocks, and
 the last column of ``codediff`` blocks, which is the NNX version).
 """
 
@@ -49,11 +49,14 @@ GUIDES = [
 ]  # fmt: skip
 
 FENCE = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.S | re.M)
+PLAIN = re.compile(r"^```python[^\n]*\n(.*?)^```", re.S | re.M)
 
 
 def myst_cells(text: str) -> list[dict]:
+    """Notebook cells; pages written as plain Markdown give their python blocks."""
     cells = []
-    for match in FENCE.finditer(text):
+    fence = FENCE if FENCE.search(text) else PLAIN
+    for match in fence.finditer(text):
         body = match.group(1)
         tags: list[str] = []
         if body.startswith("---\n"):  # YAML options block
