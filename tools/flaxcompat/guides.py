@@ -13,8 +13,9 @@ offline.
 
 Code comes from MyST notebooks (```` ```{code-cell} ```` blocks; cells tagged
 ``skip-execution`` are skipped, ``raises-exception`` cells pass when they
-raise; a page with no such block gives its ```` ```python ```` blocks) and from reStructuredText pages (``testcode``/``testsetup`` blocks, and
-the last column of ``codediff`` blocks, which is the NNX version).
+raise; a page with no such block gives its ```` ```python ```` blocks) and
+from reStructuredText pages (``testcode``/``testsetup`` blocks, and the last
+column of ``codediff`` blocks, which is the NNX version).
 """
 
 from __future__ import annotations
