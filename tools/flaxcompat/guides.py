@@ -166,7 +166,12 @@ def run_child(path: pathlib.Path, impl: str, timeout: int) -> list[dict]:
         except BaseException as exc:  # noqa: BLE001 - a cell may raise anything
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            error = "".join(traceback.format_exception_only(type(exc), exc))
+            error = "\n".join(
+                line
+                for line in error.splitlines()
+                if line.strip("-") and not line.startswith("For simplicity, JAX")
+            )
         finally:
             signal.alarm(0)
         passed = (error is not None) if expect_error else (error is None)
