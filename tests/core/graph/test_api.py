@@ -803,3 +803,14 @@ def test_update_of_python_valued_variable_accepts_anything():
     h = Holder()
     nnx.update(h, {"step": 5})
     assert h.step.value == 5
+
+
+def test_merge_canonicalises_float64_numpy_leaves():
+    model = Model(nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    pure = jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.to_pure_dict(state))
+    rebuilt = nnx.merge(graphdef, pure)
+    kernel = rebuilt.block.linear.kernel.value
+    assert isinstance(kernel, jax.Array) and kernel.dtype == jnp.float32
+    np.testing.assert_array_equal(kernel, model.block.linear.kernel.value)
+    assert rebuilt.block.count.value.dtype == jnp.int32

@@ -205,8 +205,11 @@ def _shape_dtype(x: Any) -> tuple[tuple | None, Any]:
     if shape is None:
         return None, None
     dtype = getattr(x, "dtype", None)
-    if dtype is not None and isinstance(x, (np.ndarray, np.generic)):
-        dtype = jax.dtypes.canonicalize_dtype(dtype)
+    if dtype is not None and not isinstance(x, jax.Array):
+        try:  # a NumPy or abstract float64 target means float32 without x64
+            dtype = jax.dtypes.canonicalize_dtype(dtype)
+        except TypeError:
+            pass
     return tuple(shape), dtype
 
 
