@@ -129,3 +129,14 @@ class LostStateWarning(RamieWarning):
     module, so JAX discards the new values. Return the module, or use
     ``ramie.jit``/``ramie.grad``, which carry updates out automatically.
     """
+
+
+class InputShapeError(RamieError, ValueError):
+    """A layer was called on inputs of the wrong size.
+
+    The message names the layer's path in the model (``block.linear``), the
+    size it was built for and the size it got, e.g. a ``Linear(4, 8)`` called
+    on inputs with 13 features. Shapes are static in JAX, so the check runs
+    once per trace inside ``jit``/``vmap``/``scan`` and costs nothing on the
+    cached path.
+    """

@@ -27,6 +27,7 @@ ERROR_CLASSES = {
     errors.TraceContextError: ValueError,
     errors.RngError: ValueError,
     errors.ModuleAttributeError: AttributeError,
+    errors.InputShapeError: ValueError,
     errors.RamieInternalError: RuntimeError,
 }
 
@@ -42,12 +43,31 @@ def test_error_renders_message_then_docs_link(cls):
         raise err
 
 
-@pytest.mark.parametrize(
-    "cls", [*ERROR_CLASSES, errors.LostStateWarning], ids=lambda c: c.__name__
-)
-def test_every_class_has_a_docs_section(cls):
-    headings = re.findall(r"^## (\w+)$", DOCS.read_text(), flags=re.M)
+ALL_CLASSES = [
+    obj
+    for obj in vars(errors).values()
+    if isinstance(obj, type)
+    and issubclass(obj, (errors.RamieError, errors.RamieWarning))
+    and obj.__module__ == errors.__name__
+]
+
+
+def test_the_builtin_base_of_every_error_is_known():
+    assert set(ERROR_CLASSES) | {errors.RngStreamNotFoundError} >= {
+        c for c in ALL_CLASSES if issubclass(c, errors.RamieError)
+    }
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_every_class_has_a_docs_section_its_link_points_to(cls):
+    text = DOCS.read_text()
+    headings = re.findall(r"^## (\w+)$", text, flags=re.M)
     assert cls.__name__ in headings
+    # GitHub's anchor for a heading is the lower-cased heading
+    if issubclass(cls, errors.RamieError):
+        link = str(cls("x")).splitlines()[-1]
+        assert link == f"See {errors.DOCS_ROOT}/errors.md#{cls.__name__.lower()}"
+        assert link.startswith("See https://")
 
 
 def test_internal_error_asks_for_a_report():
