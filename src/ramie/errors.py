@@ -91,6 +91,23 @@ class TraceContextError(RamieError, ValueError):
     """
 
 
+class CarryStructureError(RamieError, ValueError):
+    """A ``scan``/loop body returned a carry of another structure than it got.
+
+    The message lists the carry paths that appeared or disappeared (e.g. a
+    dict key that was renamed), instead of relabelling the values silently.
+    """
+
+
+class StaticArgumentError(RamieError, ValueError):
+    """An array was passed where ``ramie.jit`` expects a static argument.
+
+    Static arguments (``static_argnums``/``static_argnames``) are compile-time
+    constants and must be hashable; arrays are not. Raised up front, as JAX
+    does, naming the argument.
+    """
+
+
 class RngError(RamieError, ValueError):
     """An RNG stream was asked for that does not exist or cannot be used."""
 
@@ -100,6 +117,14 @@ class RngStreamNotFoundError(RngError, AttributeError):
 
     Also an ``AttributeError``, so ``hasattr(rngs, "params")`` is False and
     ``getattr(rngs, "params", None)`` is None.
+    """
+
+
+class VariableTypeError(RamieError, TypeError):
+    """Something that is not a Variable type was given where one is needed.
+
+    For example ``self.sow("hidden", x)`` (the Variable type comes first:
+    ``self.sow(ramie.Intermediate, "hidden", x)``).
     """
 
 

@@ -28,6 +28,9 @@ ERROR_CLASSES = {
     errors.RngError: ValueError,
     errors.ModuleAttributeError: AttributeError,
     errors.InputShapeError: ValueError,
+    errors.VariableTypeError: TypeError,
+    errors.CarryStructureError: ValueError,
+    errors.StaticArgumentError: ValueError,
     errors.RamieInternalError: RuntimeError,
 }
 

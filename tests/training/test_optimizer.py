@@ -398,3 +398,11 @@ def test_numpy_float64_gradients_match_float32_ones():
     assert a.kernel.value.dtype == jnp.float32
     np.testing.assert_array_equal(a.kernel.value, b.kernel.value)
     np.testing.assert_array_equal(a.bias.value, b.bias.value)
+
+
+def test_wrt_filter_that_matches_nothing_warns_naming_it():
+    from ramie.errors import RamieWarning
+
+    model = ramie.BatchNorm(2, rngs=ramie.Rngs(0))
+    with pytest.warns(RamieWarning, match=r"wrt=LoRAParam\): the filter matches no"):
+        ramie.Optimizer(model, optax.sgd(0.1), wrt=ramie.LoRAParam)

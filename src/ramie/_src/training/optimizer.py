@@ -143,6 +143,8 @@ class Optimizer(Pytree):
         self.tx = tx
         self.wrt = wrt
         params = api.state(model, wrt)
+        if not params:
+            _warn_empty(model, wrt)
         self.opt_state = to_opt_state(tx.init(to_pure_dict(params)), params)
         if legacy:
             self.model = model
@@ -216,6 +218,24 @@ class Optimizer(Pytree):
             if isinstance(var, Variable):
                 var.set_value(value)
         self.step.value = self.step._raw + 1
+
+
+def _warn_empty(model: Any, wrt: Any) -> None:
+    import warnings
+
+    from ramie.errors import RamieWarning
+
+    types = sorted({type(v).__name__ for _, v in iter_flat(api.state(model))})
+    shown = getattr(wrt, "__name__", None) or repr(wrt)
+    warnings.warn(
+        f"ramie.Optimizer(..., wrt={shown}): the filter matches no Variable of "
+        f"{type(model).__name__} (it holds {', '.join(types) or 'no Variables'}), "
+        "so update() will change nothing.\n"
+        "  Fix: pass a filter that selects the trainable Variables, e.g.\n"
+        "      ramie.Optimizer(model, tx, wrt=ramie.Param)",
+        RamieWarning,
+        stacklevel=3,
+    )
 
 
 def _grad_target(var: Variable, grad: Any) -> Any:
