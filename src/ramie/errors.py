@@ -108,6 +108,25 @@ class StaticArgumentError(RamieError, ValueError):
     """
 
 
+class AbstractValueError(RamieError, TypeError):
+    """A model was used whose Variables hold abstract values, not arrays.
+
+    ``ramie.eval_shape`` builds a model whose Variables hold
+    ``jax.ShapeDtypeStruct`` (shapes only), to restore a checkpoint into. It
+    must get its values (``ramie.update``, checkpoint restore) before it is
+    called; the message names the first abstract Variable.
+    """
+
+
+class DeletedArrayError(RamieError, RuntimeError):
+    """A Variable holds an array that was deleted (usually donated).
+
+    An array donated to a jitted call (``donate_argnums``) is deleted once the
+    call has run; a Variable still holding it cannot be used. The message
+    names the Variable's path.
+    """
+
+
 class RngError(RamieError, ValueError):
     """An RNG stream was asked for that does not exist or cannot be used."""
 

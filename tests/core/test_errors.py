@@ -31,6 +31,8 @@ ERROR_CLASSES = {
     errors.VariableTypeError: TypeError,
     errors.CarryStructureError: ValueError,
     errors.StaticArgumentError: ValueError,
+    errors.AbstractValueError: TypeError,
+    errors.DeletedArrayError: RuntimeError,
     errors.RamieInternalError: RuntimeError,
 }
 

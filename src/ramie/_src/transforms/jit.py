@@ -431,7 +431,13 @@ class JitWrapped:
             return out
         STATS["fast_calls"] += 1
         vals = list(map(_get_raw, entry.vars))
-        out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
+        try:
+            out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
+        except (RuntimeError, ValueError) as e:  # costs nothing unless raised
+            err = _deleted_error(entry.vars, e)
+            if err is None:
+                raise
+            raise err from e
         static = aux.value
         st = static[0]
         if st[0] == "same":
@@ -667,3 +673,25 @@ def _static(a: Any, where: int | str, jitted: Any) -> Any:
             "static_argnums), or pass a Python value, e.g. int(x) or tuple(x.tolist())"
         )
     return hashable(a)
+
+
+def _deleted_error(variables: list, error: Exception) -> Exception | None:
+    """Name the first Variable holding a deleted (donated) array, if any."""
+    from ramie._src.core.links import path_of
+    from ramie._src.core.paths import format_path
+    from ramie.errors import DeletedArrayError
+
+    for var in variables:
+        raw = var._raw
+        if isinstance(raw, jax.Array) and raw.is_deleted():
+            path = path_of(var)
+            where = f" at {format_path(path)}" if path else ""
+            return DeletedArrayError(
+                f"ramie.jit: the {type(var).__name__}{where} holds an array of shape "
+                f"{tuple(raw.shape)} that was deleted, typically donated to a "
+                "jitted call (donate_argnums) whose result was not stored back "
+                f"({error}).\n"
+                "  Fix: use the value the donating call returned, or stop donating:\n"
+                "      model = step(model, ...)   # keep what the call returns"
+            )
+    return None
