@@ -90,6 +90,16 @@ class ModuleAttributeError(RamieError, AttributeError):
     """A module attribute named in a call does not exist."""
 
 
+class AttributeStatusError(RamieError, ValueError):
+    """An attribute's data/static status does not fit the value assigned.
+
+    Attributes marked static (``ramie.static(...)``, a static field) are part
+    of the pytree structure and cannot hold arrays, Variables or graph objects;
+    ``ramie.data(...)``/``ramie.static(...)`` markers must be assigned to an
+    attribute directly, not nested inside lists or dicts.
+    """
+
+
 class RamieInternalError(RamieError, RuntimeError):
     """An internal invariant of ramie does not hold: please report it."""
 
