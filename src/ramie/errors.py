@@ -86,8 +86,13 @@ class RngStreamNotFoundError(RngError, AttributeError):
     """
 
 
-class ModuleAttributeError(RamieError, AttributeError):
-    """A module attribute named in a call does not exist."""
+class ModuleAttributeError(RamieError, AttributeError, ValueError):
+    """A module attribute named in a call does not exist or cannot be used.
+
+    Raised by ``set_attributes``/``with_attributes``/``view`` for names no
+    sub-module has, and by ``sow``/``perturb`` when the name already holds
+    something else. Also a ``ValueError``, as Flax raises for these cases.
+    """
 
 
 class AttributeStatusError(RamieError, ValueError):
