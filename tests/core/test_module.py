@@ -169,10 +169,87 @@ def test_view_unknown_attribute():
         nnx.view(Net(nnx.Rngs(0)), bogus=True)
 
 
-def test_view_info_lists_flags_with_paths():
-    info = nnx.view_info(Net(nnx.Rngs(0)))
-    assert "blocks[1].drop (Dropout): {'deterministic': False}" in info
-    assert "blocks[0].bn (BatchNorm): {'use_running_average': False}" in info
+def test_view_info_matches_flax_for_builtin_layers():
+    fnnx = pytest.importorskip("flax.nnx")
+
+    def info(lib, only=...):
+        class B(lib.Module):
+            def __init__(self, rngs):
+                self.linear = lib.Linear(2, 3, rngs=rngs)
+                self.bn = lib.BatchNorm(3, rngs=rngs)
+                self.drop = lib.Dropout(0.5, rngs=rngs)
+
+        text = lib.view_info(lib.List([B(lib.Rngs(0)), B(lib.Rngs(1))]), only=only)
+        # (class name, parameter) lines; descriptions are each library's own words
+        return [ln for ln in text.splitlines() if not ln.startswith("    ")]
+
+    assert info(nnx) == info(fnnx)
+    assert info(nnx, only=nnx.Dropout) == info(fnnx, only=fnnx.Dropout)
+    assert info(nnx, only=nnx.MultiHeadAttention) == []
+
+
+def test_view_info_reads_a_custom_set_view_docstring():
+    class Custom(nnx.Module):
+        def set_view(self, flag: bool | None = None, *, n: int = 2, **kwargs):
+            """Custom options.
+
+            Args:
+                flag: Turns the thing on.
+                n: How many,
+                    over two lines.
+
+            Returns:
+                Unused options.
+            """
+            return kwargs
+
+    class NoDoc(nnx.Module):
+        def set_view(self, level: int = 0):
+            self.level = level
+
+    text = nnx.view_info(nnx.List([Custom(), NoDoc()]))
+    assert text.splitlines() == [
+        f"{Custom.__qualname__}:",
+        "  flag: bool | None = None",
+        "    Turns the thing on.",
+        "  n: int = 2",
+        "    How many,",
+        "    over two lines.",
+        f"{NoDoc.__qualname__}:",
+        "  set_view(self, level: 'int' = 0)",
+    ]
+
+
+def test_view_passes_a_set_view_without_kwargs_only_its_options():
+    class Levels(nnx.Module):
+        def __init__(self):
+            self.level = 0
+
+        def set_view(self, level: int | None = None):
+            if level is not None:
+                self.level = level
+
+    net = nnx.List([Levels(), nnx.Dropout(0.5, rngs=nnx.Rngs(0))])
+    v = nnx.view(net, level=3, deterministic=True)
+    assert v[0].level == 3 and v[1].deterministic and net[0].level == 0
+    with pytest.raises(
+        ValueError, match=r"Unused keys found in nnx\.view: \['other'\]"
+    ):
+        nnx.view(net, level=1, other=2)
+
+
+def test_attribute_errors_are_value_errors_with_flax_wording():
+    net = Net(nnx.Rngs(0))
+    match = (
+        r"Could not find at least one instance of the following attributes: "
+        r"\['zzz'\]"
+    )
+    with pytest.raises(ValueError, match=match):
+        net.set_attributes(deterministic=True, zzz=1)
+    with pytest.raises(ValueError, match=match):
+        nnx.with_attributes(net, deterministic=True, zzz=1)
+    w = nnx.with_attributes(net, deterministic=True, zzz=1, raise_if_not_found=False)
+    assert w.blocks[0].drop.deterministic
 
 
 # ------------------------------------------------------------ sow

@@ -228,7 +228,8 @@ class Module(Pytree):
                     hints.append(repr(n))
             raise ModuleAttributeError(
                 f"{type(self).__name__}.set_attributes(): no sub-module has the "
-                f"attribute(s) {', '.join(hints)}.\n"
+                f"attribute(s) {', '.join(hints)} (Could not find at least one "
+                f"instance of the following attributes: {names}).\n"
                 "  Pass raise_if_not_found=False to ignore attributes that do not "
                 "exist:\n"
                 "      model.set_attributes(..., raise_if_not_found=False)"
@@ -310,18 +311,47 @@ def view(
     pred = to_predicate(only)
     used: set[str] = set()
     for path, module in api.iter_modules(new):
-        if not pred(path, module):
-            continue
-        rest = module.set_view(**kwargs) or {}
-        used |= set(kwargs) - set(rest)
+        if pred(path, module):
+            used |= _apply_view(module, kwargs)
     missing = sorted(set(kwargs) - used)
     if missing and raise_if_not_found:
         raise ModuleAttributeError(
-            f"ramie.view(): no sub-module of {type(node).__name__} uses the option(s) "
-            f"{', '.join(map(repr, missing))}. Pass raise_if_not_found=False to ignore "
-            "them; ramie.view_info(model) lists the options each layer has."
+            f"ramie.view(): no sub-module of {type(node).__name__} uses the "
+            f"option(s) {', '.join(map(repr, missing))} (Unused keys found in "
+            f"nnx.view: {missing}).\n"
+            "  ramie.view_info(model) lists the options each layer has; pass "
+            "raise_if_not_found=False to ignore them:\n"
+            "      ramie.view(model, ..., raise_if_not_found=False)"
         )
     return new
+
+
+def _apply_view(module: Module, kwargs: dict[str, Any]) -> set[str]:
+    """Call ``module.set_view`` with the options it takes; return those it used.
+
+    A ``set_view`` with ``**kwargs`` gets every option and returns the ones it
+    did not use (or None: all used); one without gets only its named options.
+    """
+    params = _set_view_params(type(module))
+    if params is None:
+        rest = module.set_view(**kwargs)
+        return set(kwargs) - set(rest or ())
+    mine = {k: v for k, v in kwargs.items() if k in params}
+    module.set_view(**mine)
+    return set(mine)
+
+
+def _set_view_params(cls: type) -> frozenset[str] | None:
+    """Named parameters of ``cls.set_view``; None when it takes ``**kwargs``."""
+    import inspect
+
+    sig = inspect.signature(cls.set_view)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return frozenset(
+        n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY,
+                                                            p.POSITIONAL_OR_KEYWORD)
+    )  # fmt: skip
 
 
 def with_attributes(
@@ -341,16 +371,76 @@ def with_attributes(
 
 
 def view_info(node: Any, /, *, only: Any = ..., graph: Any = None) -> str:
-    """The behaviour flags (``deterministic``, ...) of every sub-module, as text."""
-    from ramie._src.core.paths import format_path
+    """The options :func:`view` accepts, per layer type, with their docs.
 
-    flags = ("deterministic", "use_running_average", "decode")
-    lines = []
-    for path, m in api.iter_modules(node):
-        opts = {f: m.__dict__[f] for f in flags if f in m.__dict__}
-        if opts:
-            lines.append(f"{format_path(path)} ({type(m).__name__}): {opts}")
+    Lists each class in the graph (matching ``only``) that defines its own
+    ``set_view``, sorted by name: its parameters with annotation and default,
+    each followed by its description from the ``Args:`` section of the
+    ``set_view`` docstring (or the signature, without a docstring).
+
+    Example:
+        >>> import ramie
+        >>> model = ramie.Sequential(ramie.Linear(2, 2, rngs=ramie.Rngs(0)),
+        ...                          ramie.Dropout(0.5, rngs=ramie.Rngs(0)))
+        >>> print(ramie.view_info(model))
+        Dropout:
+          deterministic: bool | None = None
+            If True, disables dropout masking.
+    """
+    import inspect
+
+    pred = to_predicate(only)
+    classes = {
+        type(m)
+        for path, m in api.iter_modules(node)
+        if type(m).set_view is not Module.set_view and pred(path, m)
+    }
+    lines: list[str] = []
+    for cls in sorted(classes, key=lambda c: c.__qualname__):
+        lines.append(f"{cls.__qualname__}:")
+        sig = inspect.signature(cls.set_view)
+        doc = inspect.getdoc(cls.set_view)
+        if not doc:
+            lines.append(f"  set_view{sig}")
+            continue
+        described = _docstring_args(doc)
+        for name, p in sig.parameters.items():
+            if name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            ann = p.annotation
+            ann = ann if isinstance(ann, str) else inspect.formatannotation(ann)
+            default = "" if p.default is p.empty else f" = {p.default}"
+            lines.append(f"  {name}: {ann}{default}")
+            lines.extend(f"    {line}" for line in described.get(name, []))
     return "\n".join(lines)
+
+
+def _docstring_args(doc: str) -> dict[str, list[str]]:
+    """``{name: description lines}`` from a Google-style ``Args:`` section."""
+    out: dict[str, list[str]] = {}
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.strip() == "Args:") + 1
+    except StopIteration:
+        return out
+    indent = None
+    current: list[str] | None = None
+    for line in lines[start:]:
+        if not line.strip():
+            continue
+        width = len(line) - len(line.lstrip())
+        if width == 0:
+            break  # the next section (Returns:, Raises:...)
+        if indent is None:
+            indent = width
+        if width == indent and ":" in line:
+            name, _, text = line.strip().partition(":")
+            current = out.setdefault(name.strip().lstrip("*"), [])
+            if text.strip():
+                current.append(text.strip())
+        elif current is not None:
+            current.append(line.strip())
+    return out
 
 
 _MODULE_API = frozenset(dir(Pytree)) | {
