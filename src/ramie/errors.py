@@ -147,8 +147,23 @@ class VariableTypeError(RamieError, TypeError):
     """
 
 
-class ModuleAttributeError(RamieError, AttributeError):
-    """A module attribute named in a call does not exist."""
+class ModuleAttributeError(RamieError, AttributeError, ValueError):
+    """A module attribute named in a call does not exist or cannot be used.
+
+    Raised by ``set_attributes``/``with_attributes``/``view`` for names no
+    sub-module has, and by ``sow``/``perturb`` when the name already holds
+    something else. Also a ``ValueError``, as Flax raises for these cases.
+    """
+
+
+class AttributeStatusError(RamieError, ValueError):
+    """An attribute's data/static status does not fit the value assigned.
+
+    Attributes marked static (``ramie.static(...)``, a static field) are part
+    of the pytree structure and cannot hold arrays, Variables or graph objects;
+    ``ramie.data(...)``/``ramie.static(...)`` markers must be assigned to an
+    attribute directly, not nested inside lists or dicts.
+    """
 
 
 class RamieInternalError(RamieError, RuntimeError):

@@ -113,6 +113,15 @@ class Dropout(Module):
     def set_view(
         self, deterministic: bool | None = None, **kwargs: Any
     ) -> dict[str, Any]:
+        """Switch dropout on or off (used by ``ramie.view``).
+
+        Args:
+            deterministic: If True, disables dropout masking.
+            **kwargs: Options for other layers, returned unused.
+
+        Returns:
+            The keyword arguments this layer did not use.
+        """
         if deterministic is not None:
             self.deterministic = deterministic
         return kwargs

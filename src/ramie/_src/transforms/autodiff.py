@@ -79,7 +79,13 @@ class _DiffPlan:
         self.diff_graph: list[int] = []
         for j, (path, leaf) in enumerate(zip(ext.flat.paths, ext.flat.leaves)):
             a = node_arg[path[0]]
-            if a in preds and preds[a](path[1:], leaf):
+            # A Variable passed on its own (or inside a State/dict) is
+            # differentiated whatever the filter, as in Flax: the filter
+            # selects among a module's Variables.
+            if a in preds and (
+                (len(path) == 1 and isinstance(leaf, Variable))
+                or preds[a](path[1:], leaf)
+            ):
                 self.diff_graph.append(j)
         node_set = set(ext.node_pos)
         other_pos = [
