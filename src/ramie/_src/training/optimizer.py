@@ -60,7 +60,8 @@ def to_opt_state(tree: Any) -> Any:
     Example:
         >>> import jax.numpy as jnp, optax, ramie
         >>> params = ramie.State({"w": ramie.Param(jnp.ones(2))})
-        >>> mu = ramie.to_opt_state(optax.adam(1e-3).init(params))[0].mu
+        >>> from ramie._src.training.optimizer import to_opt_state
+        >>> mu = to_opt_state(optax.adam(1e-3).init(params))[0].mu
         >>> type(mu["w"]).__name__
         'OptVariable'
     """
@@ -98,7 +99,7 @@ class Optimizer(Pytree):
         >>> optimizer = ramie.Optimizer(model, optax.sgd(0.1), wrt=ramie.Param)
         >>> loss_fn = lambda m: (m(jnp.ones((1, 2))) ** 2).mean()
         >>> grads = ramie.grad(loss_fn)(model)
-        >>> optimizer.update(model, grads)
+        >>> _ = optimizer.update(model, grads)  # returns the updates
         >>> int(optimizer.step.value)
         1
     """
@@ -240,7 +241,8 @@ class ModelAndOptimizer(Optimizer):
         >>> import jax.numpy as jnp, optax, ramie
         >>> model = ramie.Linear(2, 1, rngs=ramie.Rngs(0))
         >>> state = ramie.ModelAndOptimizer(model, optax.sgd(0.1))
-        >>> state.update(ramie.grad(lambda m: m(jnp.ones((1, 2))).sum())(state.model))
+        >>> grads = ramie.grad(lambda m: m(jnp.ones((1, 2))).sum())(state.model)
+        >>> _ = state.update(grads)
         >>> int(state.step.value)
         1
     """
