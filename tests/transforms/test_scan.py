@@ -386,6 +386,18 @@ def test_structural_change_inside_scan_is_an_error():
     assert not hasattr(acc, "extra")
 
 
-def test_keyword_arguments_are_rejected():
+def test_keyword_arguments_that_are_not_parameters_are_rejected():
     with pytest.raises(TypeError, match=r"positionally"):
-        ramie.scan(lambda c, x: (c, x))(0.0, x=XS)
+        ramie.scan(lambda c, *xs, **kw: (c, xs))(0.0, XS, extra=XS)
+
+
+def test_scan_keyword_arguments_take_their_parameter_in_axes():
+    @ramie.scan(in_axes=(ramie.Carry, 0), out_axes=(ramie.Carry, 0))
+    def cumsum(c, x):
+        c = c + x
+        return c, c
+
+    xs = jnp.arange(4.0)
+    c, ys = cumsum(jnp.zeros(()), x=xs)
+    np.testing.assert_array_equal(ys, jnp.cumsum(xs))
+    assert float(c) == float(xs.sum())

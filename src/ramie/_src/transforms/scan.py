@@ -80,10 +80,12 @@ def scan(
             out_axes=out_axes,
             transform_metadata=transform_metadata,
         )
+    lifting.reject_bound_method(f, "ramie.scan")
     api = "ramie.scan"
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = lifting.resolve_kwargs(f, args, kwargs)
         if kwargs:
             raise TypeError(
                 f"{api}: pass arguments positionally (got keywords {sorted(kwargs)})"
