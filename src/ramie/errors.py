@@ -127,6 +127,15 @@ class DeletedArrayError(RamieError, RuntimeError):
     """
 
 
+class TransformError(RamieError, ValueError):
+    """A ramie transform was given a function or arguments it cannot lift.
+
+    For example a bound method of a Module (the module would be captured as a
+    constant), an axis specification that does not fit the arguments, or a
+    scan carry that changes between iterations.
+    """
+
+
 class RngError(RamieError, ValueError):
     """An RNG stream was asked for that does not exist or cannot be used."""
 

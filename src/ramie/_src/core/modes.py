@@ -96,13 +96,37 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None) -> Any:
     """
     if hijax is None and ref is None:
         return _VarDefaults()
-    _reject(hijax, ref, "ramie.var_defaults")
+    if hijax or ref:
+        # Decorating is allowed (Flax code does it at class-definition time); the
+        # error comes when the decorated function runs or the block is entered.
+        return _Rejected(hijax, ref, "ramie.var_defaults")
 
     @contextlib.contextmanager
     def noop() -> Iterator[_VarDefaults]:
         yield _VarDefaults()
 
     return noop()
+
+
+class _Rejected:
+    """``var_defaults(hijax=True)``: raises when used, not when created."""
+
+    def __init__(self, hijax: Any, ref: Any, api: str):
+        self.args = (hijax, ref, api)
+
+    def __enter__(self) -> None:
+        _reject(*self.args)
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def __call__(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _reject(*self.args)
+            return f(*args, **kwargs)
+
+        return wrapper
 
 
 def with_vars(

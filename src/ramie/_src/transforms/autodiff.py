@@ -193,6 +193,7 @@ def value_and_grad(
             holomorphic=holomorphic,
             allow_int=allow_int,
         )
+    lifting.reject_bound_method(f, "ramie.value_and_grad")
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=True)
 
 
@@ -237,6 +238,7 @@ def grad(
             holomorphic=holomorphic,
             allow_int=allow_int,
         )
+    lifting.reject_bound_method(f, "ramie.grad")
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=False)
 
 
@@ -308,6 +310,7 @@ def vjp(
     Returns ``(out, vjp_fn)`` (and ``aux`` with ``has_aux``); ``vjp_fn(ct)``
     returns one cotangent per primal: a State for module primals.
     """
+    lifting.reject_bound_method(f, "ramie.vjp")
     ext = lifting.extract((primals, {}))
     lifting.check_traces(ext, "ramie.vjp")
     plan = _DiffPlan(
@@ -352,6 +355,7 @@ def jvp(
     The tangent of a module primal is a State of tangents for (some of) its
     Params, by path; Params not in it get zero tangents.
     """
+    lifting.reject_bound_method(f, "ramie.jvp")
     import jax.numpy as jnp
 
     ext = lifting.extract((tuple(primals), {}))
@@ -423,6 +427,7 @@ class CustomVJP:
     """
 
     def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple[int, ...] = ()):
+        lifting.reject_bound_method(fun, "ramie.custom_vjp")
         self.fun = fun
         self.nondiff_argnums = tuple(nondiff_argnums)
         self.fwd: Callable[..., Any] | None = None

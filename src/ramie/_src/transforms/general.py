@@ -67,6 +67,7 @@ def eval_shape(
         >>> abstract.kernel.value
         ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
     """
+    lifting.reject_bound_method(f, "ramie.eval_shape")
     return lifted_call(
         lambda pure: functools.partial(jax.eval_shape, pure),
         f,
@@ -99,6 +100,7 @@ def remat(
         return lambda fn: remat(
             fn, prevent_cse=prevent_cse, static_argnums=static_argnums, policy=policy
         )
+    lifting.reject_bound_method(f, "ramie.remat")
     statics = (
         (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     )
@@ -139,6 +141,7 @@ def make_jaxpr(
     if f is MISSING:
         return lambda fn: make_jaxpr(fn, static_argnums=static_argnums, **kwargs)
 
+    lifting.reject_bound_method(f, "ramie.make_jaxpr")
     statics = (
         (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     )
@@ -176,6 +179,7 @@ def checkify(
 
     Returns ``(error, output)`` like checkify; Variable updates are applied.
     """
+    lifting.reject_bound_method(f, "ramie.checkify")
     from jax.experimental import checkify as ck
 
     errs = ck.user_checks if errors is None else errors

@@ -612,6 +612,7 @@ def jit(
         >>> model.bias.value
         Array([2., 2., 2.], dtype=float32)
     """
+    lifting.reject_bound_method(fun, "ramie.jit")
     kwargs = dict(
         in_shardings=in_shardings,
         out_shardings=out_shardings,

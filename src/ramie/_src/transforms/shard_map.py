@@ -61,6 +61,7 @@ def shard_map(
             axis_names=axis_names,
             check_vma=check_vma,
         )
+    lifting.reject_bound_method(f, "ramie.shard_map")
     api = "ramie.shard_map"
     smap = _shard_map_fn()
 

@@ -238,7 +238,8 @@ def leaves_with_paths(node: Any) -> tuple[list[tuple], list[Any]]:
 def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
     """The State of ``node`` (its live Variables), optionally filtered.
 
-    With several filters, returns one State per filter; unlike ``split`` the
+    With several filters, returns one State per filter; each Variable goes to
+    the first filter it matches (as in ``split``), but unlike ``split`` the
     filters need not cover every Variable.
 
     Example:
@@ -255,14 +256,14 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
         return out
     paths, leaves = leaves_with_paths(node)
     preds = [to_predicate(f) for f in filters]
-    outs = []
-    for pred in preds:
-        ps, ls = [], []
-        for p, v in zip(paths, leaves):
+    groups: list[tuple[list, list]] = [([], []) for _ in preds]
+    for p, v in zip(paths, leaves):
+        for pred, (ps, ls) in zip(preds, groups):
             if pred(p, v):
                 ps.append(p)
                 ls.append(v)
-        outs.append(to_state(ps, ls))
+                break
+    outs = [to_state(ps, ls) for ps, ls in groups]
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
