@@ -1,0 +1,123 @@
+"""``ref``/``hijax`` Variables: values kept in ``jax.Ref`` cells.
+
+A Variable created with ``ref=True`` or ``hijax=True`` (or under
+``ramie.var_defaults(...)``) stores its array in a ``jax.Ref``, JAX's mutable
+array reference. Reading it (``v.value``, ``v[...]``, arithmetic) reads the
+cell; writing it writes the cell. Because the pytree leaf of such a Variable is
+the ``Ref`` itself, plain ``jax.jit``, ``jax.lax.scan`` and ``jax.vmap`` pass it
+by reference and their writes are visible afterwards: nothing is lost even
+without ramie's transforms.
+
+``ref=True`` also makes ``get_raw_value()`` return the ``Ref``; ``hijax=True``
+keeps the ``Ref`` an implementation detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax._src.state.types import AbstractRef
+
+from ramie.errors import GraphStructureError, TraceContextError
+
+_RefType: type = jax.Ref
+_Tracer: type = jax.core.Tracer
+
+
+def is_ref_value(x: Any) -> bool:
+    """True for a ``jax.Ref`` or a tracer of one."""
+    if type(x) is _RefType:
+        return True
+    if isinstance(x, _Tracer):
+        return isinstance(getattr(x, "aval", None), AbstractRef)
+    return False
+
+
+def _array_like(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic, int, float, complex, bool))
+
+
+def modes_of(meta: dict[str, Any]) -> dict[str, bool]:
+    return {"hijax": "hijax" in meta, "ref": "ref" in meta}
+
+
+def mode_storage(value: Any, meta: dict[str, Any], *, hijax: bool, ref: bool) -> Any:
+    """Record the modes in ``meta`` and return the storage for ``value``."""
+    if hijax:
+        meta["hijax"] = True
+    if ref:
+        meta["ref"] = True
+    if not (hijax or ref):
+        return value
+    if is_ref_value(value):
+        return value
+    if _array_like(value):
+        return jax.new_ref(jnp.asarray(value))
+    return value  # pytree or None values stay plain boxes
+
+
+def write_ref(var: Any, cell: Any, value: Any) -> None:
+    """Write ``value`` into ``var``'s ``Ref`` cell (same shape and dtype)."""
+    aval = jax.typeof(cell)
+    shape = tuple(getattr(aval, "shape", ()))
+    new_shape = tuple(jnp.shape(value))
+    if new_shape != shape:
+        from ramie._src.core import links
+
+        raise TraceContextError(
+            f"Cannot set {links.describe(var)}: it is a ref/hijax Variable whose "
+            f"jax.Ref cell holds shape {shape}, and the new value has shape "
+            f"{new_shape}. A Ref keeps its shape.\n"
+            "  Fix: write a value of the same shape, or make a new Variable:\n"
+            "      v = ramie.Variable(new_value, ref=True)"
+        )
+    dtype = getattr(aval, "dtype", None)
+    if dtype is not None and getattr(value, "dtype", dtype) != dtype:
+        value = jnp.asarray(value, dtype)
+    cell[...] = value
+
+
+def convert_variables(
+    node: Any,
+    *,
+    hijax: bool | None,
+    ref: bool | None,
+    only: Any,
+    allow_duplicates: bool,
+    api: str,
+) -> Any:
+    """A copy of ``node`` with the matching Variables converted (see ``with_vars``)."""
+    from ramie._src.core.filters import to_predicate
+    from ramie._src.core.graph.api import find_duplicates, recursive_map
+    from ramie._src.core.paths import format_path
+    from ramie._src.core.variables import Variable
+
+    pred = to_predicate(only)
+    if not allow_duplicates:
+        dups = find_duplicates(node)
+        if dups:
+            a, b = dups[0][0], dups[0][1]
+            raise GraphStructureError(
+                f"{api}(): the same object is found at paths {format_path(a)!r} and "
+                f"{format_path(b)!r} (a shared reference, 'found at paths'); a "
+                "converted copy would break the sharing.\n"
+                f"  Fix: {api}(node, ..., allow_duplicates=True)"
+            )
+
+    def convert(path: tuple, x: Any) -> Any:
+        if isinstance(x, Variable):
+            if not pred(path, x):
+                return x
+            return x.copy(hijax=hijax, ref=ref)
+        if is_ref_value(x) and ref is False and pred(path, x):
+            return x[...]
+        if ref and _array_like(x) and isinstance(x, jax.Array) and pred(path, x):
+            return jax.new_ref(x)
+        return x
+
+    if isinstance(node, Variable):
+        return convert((), node)
+    return recursive_map(convert, node)
