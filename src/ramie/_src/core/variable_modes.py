@@ -25,6 +25,8 @@ from ramie.errors import GraphStructureError, TraceContextError
 
 _RefType: type = jax.Ref
 _Tracer: type = jax.core.Tracer
+# Set once any Variable has held a Ref: hot paths skip Ref checks until then.
+REFS_USED: list[bool] = [False]
 
 
 def is_ref_value(x: Any) -> bool:
@@ -52,11 +54,23 @@ def mode_storage(value: Any, meta: dict[str, Any], *, hijax: bool, ref: bool) ->
         meta["ref"] = True
     if not (hijax or ref):
         return value
+    REFS_USED[0] = True
     if is_ref_value(value):
         return value
     if _array_like(value):
         return jax.new_ref(jnp.asarray(value))
     return value  # pytree or None values stay plain boxes
+
+
+def set_raw_through(var: Any, value: Any) -> None:
+    """Store ``value`` in ``var``: into its ``Ref`` cell if it has one."""
+    from ramie._src.core.variables import _get_raw, _set_raw
+
+    s = _get_raw(var)
+    if is_ref_value(s) and not is_ref_value(value):
+        write_ref(var, s, value)
+    else:
+        _set_raw(var, value)
 
 
 def write_ref(var: Any, cell: Any, value: Any) -> None:

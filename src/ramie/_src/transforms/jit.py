@@ -35,6 +35,7 @@ from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
 from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.variable_modes import REFS_USED, set_raw_through
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.lifting import Extracted, is_node, raw
@@ -429,7 +430,8 @@ class JitWrapped:
                 out = lifting.build_outputs(out, aux.value, index_map)
             return out
         STATS["fast_calls"] += 1
-        vals = list(map(_get_raw, entry.vars))
+        refs = REFS_USED[0]  # ref/hijax Variables: read and write their cells
+        vals = list(map(raw if refs else _get_raw, entry.vars))
         out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
         static = aux.value
         st = static[0]
@@ -440,7 +442,8 @@ class JitWrapped:
                 if targets is None:
                     vs = entry.vars
                     targets = entry.targets[idx] = [vs[i] for i in idx]
-                deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
+                setter = set_raw_through if refs else _set_raw
+                deque(map(setter, targets, state_vals), maxlen=0)  # a C loop
             index_map = entry.ext.flat.objects
         else:
             index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
@@ -506,7 +509,7 @@ class JitWrapped:
                 "not supported here; pass modules as top-level arguments"
             )
         entry = self._build_entry(args, kwargs)
-        vals = list(map(_get_raw, entry.vars))
+        vals = list(map(raw if REFS_USED[0] else _get_raw, entry.vars))
         dyn = tuple(args[i] for i in entry.dyn_pos)
         kw = {n: kwargs[n] for n in entry.dyn_kw}
         return entry.jitted.lower(vals, dyn, kw)

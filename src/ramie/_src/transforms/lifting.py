@@ -49,6 +49,7 @@ from ramie._src.core.paths import format_path
 from ramie._src.core.pytree import Pytree, init_slots
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import TrackedDict, TrackedList
+from ramie._src.core.variable_modes import REFS_USED, set_raw_through
 from ramie._src.core.variables import (
     Variable,
     _Hashed,
@@ -272,8 +273,9 @@ def apply_state(ext: Extracted, static: tuple, values: list, api: str) -> list[A
                 writes.append((leaf, v))
             else:
                 _write_raw_leaf(ext, flat.paths[i], v)
+        setter = set_raw_through if REFS_USED[0] else _set_raw
         for leaf, v in writes:
-            _set_raw(leaf, v)
+            setter(leaf, v)
         return flat.objects
     _, graphdef2, outer_of = state_static
     return apply_graph_update(ext, graphdef2, outer_of, values, api)
@@ -355,7 +357,7 @@ def apply_graph_update(
             meta = thaw_metadata(defn[3]) if defn[3] else {}
             if oi is not None:
                 var = old[oi]
-                _set_raw(var, value)
+                set_raw_through(var, value)
                 if var._meta != meta:
                     _set_meta(var, meta)
             else:

@@ -56,6 +56,7 @@ from ramie._src.core.state import (
     unmatched_error,
 )
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.variable_modes import REFS_USED, set_raw_through
 from ramie._src.core.variables import (
     Variable,
     _get_meta,
@@ -513,9 +514,28 @@ def _unexpected_paths(val: Any, path: tuple, out: list) -> None:
         out.append(path)
 
 
+def _apply_plan_through(plan: _UpdatePlan) -> None:
+    """``_apply_plan`` when ref/hijax Variables exist: write into their cells."""
+    for var, val in zip(plan.targets, plan.values):
+        if isinstance(val, Variable):
+            set_raw_through(var, val._raw)
+            if val._meta != var._meta:
+                meta = dict(val._meta)
+                for mode in ("hijax", "ref"):  # the target keeps its own modes
+                    meta.pop(mode, None)
+                    if mode in var._meta:
+                        meta[mode] = True
+                _set_meta(var, meta)
+                EPOCH.meta += 1
+        else:
+            set_raw_through(var, val)
+
+
 def _apply_plan(plan: _UpdatePlan) -> None:
     targets, values = plan.targets, plan.values
-    if all(_map(isinstance, values, repeat(Variable))):
+    if REFS_USED[0]:
+        _apply_plan_through(plan)
+    elif all(_map(isinstance, values, repeat(Variable))):
         # The common case (a State of Variables, e.g. from a jitted step):
         # copy the values with C loops; metadata only where it differs.
         _consume(_map(_set_raw, targets, _map(_get_raw, values)))
