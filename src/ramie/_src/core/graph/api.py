@@ -22,6 +22,7 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.defs import VAR, GraphDef
+from ramie._src.core.graph.tree_mode import check_tree, maybe_check
 from ramie._src.core.graph.flatten import (
     _consume,
     flatten,
@@ -106,6 +107,7 @@ def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:
         >>> ramie.merge(graphdef, params)(jnp.ones((1, 2))).shape
         (1, 3)
     """
+    maybe_check(node, graph, "ramie.split")
     if not filters or (
         len(filters) == 1 and (filters[0] is Ellipsis or filters[0] is True)
     ):
@@ -248,6 +250,7 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
         >>> sorted(ramie.state(bn, ramie.BatchStat))
         ['mean', 'var']
     """
+    maybe_check(node, graph, "ramie.state")
     if not filters:
         if kind_of(node) is VARIABLE:
             return node  # as split(variable) does
@@ -273,6 +276,7 @@ variables = state
 @no_gc
 def graphdef(node: A, /, *, graph: bool | None = None) -> GraphDef[A]:
     """Only the GraphDef of ``node``."""
+    maybe_check(node, graph, "ramie.graphdef")
     return flatten(node, with_paths=False).graphdef
 
 
@@ -586,6 +590,7 @@ def clone(
         >>> other.kernel is model.kernel, same_values
         (False, True)
     """
+    maybe_check(node, graph, "ramie.clone")
     flat = flatten(node)
     leaves = flat.leaves
     if variables or arrays:
@@ -696,6 +701,7 @@ def iter_graph(
         ...  if isinstance(v, ramie.Variable)]
         ['bias', 'kernel']
     """
+    maybe_check(node, graph, "ramie.iter_graph")
     seen: set[int] = set()
 
     def walk(value: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:
@@ -733,6 +739,7 @@ def iter_children(
     node: Any, /, *, graph: bool | None = None
 ) -> Iterator[tuple[Hashable, Any]]:
     """Yield ``(key, child)`` for the immediate graph-object children of ``node``."""
+    maybe_check(node, graph, "ramie.iter_children")
     for key, value in node._graph_children():
         if kind_of(value) in (OBJECT, VARIABLE):
             yield key, value
@@ -804,6 +811,7 @@ def map(
 
 def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:
     """Rebuild ``node`` bottom-up, each node and leaf replaced by ``f(path, x)``."""
+    maybe_check(node, graph, "ramie.recursive_map")
     memo: dict[int, Any] = {}
 
     def rec(value: Any, path: tuple) -> Any:
