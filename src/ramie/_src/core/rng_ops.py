@@ -23,8 +23,8 @@ import jax.numpy as jnp
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph import api
-from ramie._src.core.modes import resolve_graph, resolve_graph_updates
 from ramie._src.core.graph.registry import OBJECT, kind_of
+from ramie._src.core.modes import resolve_graph, resolve_graph_updates
 from ramie._src.core.rngs import RngStream, as_key
 from ramie._src.core.sentinels import MISSING
 from ramie.errors import RngError

@@ -32,6 +32,7 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.flatten import container_unchanged, flatten
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace
@@ -39,6 +40,7 @@ from ramie._src.core.variable_modes import REFS_USED, set_raw_through
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.lifting import Extracted, is_node, raw
+from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 
 # Counters that tests use to assert the fast path does no extra work.
 STATS = {"traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0}
@@ -622,7 +624,16 @@ def jit(
         abstracted_axes=abstracted_axes,
     )
     if fun is MISSING:
-        return lambda f: jit(f, **kwargs)  # type: ignore[arg-type]
+        return lambda f: jit(f, graph=graph, graph_updates=graph_updates, **kwargs)  # type: ignore[arg-type]
+    if is_simple(graph, graph_updates):
+        for name in ("in_shardings", "out_shardings"):
+            check_prefix(kwargs[name], name, "ramie.jit")
+        if not (is_node(fun) and callable(fun)):
+            # Checked inside the trace: the cached fast path pays nothing per call.
+            tree = not resolve_graph(graph)
+            checked = checked_inner(fun, "ramie.jit", tree)
+            functools.update_wrapper(checked, fun)
+            return JitWrapped(checked, **kwargs)  # type: ignore[arg-type]
     if is_node(fun) and callable(fun):
         node = fun
         wrapped = JitWrapped(lambda m, *a, **k: m(*a, **k), **kwargs)  # type: ignore[arg-type]

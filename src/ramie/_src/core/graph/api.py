@@ -22,7 +22,6 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.defs import VAR, GraphDef
-from ramie._src.core.graph.tree_mode import check_tree, maybe_check
 from ramie._src.core.graph.flatten import (
     _consume,
     flatten,
@@ -42,6 +41,7 @@ from ramie._src.core.graph.registry import (
     VARIABLE,
     kind_of,
 )
+from ramie._src.core.graph.tree_mode import maybe_check
 from ramie._src.core.nogc import no_gc
 from ramie._src.core.paths import format_path, format_paths
 from ramie._src.core.pytree import Pytree, bump

@@ -129,5 +129,7 @@ def check_tree(node: Any, api: str, *, prefix: tuple = ()) -> None:
 
 def maybe_check(node: Any, graph: bool | None, api: str) -> None:
     """``check_tree`` when ``graph`` selects tree mode (cheap otherwise)."""
-    if graph is False or (graph is None and modes._graph_mode and not modes._graph_mode[-1]):
+    if graph is False or (
+        graph is None and modes._graph_mode and not modes._graph_mode[-1]
+    ):
         check_tree(node, api)
