@@ -194,7 +194,7 @@ def modal(
     *,
     check_out: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a transform factory ``factory(f=MISSING, ..., graph, graph_updates)``."""
+    """Decorate a transform factory ``factory(f=MISSING, ..., graph=...)``."""
 
     def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(factory)
