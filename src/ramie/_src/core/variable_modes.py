@@ -94,6 +94,13 @@ def write_ref(var: Any, cell: Any, value: Any) -> None:
     cell[...] = value
 
 
+def _key_name(k: Any) -> Any:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return getattr(k, attr)
+    return k
+
+
 def convert_variables(
     node: Any,
     *,
@@ -103,9 +110,15 @@ def convert_variables(
     allow_duplicates: bool,
     api: str,
 ) -> Any:
-    """A copy of ``node`` with the matching Variables converted (see ``with_vars``)."""
+    """A copy of ``node`` with the matching Variables converted (see ``with_vars``).
+
+    Variables that do not match ``only`` are kept as they are (the copy shares
+    them with ``node``).
+    """
     from ramie._src.core.filters import to_predicate
-    from ramie._src.core.graph.api import find_duplicates, recursive_map
+    from ramie._src.core.graph.api import find_duplicates
+    from ramie._src.core.graph.flatten import flatten, unflatten
+    from ramie._src.core.graph.registry import OBJECT, kind_of
     from ramie._src.core.paths import format_path
     from ramie._src.core.variables import Variable
 
@@ -115,23 +128,32 @@ def convert_variables(
         if dups:
             a, b = dups[0][0], dups[0][1]
             raise GraphStructureError(
-                f"{api}(): the same object is found at paths {format_path(a)!r} and "
-                f"{format_path(b)!r} (a shared reference, 'found at paths'); a "
-                "converted copy would break the sharing.\n"
-                f"  Fix: {api}(node, ..., allow_duplicates=True)"
+                f"{api}(): Found duplicate at path '{format_path(b)}': the same "
+                f"Variable or object is also found at path '{format_path(a)}' (found "
+                "at paths of a shared reference); converting it would break the "
+                f"sharing.\n  Fix: {api}(node, ..., allow_duplicates=True)"
             )
 
     def convert(path: tuple, x: Any) -> Any:
-        if isinstance(x, Variable):
-            if not pred(path, x):
-                return x
-            return x.copy(hijax=hijax, ref=ref)
-        if is_ref_value(x) and ref is False and pred(path, x):
-            return x[...]
-        if ref and _array_like(x) and isinstance(x, jax.Array) and pred(path, x):
-            return jax.new_ref(x)
-        return x
+        if not pred(path, x):
+            return x
+        return x.copy(hijax=hijax, ref=ref)
 
-    if isinstance(node, Variable):
+    is_var = lambda x: isinstance(x, Variable)  # noqa: E731
+    if is_var(node):
         return convert((), node)
-    return recursive_map(convert, node)
+    has_graph = any(
+        kind_of(x) is OBJECT
+        for x in jax.tree_util.tree_leaves(node, is_leaf=lambda x: kind_of(x) is OBJECT)
+    )
+    if has_graph:
+        flat = flatten(node)
+        leaves = [
+            convert(p, v) if is_var(v) else v for p, v in zip(flat.paths, flat.leaves)
+        ]
+        return unflatten(flat.graphdef, leaves)
+    return jax.tree_util.tree_map_with_path(
+        lambda kp, x: convert(tuple(_key_name(k) for k in kp), x) if is_var(x) else x,
+        node,
+        is_leaf=is_var,
+    )

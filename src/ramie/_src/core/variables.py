@@ -433,7 +433,11 @@ class Variable(Generic[A]):
 
     @classmethod
     def from_metadata(cls, value: Any, attributes: Mapping[str, Any]) -> Variable:
-        return _new_variable(cls, value, dict(attributes))
+        meta = dict(attributes)
+        hijax, ref = bool(meta.pop("hijax", False)), bool(meta.pop("ref", False))
+        if hijax or ref:
+            value = mode_storage(value, meta, hijax=hijax, ref=ref)
+        return _new_variable(cls, value, meta)
 
     @classmethod
     def state_type(cls) -> type[Variable]:

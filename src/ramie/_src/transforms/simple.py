@@ -119,7 +119,7 @@ def _check_tree_transform(node: Any, api: str, prefix: tuple) -> None:
             raise type(e)(
                 msg.replace(
                     "in tree mode (graph=False) treats modules as pytrees, which "
-                    "cannot hold a shared reference.",
+                    "does not support shared references.",
                     "with graph=False or graph_updates=False does not support "
                     "Variable aliasing (duplicate inputs, duplicate outputs, or input "
                     "Variables returned as outputs).",

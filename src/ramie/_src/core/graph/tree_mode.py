@@ -59,7 +59,7 @@ def duplicate_error(
     else:
         why = (
             f"{api} in tree mode (graph=False) treats modules as pytrees, which "
-            "cannot hold a shared reference."
+            "does not support shared references."
         )
         fix = (
             f"  Fix: give each path its own object (ramie.clone(...)), or use "
