@@ -62,6 +62,22 @@ def mode_storage(value: Any, meta: dict[str, Any], *, hijax: bool, ref: bool) ->
     return value  # pytree or None values stay plain boxes
 
 
+def read_cell(cell: Any) -> Any:
+    """The array in a concrete ``jax.Ref`` without dispatching an op."""
+    impl = getattr(cell, "_refs", None)
+    buf = getattr(impl, "_buf", None)
+    return cell[...] if buf is None else buf
+
+
+def write_cell(cell: Any, value: Any) -> None:
+    """Store ``value`` (same shape/dtype) in a concrete ``jax.Ref``."""
+    impl = getattr(cell, "_refs", None)
+    if impl is not None and hasattr(impl, "_buf") and isinstance(value, jax.Array):
+        impl._buf = value
+    else:
+        cell[...] = value
+
+
 def set_raw_through(var: Any, value: Any) -> None:
     """Store ``value`` in ``var``: into its ``Ref`` cell if it has one."""
     from ramie._src.core.variables import _get_raw, _set_raw

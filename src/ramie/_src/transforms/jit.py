@@ -36,7 +36,7 @@ from ramie._src.core.modes import resolve_graph
 from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace
-from ramie._src.core.variable_modes import REFS_USED, set_raw_through
+from ramie._src.core.variable_modes import REFS_USED, _RefType, read_cell, write_cell
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.lifting import Extracted, is_node, raw
@@ -123,6 +123,7 @@ class _Entry:
     __slots__ = (
         "roots", "ext", "vars", "objs", "vers", "containers", "epoch", "meta",
         "trace", "jitted", "dyn_pos", "dyn_kw", "targets", "fast", "donated",
+        "cells",
     )  # fmt: skip
 
     def valid(self) -> bool:
@@ -319,6 +320,11 @@ class JitWrapped:
         entry.meta = EPOCH.meta
         entry.trace = current_trace()
         entry.fast = all(isinstance(v, Variable) for v in flat.leaves)
+        entry.cells = (
+            [i for i, v in enumerate(flat.leaves) if type(_raw_or(v)) is _RefType]
+            if REFS_USED[0]
+            else []
+        )
         entry.dyn_pos = dyn_pos
         entry.dyn_kw = dyn_kw
         entry.targets = {}
@@ -432,8 +438,13 @@ class JitWrapped:
                 out = lifting.build_outputs(out, aux.value, index_map)
             return out
         STATS["fast_calls"] += 1
-        refs = REFS_USED[0]  # ref/hijax Variables: read and write their cells
-        vals = list(map(raw if refs else _get_raw, entry.vars))
+        # ref/hijax Variables pass their jax.Ref cells: jax.jit updates them in
+        # place, so they are never among the written-back values.
+        vals = list(map(_get_raw, entry.vars))
+        cells = entry.cells
+        if cells:  # ref/hijax Variables: pass and take back their cells' arrays
+            for i in cells:
+                vals[i] = read_cell(vals[i])
         out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
         static = aux.value
         st = static[0]
@@ -444,8 +455,10 @@ class JitWrapped:
                 if targets is None:
                     vs = entry.vars
                     targets = entry.targets[idx] = [vs[i] for i in idx]
-                setter = set_raw_through if refs else _set_raw
-                deque(map(setter, targets, state_vals), maxlen=0)  # a C loop
+                if cells:
+                    _write_back_cells(targets, state_vals)
+                else:
+                    deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
             index_map = entry.ext.flat.objects
         else:
             index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
@@ -511,7 +524,9 @@ class JitWrapped:
                 "not supported here; pass modules as top-level arguments"
             )
         entry = self._build_entry(args, kwargs)
-        vals = list(map(raw if REFS_USED[0] else _get_raw, entry.vars))
+        vals = list(map(_get_raw, entry.vars))
+        for i in entry.cells:
+            vals[i] = read_cell(vals[i])
         dyn = tuple(args[i] for i in entry.dyn_pos)
         kw = {n: kwargs[n] for n in entry.dyn_kw}
         return entry.jitted.lower(vals, dyn, kw)
@@ -520,6 +535,19 @@ class JitWrapped:
         from ramie._src.transforms.general import eval_shape
 
         return eval_shape(self.fun, *args, **kwargs)
+
+
+def _raw_or(v: Any) -> Any:
+    return _get_raw(v) if isinstance(v, Variable) else v
+
+
+def _write_back_cells(targets: list, values: list) -> None:
+    for var, value in zip(targets, values):
+        cell = _get_raw(var)
+        if type(cell) is _RefType:
+            write_cell(cell, value)
+        else:
+            _set_raw(var, value)
 
 
 class _DonatingCall:

@@ -49,9 +49,10 @@ from ramie._src.core.paths import format_path
 from ramie._src.core.pytree import Pytree, init_slots
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import TrackedDict, TrackedList
-from ramie._src.core.variable_modes import REFS_USED, set_raw_through
+from ramie._src.core.variable_modes import REFS_USED, is_ref_value, set_raw_through
 from ramie._src.core.variables import (
     Variable,
+    _get_raw,
     _Hashed,
     _outer_trace_error,
     _set_meta,
@@ -184,7 +185,19 @@ def collect(
         and all(a is b for a, b in zip(flat2.objects, objs))
     )
     if same:
-        new_vals = [raw(v) for v in flat2.leaves]
+        if mode == "changed":
+            # the stored value: a Ref cell written in place is unchanged
+            new_vals = [
+                _get_raw(v) if isinstance(v, Variable) else v for v in flat2.leaves
+            ]
+            vin = inner.values_in
+            if REFS_USED[0]:
+                new_vals = [
+                    raw(v) if n is not vin[i] and is_ref_value(n) else n
+                    for i, (n, v) in enumerate(zip(new_vals, flat2.leaves))
+                ]
+        else:
+            new_vals = [raw(v) for v in flat2.leaves]
         if mode == "changed":
             vin = inner.values_in
             idx = tuple(
