@@ -16,11 +16,7 @@ from ramie._src.core.graph import registry
 from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
 from ramie._src.core.paths import format_path
 from ramie._src.core.variable_modes import is_ref_value
-from ramie.errors import GraphStructureError
-
-
-class SharedReferenceError(GraphStructureError):
-    """Tree mode or ``graph_updates=False``: an object is found at two paths."""
+from ramie.errors import SharedReferenceError
 
 
 def is_tree_mode(graph: bool | None) -> bool:
