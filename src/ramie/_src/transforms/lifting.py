@@ -52,8 +52,10 @@ from ramie._src.core.paths import format_path
 from ramie._src.core.pytree import Pytree, init_slots
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import TrackedDict, TrackedList
+from ramie._src.core.variable_modes import REFS_USED, is_ref_value, set_raw_through
 from ramie._src.core.variables import (
     Variable,
+    _get_raw,
     _Hashed,
     _outer_trace_error,
     _set_meta,
@@ -231,7 +233,19 @@ def collect(
         and all(a is b for a, b in zip(flat2.objects, objs))
     )
     if same:
-        new_vals = [raw(v) for v in flat2.leaves]
+        if mode == "changed":
+            # the stored value: a Ref cell written in place is unchanged
+            new_vals = [
+                _get_raw(v) if isinstance(v, Variable) else v for v in flat2.leaves
+            ]
+            vin = inner.values_in
+            if REFS_USED[0]:
+                new_vals = [
+                    raw(v) if n is not vin[i] and is_ref_value(n) else n
+                    for i, (n, v) in enumerate(zip(new_vals, flat2.leaves))
+                ]
+        else:
+            new_vals = [raw(v) for v in flat2.leaves]
         if mode == "changed":
             vin = inner.values_in
             idx = tuple(
@@ -320,8 +334,9 @@ def apply_state(ext: Extracted, static: tuple, values: list, api: str) -> list[A
                 writes.append((leaf, v))
             else:
                 _write_raw_leaf(ext, flat.paths[i], v)
+        setter = set_raw_through if REFS_USED[0] else _set_raw
         for leaf, v in writes:
-            _set_raw(leaf, v)
+            setter(leaf, v)
         return flat.objects
     _, graphdef2, outer_of = state_static
     return apply_graph_update(ext, graphdef2, outer_of, values, api)
@@ -403,7 +418,7 @@ def apply_graph_update(
             meta = thaw_metadata(defn[3]) if defn[3] else {}
             if oi is not None:
                 var = old[oi]
-                _set_raw(var, value)
+                set_raw_through(var, value)
                 if var._meta != meta:
                     _set_meta(var, meta)
             else:
