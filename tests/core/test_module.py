@@ -86,7 +86,9 @@ def test_train_with_extra_attributes():
     net = Net(nnx.Rngs(0))
     net.train(rate=0.25)
     assert net.blocks[1].drop.rate == 0.25
-    net.eval(bogus_but_ignored=1)  # train/eval never raise for unknown names
+    with pytest.raises(ModuleAttributeError, match="bogus"):
+        net.eval(bogus=1)  # a keyword no sub-module has is a typo, not ignored
+    assert not net.blocks[1].drop.deterministic  # and nothing changed
 
 
 def test_set_attributes_with_filters():

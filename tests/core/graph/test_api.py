@@ -826,7 +826,10 @@ def test_update_of_python_valued_variable_accepts_anything():
 def test_merge_canonicalises_float64_numpy_leaves():
     model = Model(nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    pure = jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.to_pure_dict(state))
+    pure = jax.tree.map(
+        lambda x: np.asarray(x, np.float64 if x.dtype.kind == "f" else np.int64),
+        nnx.to_pure_dict(state),
+    )
     rebuilt = nnx.merge(graphdef, pure)
     kernel = rebuilt.block.linear.kernel.value
     assert isinstance(kernel, jax.Array) and kernel.dtype == jnp.float32
