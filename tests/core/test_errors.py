@@ -33,6 +33,10 @@ ERROR_CLASSES = {
     errors.StaticArgumentError: ValueError,
     errors.AbstractValueError: TypeError,
     errors.DeletedArrayError: RuntimeError,
+    errors.AttributeStatusError: ValueError,
+    errors.TransformError: ValueError,
+    errors.SharedReferenceError: ValueError,
+    errors.PrefixModeError: ValueError,
     errors.RamieInternalError: RuntimeError,
 }
 
