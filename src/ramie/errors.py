@@ -90,6 +90,16 @@ class ModuleAttributeError(RamieError, AttributeError):
     """A module attribute named in a call does not exist."""
 
 
+class ShardingError(RamieError, ValueError):
+    """A sharding annotation does not fit the array or the mesh.
+
+    Raised for a logical axis name without a rule, a mesh axis name the mesh
+    does not have, a dimension not divisible by the size of its mesh axis, or
+    an annotation on a mesh that mixes Auto and Explicit axes. The message
+    names the Variable, its shape, the annotation and the mesh.
+    """
+
+
 class RamieInternalError(RamieError, RuntimeError):
     """An internal invariant of ramie does not hold: please report it."""
 

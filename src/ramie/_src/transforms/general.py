@@ -218,31 +218,6 @@ def transform_metadata(
         return lambda fn: transform_metadata(
             fn, in_axes=in_axes, out_axes=out_axes, partition=partition
         )
-    from ramie._src.core.variables import Variable
-    from ramie._src.transforms.lifting import is_node
+    from ramie._src.spmd.sharding import PARTITION_NAME, stacking_metadata
 
-    def variables_of(args: Any) -> list[Any]:
-        from ramie._src.core.graph.api import leaves_with_paths
-
-        out = []
-        for leaf in jax.tree_util.tree_leaves(args, is_leaf=is_node):
-            if is_node(leaf):
-                out.extend(
-                    v for v in leaves_with_paths(leaf)[1] if isinstance(v, Variable)
-                )
-        return out
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        vs = variables_of((args, kwargs))
-        axis = in_axes if isinstance(in_axes, int) else 0
-        for v in vs:
-            v.remove_axis(axis, partition)
-        try:
-            return f(*args, **kwargs)
-        finally:
-            oaxis = out_axes if isinstance(out_axes, int) else 0
-            for v in vs:
-                v.add_axis(oaxis, partition)
-
-    return wrapper
+    return stacking_metadata(f, in_axes, out_axes, {PARTITION_NAME: partition})
