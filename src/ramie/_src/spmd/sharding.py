@@ -146,7 +146,7 @@ def get_named_sharding(tree: Any, mesh: jax.sharding.Mesh) -> Any:
         >>> layer = ramie.Linear(4, 8, kernel_init=init, rngs=ramie.Rngs(0))
         >>> shardings = ramie.get_named_sharding(ramie.state(layer), mesh)
         >>> shardings["kernel"].value.spec
-        PartitionSpec(None, 'model')
+        P(None, 'model')
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_var)
     out = []
@@ -285,7 +285,7 @@ def as_abstract(tree: Any, graph: Any = None) -> Any:
         ...         2, 4, kernel_metadata={"out_sharding": (None, "model")},
         ...         rngs=ramie.Rngs(0))))
         >>> abstract.kernel.sharding.spec
-        PartitionSpec(None, 'model')
+        P(None, 'model')
     """
     from ramie._src.core.graph.api import map as graph_map
 
@@ -414,6 +414,10 @@ def stacking_metadata(
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ramie._src.transforms.lifting import resolve_kwargs
+
+        if kwargs and isinstance(in_axes, (tuple, list)):
+            args, kwargs = resolve_kwargs(f, args, kwargs)
         per_arg = _per_arg(in_axes, len(args))
         stacked = [
             (arg, _stack_axis(ax))

@@ -14,7 +14,7 @@ metadata (for example its sharding). optax itself only ever sees plain arrays.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import jax
@@ -62,6 +62,22 @@ def _key_part(k: Any) -> Hashable:
     return str(k)
 
 
+def _opt_metadata(v: Any) -> dict[str, Any]:
+    """A parameter's metadata for its optimizer state.
+
+    The state inherits the parameter's sharding annotation; an
+    ``optimizer_sharding`` annotation on the parameter overrides it for the
+    optimizer state only (e.g. ZeRO-style sharded optimizer state for a
+    replicated parameter).
+    """
+    if not isinstance(v, Variable):
+        return {}
+    meta = dict(v._meta)
+    if "optimizer_sharding" in meta:
+        meta["out_sharding"] = meta.pop("optimizer_sharding")
+    return meta
+
+
 def to_opt_state(tree: Any, params: Any = None) -> Any:
     """Wrap every array of an optax state in an OptState Variable.
 
@@ -74,9 +90,7 @@ def to_opt_state(tree: Any, params: Any = None) -> Any:
         return jax.tree_util.tree_map(OptArray, tree)
     pure = to_pure_dict(params)
     p_leaves, p_struct = jax.tree_util.tree_flatten(pure)
-    metas = [
-        dict(v._meta) if isinstance(v, Variable) else {} for _, v in iter_flat(params)
-    ]
+    metas = [_opt_metadata(v) for _, v in iter_flat(params)]
     shapes = [jnp.shape(x) for x in p_leaves]
 
     def mirrors(x: Any) -> bool:
@@ -169,6 +183,9 @@ class Optimizer(Pytree):
                     "      optimizer.update(model, grads)"
                 )
         params = api.state(model, self.wrt)
+        if not isinstance(grads, Mapping) and isinstance(grads, Pytree):
+            # gradients from plain `jax.grad(loss)(model)`: a module of grads
+            grads = api.state(grads, self.wrt)
         p_flat = list(iter_flat(params))
         g_flat = dict(iter_flat(grads))
         p_paths = [p for p, _ in p_flat]

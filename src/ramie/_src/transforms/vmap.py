@@ -91,6 +91,8 @@ def vmap(
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs and isinstance(in_axes, (tuple, list)):
+            args, kwargs = lifting.resolve_kwargs(f, args, kwargs)
         ext = lifting.extract((args, kwargs))
         lifting.check_traces(ext, api)
         axes_args = (
@@ -120,6 +122,15 @@ def vmap(
             return lifting.broadcast_prefix(out_axes, out, is_node, api)
 
         broadcast_changed: list[tuple] = []  # filled at trace time, for error messages
+        # When every argument Variable is mapped over the same axis, the body may
+        # add Variables (vmap over `__init__`): they are stacked on that axis too.
+        uniform = all(
+            type(a) is int and a == (graph_axes[0] if graph_axes else 0)
+            for a in graph_axes
+        )
+        state_out_axes: Any = (
+            (graph_axes[0] if graph_axes else 0) if uniform else graph_axes
+        )
 
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
@@ -129,7 +140,7 @@ def vmap(
                 out,
                 mode="all",
                 out_specs=out_specs,
-                allow_structure_change=False,
+                allow_structure_change=uniform,
                 api=api,
             )
             new_vals = result[1][1]
@@ -140,7 +151,7 @@ def vmap(
             ]
             return result
 
-        jax_out_axes = (_convert_out_axes(out_axes), (0, graph_axes))
+        jax_out_axes = (_convert_out_axes(out_axes), (0, state_out_axes))
         kw = {}
         if spmd_axis_name is not None:
             kw["spmd_axis_name"] = spmd_axis_name
@@ -165,7 +176,7 @@ def vmap(
             out_axes,
             axis_name,
             axis_size,
-            spmd_axis_name,
+            kw.get("spmd_axis_name"),
         )
         try:
             out, (aux, state_vals) = eager_cache.cached("vmap", f, key, build)(
