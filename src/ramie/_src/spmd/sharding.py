@@ -305,6 +305,37 @@ def as_abstract(tree: Any, graph: Any = None) -> Any:
     return graph_map(conv, tree)
 
 
+def concrete_abstract_shardings(tree: Any) -> Any:
+    """Give abstract annotated Variables NamedShardings on the concrete mesh.
+
+    ``jax.eval_shape`` reports shardings on an ``AbstractMesh`` (Explicit
+    meshes) or none at all (Auto meshes); checkpoint restore needs concrete
+    devices. Used by ``ramie.eval_shape``; a no-op without a concrete mesh.
+    """
+    from ramie._src.core.graph.api import iter_graph
+
+    mesh = placement.current_mesh()
+    if not isinstance(mesh, jax.sharding.Mesh):
+        return tree
+    try:
+        items = list(iter_graph(tree))
+    except Exception:  # not a graph: plain pytree outputs
+        return tree
+    for _path, v in items:
+        if not isinstance(v, Variable) or "out_sharding" not in v._meta:
+            continue
+        raw = v._raw
+        if not isinstance(raw, jax.ShapeDtypeStruct):
+            continue
+        vmesh = v._meta.get("mesh") or mesh
+        if not isinstance(vmesh, jax.sharding.Mesh):
+            continue
+        spec = get_var_pspec(v) or PartitionSpec()
+        sharding = NamedSharding(vmesh, spec)
+        v._raw = jax.ShapeDtypeStruct(raw.shape, raw.dtype, sharding=sharding)
+    return tree
+
+
 def abstract_with_sharding(tree: Any, graph: Any = None) -> Any:
     """Deprecated name of :func:`as_abstract`."""
     return as_abstract(tree, graph)

@@ -66,8 +66,12 @@ def eval_shape(
         ... )
         >>> abstract.kernel.value
         ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
+
+    Under a mesh (``jax.set_mesh``), Variables annotated with a sharding get a
+    ``NamedSharding`` on the concrete mesh, which checkpoint restore accepts
+    directly.
     """
-    return lifted_call(
+    out = lifted_call(
         lambda pure: functools.partial(jax.eval_shape, pure),
         f,
         args,
@@ -75,6 +79,9 @@ def eval_shape(
         "ramie.eval_shape",
         write_back=False,
     )
+    from ramie._src.spmd.sharding import concrete_abstract_shardings
+
+    return concrete_abstract_shardings(out)
 
 
 def remat(
