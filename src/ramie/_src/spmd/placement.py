@@ -108,7 +108,7 @@ def _mesh_of(annotation: Any) -> Any:
 
 
 def _describe(what: str, shape: tuple, spec: Any, mesh: Any) -> str:
-    axes = dict(zip(mesh.axis_names, tuple(mesh.axis_sizes))) if mesh is not None else None
+    axes = None if mesh is None else dict(zip(mesh.axis_names, mesh.axis_sizes))
     return (
         f"{what} of shape {tuple(shape)} annotated out_sharding={spec!r} on mesh {axes}"
     )
@@ -256,7 +256,11 @@ _MAX = 512
 
 
 def _auto_mesh(mesh: Mesh) -> Mesh:
-    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.ndim)
+    return Mesh(
+        mesh.devices,
+        mesh.axis_names,
+        axis_types=(AxisType.Auto,) * len(mesh.axis_names),
+    )
 
 
 def sharded_initialize(
