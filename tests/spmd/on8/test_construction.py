@@ -179,24 +179,23 @@ def test_sharded_checkpoint_restore_with_orbax(tmp_path):
 
 
 def test_vmap_stacking_adds_the_layer_axis_and_shards_it():
-    mesh = mesh_of("auto", (2, 4), ("layers", "model"))
+    mesh = mesh_of("auto", (2, 4), ("layers", "m"))
 
     class Block(nnx.Module):
         @nnx.split_rngs(splits=4)
         @nnx.vmap(in_axes=(0, 0), transform_metadata={nnx.PARTITION_NAME: "layers"})
         def __init__(self, rngs):
-            init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model"))
+            init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "m"))
             self.linear = nnx.Linear(8, 16, kernel_init=init, rngs=rngs)
 
     with jax.set_mesh(mesh):
         block = Block(nnx.Rngs(0))
     kernel = block.linear.kernel
     assert kernel.shape == (4, 8, 16)
-    assert kernel.out_sharding == ("layers", None, "model")
-    assert kernel.sharding.spec == P("layers", None, "model")
-    assert nnx.get_partition_spec(nnx.state(block))["linear"]["kernel"].value == P(
-        "layers", None, "model"
-    )
+    assert kernel.out_sharding == ("layers", None, "m")
+    assert kernel.sharding.spec == P("layers", None, "m")
+    specs = nnx.get_partition_spec(nnx.state(block))
+    assert specs["linear"]["kernel"].value == P("layers", None, "m")
 
 
 def test_optimizer_step_keeps_shardings():
