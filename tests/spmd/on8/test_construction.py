@@ -71,7 +71,7 @@ def test_sharded_initializer_never_builds_the_full_array(mode):
         if shape == (128, 128) and sharding == target
     ]
     assert len(fns) == 1  # the initializer was compiled with out_shardings
-    auto = placement._auto_mesh(mesh)
+    auto = placement.auto_mesh(mesh)
     init = nnx.initializers.lecun_normal()
     compiled = (
         jax.jit(
@@ -116,7 +116,7 @@ def test_jit_constructor_memory_matches_raw_jax(mode):
     mesh = mesh_of(mode)
     dim, depth = 256, 6
     init = nnx.initializers.lecun_normal()
-    auto = placement._auto_mesh(mesh)
+    auto = placement.auto_mesh(mesh)
     target = NamedSharding(auto, P("data", None))
 
     def raw(key):

@@ -255,7 +255,7 @@ _compiled: dict[tuple, Any] = {}
 _MAX = 512
 
 
-def _auto_mesh(mesh: Mesh) -> Mesh:
+def auto_mesh(mesh: Mesh) -> Mesh:
     return Mesh(
         mesh.devices,
         mesh.axis_names,
@@ -268,12 +268,12 @@ def sharded_initialize(
 ) -> Any:
     """``init(key, shape, dtype)`` computed directly into ``target``'s shards.
 
-    Eagerly the initializer is compiled with ``out_shardings=target`` (traced
-    on an Auto view of the mesh, so JAX partitions the random number
-    generation), and each device computes and holds only its own shard. Under
-    a trace on an Explicit mesh it runs inside ``jax.sharding.auto_axes`` for
-    the same effect; on an Auto mesh the Variable's sharding constraint does
-    it.
+    Eagerly the initializer is compiled once per (initializer, shape, dtype,
+    sharding) with ``out_shardings=target``, so each device computes and holds
+    only its own shard. On an Explicit mesh it runs inside
+    ``jax.sharding.auto_axes`` (an Auto view of the mesh, where XLA partitions
+    the random number generation), eagerly or under a trace; under a trace on
+    an Auto mesh a sharding constraint does it.
     """
     mesh = target.mesh
     if isinstance(key, jax.core.Tracer) or not isinstance(mesh, Mesh):
@@ -289,18 +289,20 @@ def sharded_initialize(
     except TypeError:  # unhashable initializer
         fn, entry = None, None
     if fn is None:
-        auto = _auto_mesh(mesh)
-        auto_target = NamedSharding(auto, target.spec)
         shape_t, dtype_t = tuple(shape), jax.numpy.dtype(dtype)
-        jitted = jax.jit(lambda k: init(k, shape_t, dtype_t), out_shardings=auto_target)
-
-        def fn(k: Any) -> Any:
-            with jax.set_mesh(auto):
-                out = jitted(k)
-            return out if auto == mesh else jax.device_put(out, target)
-
+        if is_explicit(mesh):
+            # random bits computed on an Auto view so XLA partitions them
+            fn = jax.jit(
+                lambda k: jax.sharding.auto_axes(
+                    lambda k: init(k, shape_t, dtype_t), out_sharding=target.spec
+                )(k)
+            )
+        else:
+            fn = jax.jit(lambda k: init(k, shape_t, dtype_t), out_shardings=target)
+        out = fn(key)  # raises for initializers that cannot be traced
         if entry is not None:
             if len(_compiled) >= _MAX:
                 _compiled.pop(next(iter(_compiled)))
             _compiled[entry] = fn
+        return out
     return fn(key)
