@@ -63,6 +63,15 @@ class StateLoadError(RamieError, ValueError):
         self.mismatched = list(mismatched or [])
 
 
+class CheckpointError(RamieError, ValueError):
+    """A checkpoint cannot be read or written.
+
+    Raised when a checkpoint is missing, incomplete, truncated or corrupted (its
+    checksum does not match the manifest), with the file and the entry named.
+    Restore an older checkpoint; a damaged one cannot be repaired.
+    """
+
+
 class TraceContextError(RamieError, ValueError):
     """A Variable was changed inside a JAX transform it does not belong to.
 
