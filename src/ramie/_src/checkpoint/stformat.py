@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -127,33 +127,50 @@ def write_file(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, memoryview(len(head).to_bytes(8, "little") + head))
-        sums = _checksums_async(views, algorithm)
-        for (name, _), view, fut in zip(tensors, views, sums):
-            _write_all(fd, view)
+        sums = _Checksums(views, algorithm) if algorithm else None
+        for name, _ in tensors:
+            _write_all(fd, views[len(out)])
             b, e = header[name]["data_offsets"]
-            out[name] = {"offsets": [start + b, start + e], "checksum": fut}
+            out[name] = {"offsets": [start + b, start + e], "checksum": None}
         if fsync:
             os.fsync(fd)
     finally:
         os.close(fd)
-    for rec in out.values():
-        fut = rec["checksum"]
-        rec["checksum"] = fut.result() if fut is not None else None
+    if sums is not None:
+        for rec, digest in zip(out.values(), sums.result()):
+            rec["checksum"] = digest
     return out
 
 
-_POOL: ThreadPoolExecutor | None = None
+class _Checksums:
+    """Checksums computed on a helper thread while the caller writes.
 
+    A plain thread rather than an executor: async saves may run while the
+    interpreter shuts down, when executors refuse new work. If no thread can
+    be started the checksums are computed on the calling thread.
+    """
 
-def _checksums_async(views: list[memoryview], algorithm: str | None) -> list:
-    """Checksums computed on a worker thread while the main thread writes."""
-    global _POOL
-    if algorithm is None:
-        return [None] * len(views)
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(1, thread_name_prefix="ramie-checksum")
-    fn = checksum_lib.function(algorithm)
-    return [_POOL.submit(fn, v) for v in views]
+    def __init__(self, views: list[memoryview], algorithm: str):
+        self._fn = checksum_lib.function(algorithm)
+        self._views = views
+        self._out: list[str | None] = [None] * len(views)
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="ramie-checksum", daemon=True
+        )
+        try:
+            self._thread.start()
+        except RuntimeError:
+            self._thread = None
+            self._run()
+
+    def _run(self) -> None:
+        for i, view in enumerate(self._views):
+            self._out[i] = self._fn(view)
+
+    def result(self) -> list[str | None]:
+        if self._thread is not None:
+            self._thread.join()
+        return self._out
 
 
 def read_header(path: str) -> tuple[dict, int]:
