@@ -21,3 +21,4 @@ from ramie._src.checkpoint.named import load_safetensors as load_safetensors
 from ramie._src.checkpoint.named import load_state_dict as load_state_dict
 from ramie._src.checkpoint.named import save_safetensors as save_safetensors
 from ramie._src.checkpoint.named import state_dict as state_dict
+from ramie._src.checkpoint.manager import CheckpointManager as CheckpointManager
