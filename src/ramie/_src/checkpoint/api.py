@@ -142,20 +142,16 @@ def restore(
             missing.append(entry.full_path)
             continue
         value = entry.variable.get_value()
-        if "value" in rec or not entries.is_array_like(value):
-            if ("value" in rec) != (not entries.is_array_like(value)):
-                pairs.append((entry.full_path, _Desc(value), _Desc(rec)))
-            plan.append((entry, rec, None))
-            continue
-        pairs.append((entry.full_path, value, reader.logical_struct(rec)))
-        plan.append((entry, rec, value))
+        found = rec["value"] if "value" in rec else reader.logical_struct(rec)
+        pairs.append((entry.full_path, value, found))
+        plan.append((entry, rec))
     target_keys = {e.key for e in targets}
     unexpected = [
         (r["group"], *r["path"]) if r["group"] != "model" else tuple(r["path"])
         for k, r in source.items()
         if k not in target_keys
     ]
-    report = checks.check_load(
+    loaded, report = checks.check(
         pairs,
         api=api,
         allow_cast=allow_cast,
@@ -163,19 +159,18 @@ def restore(
         unexpected=unexpected,
         strict=strict,
     )
-    skip = {p for p, _, _ in report.mismatched}
     new_values = []
     files = reader.Files(root)
     algorithm = manifest.get("checksum", "crc32")
     try:
-        for entry, rec, value in plan:
-            if entries.display_path(entry.group, entry.path) in skip:
+        for (entry, rec), (_, target, _), want in zip(plan, pairs, loaded):
+            if want is checks.SKIPPED:
                 continue
-            if value is None:
-                new_values.append((entry.variable, rec["value"]))
+            if "value" in rec:
+                new_values.append((entry.variable, want))
                 continue
             arr = reader.read_entry(
-                files, rec, value, _target_sharding(value), algorithm, allow_cast
+                files, rec, want, _target_sharding(target), algorithm
             )
             new_values.append((entry.variable, arr))
     finally:
@@ -183,25 +178,6 @@ def restore(
     for var, arr in new_values:
         var.set_value(arr)
     return (model, report) if not strict else model
-
-
-@dataclasses.dataclass
-class _Desc:
-    """Shape/dtype stand-in for an entry that is not an array."""
-
-    obj: Any
-
-    @property
-    def shape(self) -> tuple:
-        if isinstance(self.obj, dict):
-            return tuple(self.obj.get("shape", ())) if "value" not in self.obj else ()
-        return tuple(getattr(self.obj, "shape", ()))
-
-    @property
-    def dtype(self) -> Any:
-        if isinstance(self.obj, dict):
-            return type(self.obj["value"]).__name__ if "value" in self.obj else "array"
-        return getattr(self.obj, "dtype", type(self.obj).__name__)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,159 +1,134 @@
-"""The one strictness check every checkpoint route runs before changing anything.
+"""The strictness check of every checkpoint route, on ramie's shared loading policy.
 
 A load compares what the target expects (paths, shapes, dtypes) with what the
-source holds, and reports every missing, unexpected, shape-mismatched and
-dtype-mismatched entry in one :class:`~ramie.errors.StateLoadError`. Nothing is
-read or written before the check passes, so a failed load changes nothing.
-
-``check_load`` follows the interface of ``ramie._src.core.loading`` (shared by
-``update``, ``replace_by_pure_dict`` and the checkpoint loaders): the shared
-implementation is used when present.
+source holds, before any array is read: :func:`check` hands the abstract
+source values (shapes and dtypes from a manifest or file header) to
+``ramie._src.core.loading.check_load``, which applies the loading policy
+(lossless casts allowed, lossy ones only with ``allow_cast=True``) and raises
+one :class:`~ramie.errors.StateLoadError` listing every missing, unexpected,
+shape- and dtype-mismatched path. Nothing is read or written before it passes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
-from ramie._src.core.paths import format_path
-from ramie.errors import StateLoadError
+from ramie._src.core import loading
 
 PathParts = tuple[Hashable, ...]
+SKIPPED = loading.SKIPPED
+
+_FIX = (
+    "  Fix: restore into a model built with the configuration the checkpoint was "
+    "saved from, or load what fits and get these lists back:\n"
+    "      model, report = {api}(..., strict=False)"
+)
 
 
 @dataclasses.dataclass
 class LoadReport:
-    """What a non-strict load skipped.
+    """What a non-strict checkpoint load skipped.
 
     Attributes:
-        missing: dotted paths the target has and the source lacks (left as they were).
-        unexpected: dotted paths the source has and the target lacks (ignored).
-        mismatched: ``(path, expected, found)`` for entries whose shape or dtype
-            does not fit (left as they were).
+        missing: paths the target has and the source lacks (left as they were).
+        unexpected: paths the source has and the target lacks (ignored).
+        mismatched: ``(path, expected, found)`` for entries whose shape or
+            dtype does not fit (left as they were).
     """
 
-    missing: list[str] = dataclasses.field(default_factory=list)
-    unexpected: list[str] = dataclasses.field(default_factory=list)
-    mismatched: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    missing: list[PathParts] = dataclasses.field(default_factory=list)
+    unexpected: list[PathParts] = dataclasses.field(default_factory=list)
+    mismatched: list[tuple[PathParts, str, str]] = dataclasses.field(
+        default_factory=list
+    )
 
     @property
     def ok(self) -> bool:
-        """True when nothing was skipped."""
+        """True when nothing was skipped.
+
+        Example:
+            >>> LoadReport().ok, LoadReport(missing=[("a",)]).ok
+            (True, False)
+        """
         return not (self.missing or self.unexpected or self.mismatched)
 
 
-def describe(value: Any) -> str:
-    """``float32[3,4]``: the dtype and shape of an array or ShapeDtypeStruct."""
-    dtype = getattr(value, "dtype", None)
-    shape = getattr(value, "shape", None)
-    if dtype is None or shape is None:
-        return type(value).__name__
-    return f"{dtype_name(dtype)}[{','.join(str(d) for d in shape)}]"
+@dataclasses.dataclass
+class _Key:
+    value: Any
 
 
-def dtype_name(dtype: Any) -> str:
-    """The name of a dtype, ``key<fry>`` for typed PRNG keys."""
-    if isinstance(dtype, str):
-        return dtype
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        return str(dtype)
-    return np.dtype(dtype).name
+def _is_key(dtype: Any) -> bool:
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
-def _castable(expected: Any, found: Any) -> bool:
-    if isinstance(expected, str) or isinstance(found, str):
-        return False
-    e_key = jax.dtypes.issubdtype(expected, jax.dtypes.prng_key)
-    f_key = jax.dtypes.issubdtype(found, jax.dtypes.prng_key)
-    return not (e_key or f_key)
-
-
-def check_load(
-    pairs: Iterable[tuple[PathParts, Any, Any]],
+def check(
+    pairs: Sequence[tuple[PathParts, Any, Any]],
     *,
     api: str,
-    allow_cast: bool = False,
-    missing: Sequence[PathParts] = (),
-    unexpected: Sequence[PathParts] = (),
-    strict: bool = True,
-) -> LoadReport:
-    """Check that each value fits its target; raise one error listing every problem.
+    allow_cast: bool,
+    missing: Sequence[PathParts],
+    unexpected: Sequence[PathParts],
+    strict: bool,
+) -> tuple[list[Any], LoadReport]:
+    """Check abstract source values against targets, all at once.
 
     Args:
-        pairs: ``(path, target, value)`` where target and value have ``.shape``
-            and ``.dtype`` (arrays or ``jax.ShapeDtypeStruct``).
-        api: the public call, e.g. ``"ramie.checkpoint.restore()"``.
-        allow_cast: accept a dtype mismatch (the value is cast on load).
-        missing: paths the target has and the source lacks.
-        unexpected: paths the source has and the target lacks.
-        strict: raise on any problem; when False return the report instead.
+        pairs: ``(path, target, value)``; targets and values have ``.shape``
+            and ``.dtype`` (values are usually ``jax.ShapeDtypeStruct``).
 
     Returns:
-        A :class:`LoadReport` of what does not fit (empty when everything fits).
+        ``(values, report)``: per pair the value as it will be loaded (its dtype
+        is the one to cast to) or :data:`SKIPPED`, and what does not fit.
 
     Raises:
-        StateLoadError: when ``strict`` and anything does not fit.
-
-    Example:
-        >>> import jax, numpy as np
-        >>> t = jax.ShapeDtypeStruct((2,), np.float32)
-        >>> check_load([(("a",), t, np.zeros(3, np.float32))], api="f()", strict=False)
-        LoadReport(missing=[], unexpected=[], mismatched=[('a', 'float32[2]', 'float32[3]')])
+        StateLoadError: (``strict``) anything does not fit; nothing changed.
     """
-    report = LoadReport(
-        missing=[format_path(p) for p in missing],
-        unexpected=[format_path(p) for p in unexpected],
-    )
+    # Typed PRNG keys cast to nothing else and nothing casts to them; they are
+    # compared here (the shared policy canonicalises dtypes, which keys lack).
+    keyed: list[tuple[PathParts, str, str]] = []
+    fine: list[Any] = []
     for path, target, value in pairs:
-        t_shape, v_shape = tuple(target.shape), tuple(value.shape)
-        t_dtype, v_dtype = target.dtype, value.dtype
-        bad_shape = t_shape != v_shape
-        bad_dtype = dtype_name(t_dtype) != dtype_name(v_dtype) and not (
-            allow_cast and _castable(t_dtype, v_dtype)
-        )
-        if bad_shape or bad_dtype:
-            report.mismatched.append(
-                (format_path(path), describe(target), describe(value))
+        t_key = _is_key(getattr(target, "dtype", None))
+        v_key = _is_key(getattr(value, "dtype", None))
+        if not (t_key or v_key):
+            fine.append((path, target, value))
+            continue
+        if t_key != v_key or target.dtype != value.dtype:
+            keyed.append((tuple(path), f"dtype {target.dtype}", f"dtype {value.dtype}"))
+        elif tuple(target.shape) != tuple(value.shape):
+            keyed.append(
+                (tuple(path), f"shape {tuple(target.shape)}", f"shape {tuple(value.shape)}")
             )
-    if strict and not report.ok:
-        raise load_error(api, report)
-    return report
-
-
-def _lines(paths: Sequence[str], limit: int = 10) -> list[str]:
-    out = [f"    {p}" for p in paths[:limit]]
-    if len(paths) > limit:
-        out.append(f"    ... and {len(paths) - limit} more")
-    return out
-
-
-def load_error(api: str, report: LoadReport) -> StateLoadError:
-    """Build the one StateLoadError that lists everything in ``report``."""
-    lines = [f"{api}: the checkpoint does not fit the target; nothing was changed."]
-    if report.missing:
-        lines.append(f"  Missing from the checkpoint ({len(report.missing)}):")
-        lines += _lines(report.missing)
-    if report.unexpected:
-        lines.append(f"  Unexpected in the checkpoint ({len(report.unexpected)}):")
-        lines += _lines(report.unexpected)
-    if report.mismatched:
-        lines.append(
-            f"  Shape or dtype mismatch ({len(report.mismatched)}), "
-            "expected (target) vs found (checkpoint):"
+        else:
+            fine.append(_Key(value))
+            continue
+        fine.append(None)
+    result = loading.check_load(
+        [p for p in fine if isinstance(p, tuple)],
+        api=api,
+        allow_cast=allow_cast,
+        missing=missing,
+        unexpected=unexpected,
+        strict=False,
+    )
+    it = iter(result.values)
+    values = [
+        SKIPPED if p is None else p.value if isinstance(p, _Key) else next(it)
+        for p in fine
+    ]
+    mismatched = keyed + list(result.mismatched)
+    if strict and (result.missing or result.unexpected or mismatched):
+        raise loading.load_error(
+            api,
+            result.missing,
+            result.unexpected,
+            mismatched,
+            fix=_FIX.format(api=api.removesuffix("()")),
         )
-        lines += _lines([f"{p}: expected {e}, found {f}" for p, e, f in report.mismatched])
-    lines.append(
-        "  To load what fits and get these lists back, pass strict=False; to cast "
-        "dtypes on load, pass allow_cast=True:\n"
-        "      model, report = ramie.checkpoint.restore(path, model, strict=False)"
-    )
-    return StateLoadError(
-        "\n".join(lines),
-        missing=report.missing,
-        unexpected=report.unexpected,
-        mismatched=report.mismatched,
-    )
+    report = LoadReport(list(result.missing), list(result.unexpected), mismatched)
+    return values, report

@@ -20,7 +20,7 @@ import numpy as np
 
 from ramie._src.checkpoint import checks
 from ramie._src.checkpoint.checks import LoadReport
-from ramie._src.core.paths import format_path, parse_key
+from ramie._src.core.paths import parse_key
 from ramie._src.core.variables import Variable
 
 
@@ -79,16 +79,23 @@ def load(
     """Check ``source`` against ``slots``, then assign every value that fits.
 
     Nothing is read or assigned before the check has passed (``strict``), and
-    nothing is assigned before every read has succeeded.
+    nothing is assigned before every read has succeeded. Source dtypes are
+    canonicalised as JAX does (``float64`` files load into ``float32`` models
+    when x64 is off), as for NumPy values everywhere in ramie.
     """
     by_name = {s.name: s for s in slots}
     missing = [s.parts for s in slots if s.name not in source]
-    unexpected = [
-        name_parts(n) for n in source if n not in by_name and not ignore(n)
-    ]
+    unexpected = [name_parts(n) for n in source if n not in by_name and not ignore(n)]
     present = [s for s in slots if s.name in source]
-    pairs = [(s.parts, _target_struct(s), source[s.name]) for s in present]
-    report = checks.check_load(
+    pairs = []
+    for s in present:
+        src = source[s.name]
+        try:
+            dtype = jax.dtypes.canonicalize_dtype(src.dtype)
+        except TypeError:
+            dtype = src.dtype
+        pairs.append((s.parts, _target_struct(s), jax.ShapeDtypeStruct(src.shape, dtype)))
+    wanted, report = checks.check(
         pairs,
         api=api,
         allow_cast=allow_cast,
@@ -96,15 +103,14 @@ def load(
         unexpected=unexpected,
         strict=strict,
     )
-    skip = {p for p, _, _ in report.mismatched}
     updates = []
-    for slot in present:
-        if format_path(slot.parts) in skip:
+    for slot, want in zip(present, wanted):
+        if want is checks.SKIPPED:
             continue
         value = slot.from_ext(source[slot.name].read())
+        if value.dtype != want.dtype:
+            value = value.astype(want.dtype)
         current = slot.variable.get_value()
-        if allow_cast and value.dtype != current.dtype:
-            value = value.astype(current.dtype)
         sharding = getattr(current, "sharding", None)
         if isinstance(sharding, jax.sharding.Sharding):
             value = jax.device_put(value, sharding)

@@ -163,11 +163,12 @@ def _read_region(files: Files, rec: dict, region: list[tuple[int, int]]) -> np.n
     return out
 
 
-def _finish(host: np.ndarray, rec: dict, target: Any, allow_cast: bool) -> np.ndarray:
+def _finish(host: np.ndarray, rec: dict, want: Any) -> np.ndarray:
+    """Cast to the dtype the loading policy chose (``want.dtype``)."""
     if "key_impl" in rec:
         return host
-    if allow_cast and np.dtype(host.dtype) != np.dtype(target.dtype):
-        host = host.astype(target.dtype)
+    if np.dtype(host.dtype) != np.dtype(want.dtype):
+        host = host.astype(want.dtype)
     return host
 
 
@@ -179,9 +180,9 @@ def _place(host: np.ndarray, rec: dict, sharding: Any) -> jax.Array:
 
 
 def read_entry(
-    files: Files, rec: dict, target: Any, sharding: Any, algorithm: str, allow_cast: bool
+    files: Files, rec: dict, want: Any, sharding: Any, algorithm: str
 ) -> jax.Array:
-    """The array of entry ``rec`` shaped, typed and placed like ``target``."""
+    """The array of entry ``rec`` with ``want``'s dtype, placed by ``sharding``."""
     full = [[0, d] for d in _storage(rec)[0]]
     whole = [sh for sh in rec["shards"] if sh["index"] == full]
     distributed = (
@@ -195,11 +196,11 @@ def read_entry(
             host = _read_full_shard(files, rec, whole[0], algorithm)
         else:
             host = _read_region(files, rec, [tuple(r) for r in full])
-        return _place(_finish(host, rec, target, allow_cast), rec, sharding)
+        return _place(_finish(host, rec, want), rec, sharding)
     shape = tuple(rec["shape"])
 
     def callback(index: tuple) -> np.ndarray:
         region = [tuple(sl.indices(d)[:2]) for sl, d in zip(index, shape)]
-        return _finish(_read_region(files, rec, region), rec, target, allow_cast)
+        return _finish(_read_region(files, rec, region), rec, want)
 
     return jax.make_array_from_callback(shape, sharding, callback)
