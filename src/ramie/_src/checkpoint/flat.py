@@ -90,10 +90,9 @@ def load(
     pairs = []
     for s in present:
         src = source[s.name]
-        try:
-            dtype = jax.dtypes.canonicalize_dtype(src.dtype)
-        except TypeError:
-            dtype = src.dtype
+        dtype = src.dtype
+        if not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            dtype = jax.dtypes.canonicalize_dtype(dtype)
         pairs.append((s.parts, _target_struct(s), jax.ShapeDtypeStruct(src.shape, dtype)))
     wanted, report = checks.check(
         pairs,
