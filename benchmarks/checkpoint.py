@@ -42,7 +42,10 @@ CHILD = textwrap.dedent(
 
     def make(seed=0):
         if size == "big":
-            layers = [nnx.Linear(2048, 2048, rngs=nnx.Rngs(seed + i)) for i in range(25)]
+            n, width = 25, 2048
+            layers = [
+                nnx.Linear(width, width, rngs=nnx.Rngs(seed + i)) for i in range(n)
+            ]
         else:
             layers = [nnx.Linear(512, 512, rngs=nnx.Rngs(seed + i)) for i in range(2)]
         return nnx.Sequential(*layers)
@@ -74,7 +77,8 @@ CHILD = textwrap.dedent(
         import orbax.checkpoint as ocp
         ckptr = ocp.StandardCheckpointer()
 
-    targets = [nnx.eval_shape(make) for _ in range(repeats + 1)] if op == "restore" else []
+    n_targets = repeats + 1 if op == "restore" else 0
+    targets = [nnx.eval_shape(make) for _ in range(n_targets)]
 
     def run(i):
         dst = os.path.join(root, f"out-{method}-{i}")
@@ -200,7 +204,8 @@ def main() -> None:
                         f"  {op:8} {method:12} {fmt_time(r['best']):>12} "
                         f"{fmt_time(r['median']):>12} "
                         f"{nbytes / r['best'] / 1e6:8.0f} {r['best'] / floor:8.2f} "
-                        f"{r['peak_extra'] / 1e6:9.1f} MB {r['peak_extra'] / nbytes:7.2f}"
+                        f"{r['peak_extra'] / 1e6:9.1f} MB "
+                        f"{r['peak_extra'] / nbytes:7.2f}"
                     )
         finally:
             shutil.rmtree(root, ignore_errors=True)

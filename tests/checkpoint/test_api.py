@@ -1,4 +1,4 @@
-"""save/restore/info: round trips, abstract targets, strictness on every kind of mismatch."""
+"""save/restore/info: round trips, abstract targets, strictness on every mismatch."""
 
 import os
 
@@ -126,12 +126,22 @@ def test_strict_lists_every_problem_and_changes_nothing(tmp_path):
     with pytest.raises(StateLoadError) as err:
         nnx.checkpoint.restore(tmp_path / "c", target)
     msg = str(err.value)
-    for p in ["extra", "blocks[0].kernel", "blocks[0].bias", "l1.kernel", "l1.bias", "bn.mean"]:
+    for p in [
+        "extra",
+        "blocks[0].kernel",
+        "blocks[0].bias",
+        "l1.kernel",
+        "l1.bias",
+        "bn.mean",
+    ]:
         assert p in msg, p
     assert "l1.kernel: shape (3, 5) vs (3, 4)" in msg
     assert "bn.mean: dtype bfloat16 vs float32" in msg
     assert err.value.missing == [("extra",)]
-    assert sorted(err.value.unexpected) == [("blocks", 0, "bias"), ("blocks", 0, "kernel")]
+    assert sorted(err.value.unexpected) == [
+        ("blocks", 0, "bias"),
+        ("blocks", 0, "kernel"),
+    ]
     assert {p for p, _, _ in err.value.mismatched} == {
         ("l1", "kernel"),
         ("l1", "bias"),

@@ -1,4 +1,4 @@
-"""Durability: kills during a save, async saves at exit, truncated and corrupted files."""
+"""Durability: kills during a save, async saves at exit, damaged files."""
 
 import os
 import signal
@@ -20,7 +20,8 @@ SAVE = textwrap.dedent(
     import ramie as nnx
     path, seed = sys.argv[1], int(sys.argv[2])
     loops = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    model = nnx.Sequential(*[nnx.Linear(256, 256, rngs=nnx.Rngs(seed)) for _ in range(4)])
+    layers = [nnx.Linear(256, 256, rngs=nnx.Rngs(seed)) for _ in range(4)]
+    model = nnx.Sequential(*layers)
     print("ready", flush=True)
     for i in range(loops):
         nnx.checkpoint.save(path, model, step=seed * 1000 + i)
@@ -36,7 +37,9 @@ def _env(**extra):
 
 
 def _model(seed):
-    return nnx.Sequential(*[nnx.Linear(256, 256, rngs=nnx.Rngs(seed)) for _ in range(4)])
+    return nnx.Sequential(
+        *[nnx.Linear(256, 256, rngs=nnx.Rngs(seed)) for _ in range(4)]
+    )
 
 
 def _kernel(model):
@@ -176,7 +179,10 @@ def _assert_unchanged_after(exc_match, path):
 def test_truncated_data_file_names_file_and_entry(tmp_path):
     path, data = _saved(tmp_path)
     os.truncate(data, os.path.getsize(data) - 100)
-    _assert_unchanged_after(r"data-00000\.safetensors: file is truncated: entry model/layers\.3\.kernel", path)
+    _assert_unchanged_after(
+        r"data-00000\.safetensors: file is truncated: entry model/layers\.3\.kernel",
+        path,
+    )
 
 
 def test_corrupted_byte_names_file_and_entry(tmp_path):

@@ -1,4 +1,4 @@
-"""CheckpointManager: retention by recency and by metric, save_every, async, restarts."""
+"""CheckpointManager: retention by recency and metric, save_every, async."""
 
 import os
 
@@ -21,15 +21,23 @@ def test_keeps_newest_and_restores_latest(tmp_path):
     assert mgr.all_steps() == [3, 4] and mgr.latest_step() == 4
     target = _model(0)
     mgr.restore(model=target)
-    np.testing.assert_array_equal(target.kernel.get_value(), models[4].kernel.get_value())
+    np.testing.assert_array_equal(
+        target.kernel.get_value(), models[4].kernel.get_value()
+    )
     mgr.restore(3, model=target)
-    np.testing.assert_array_equal(target.kernel.get_value(), models[3].kernel.get_value())
-    with pytest.raises(CheckpointError, match=r"no checkpoint of step 1 .* available: \[3, 4\]"):
+    np.testing.assert_array_equal(
+        target.kernel.get_value(), models[3].kernel.get_value()
+    )
+    with pytest.raises(
+        CheckpointError, match=r"no checkpoint of step 1 .* available: \[3, 4\]"
+    ):
         mgr.restore(1, model=target)
 
 
 def test_keep_best_by_metric_keeps_newest_too(tmp_path):
-    mgr = nnx.checkpoint.CheckpointManager(tmp_path, max_to_keep=2, keep_best=("loss", "min"))
+    mgr = nnx.checkpoint.CheckpointManager(
+        tmp_path, max_to_keep=2, keep_best=("loss", "min")
+    )
     losses = {1: 0.5, 2: 0.1, 3: 0.9, 4: 0.2, 5: 0.7}
     for step, loss in losses.items():
         mgr.save(step, _model(step), metrics={"loss": loss})
@@ -59,4 +67,6 @@ def test_async_manager(tmp_path):
     assert mgr.all_steps() == [3]
     target = _model(0)
     mgr.restore(model=target)
-    np.testing.assert_array_equal(target.kernel.get_value(), _model(3).kernel.get_value())
+    np.testing.assert_array_equal(
+        target.kernel.get_value(), _model(3).kernel.get_value()
+    )

@@ -31,7 +31,9 @@ WORKER = textwrap.dedent(
 
     target = nnx.eval_shape(lambda: nnx.Linear(16, 32, rngs=nnx.Rngs(1)))
     target.kernel.set_value(
-        jax.ShapeDtypeStruct((16, 32), np.float32, sharding=NamedSharding(mesh, P("b", "a")))
+        jax.ShapeDtypeStruct(
+            (16, 32), np.float32, sharding=NamedSharding(mesh, P("b", "a"))
+        )
     )
     nnx.checkpoint.restore(path, target)
     kernel = target.kernel.get_value()

@@ -1,4 +1,4 @@
-"""State dicts, safetensors files and PyTorch names, checked against a NumPy PyTorch forward."""
+"""State dicts, safetensors files and PyTorch names (vs a NumPy PyTorch forward)."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +46,7 @@ def torch_state(seed=0):
 
 
 def torch_forward(sd, x_nchw, tokens):
-    """PyTorch semantics in NumPy: Conv2d, BatchNorm2d (eval), ReLU, Linear, LayerNorm."""
+    """PyTorch semantics in NumPy: Conv2d, BatchNorm2d (eval), ReLU, Linear, LN."""
     w, b = sd["conv.weight"], sd["conv.bias"]
     n, c, hgt, wid = x_nchw.shape
     kh, kw = w.shape[2:]
@@ -89,7 +89,9 @@ def test_torch_state_dict_round_trip_layouts():
     np.testing.assert_array_equal(sd["fc.weight"], model.fc.kernel.get_value().T)
     other = TorchLike(nnx.Rngs(1))
     assert nnx.checkpoint.load_state_dict(other, sd, convention="torch").ok
-    np.testing.assert_array_equal(other.conv.kernel.get_value(), model.conv.kernel.get_value())
+    np.testing.assert_array_equal(
+        other.conv.kernel.get_value(), model.conv.kernel.get_value()
+    )
 
 
 def test_state_dict_round_trip_and_safetensors_file(tmp_path):
@@ -129,15 +131,21 @@ def _bad_torch_state():
 
 
 def _snapshot(model):
-    return {k: np.asarray(v) for k, v in nnx.checkpoint.state_dict(model).items()
-            if v.dtype != jnp.uint32 and "rngs" not in k}
+    return {
+        k: np.asarray(v)
+        for k, v in nnx.checkpoint.state_dict(model).items()
+        if v.dtype != jnp.uint32 and "rngs" not in k
+    }
 
 
 def _assert_lists_all(err):
     msg = str(err.value)
-    for needle in ["fc.weight: shape (5, 4) vs (5, 3)",
-                   "ln.weight: dtype float32 vs int32",
-                   "ln.bias", "head.weight"]:
+    for needle in [
+        "fc.weight: shape (5, 4) vs (5, 3)",
+        "ln.weight: dtype float32 vs int32",
+        "ln.bias",
+        "head.weight",
+    ]:
         assert needle in msg, needle
     assert err.value.missing == [("ln", "bias")]
     assert err.value.unexpected == [("head", "weight")]
@@ -153,7 +161,9 @@ def test_every_mismatch_listed_and_model_unchanged(tmp_path, route):
             nnx.checkpoint.load_state_dict(model, sd, convention="torch")
         else:
             save_file(sd, str(tmp_path / "bad.safetensors"))
-            nnx.checkpoint.load_safetensors(model, tmp_path / "bad.safetensors", convention="torch")
+            nnx.checkpoint.load_safetensors(
+                model, tmp_path / "bad.safetensors", convention="torch"
+            )
     _assert_lists_all(err)
     after = _snapshot(model)
     for k in before:
@@ -170,16 +180,25 @@ def test_ramie_names_mismatch_and_non_strict():
     with pytest.raises(StateLoadError, match=r"fc\.kernel: shape \(4, 5\) vs \(3, 5\)"):
         nnx.checkpoint.load_state_dict(target, sd)
     report = nnx.checkpoint.load_state_dict(target, sd, strict=False)
-    assert report.missing == [("emb", "embedding")] and report.unexpected == [("extra",)]
-    np.testing.assert_array_equal(target.conv.kernel.get_value(), model.conv.kernel.get_value())
+    assert report.missing == [("emb", "embedding")] and report.unexpected == [
+        ("extra",)
+    ]
+    np.testing.assert_array_equal(
+        target.conv.kernel.get_value(), model.conv.kernel.get_value()
+    )
     assert not np.array_equal(target.fc.kernel.get_value(), model.fc.kernel.get_value())
 
 
 def test_allow_cast_on_state_dict():
     model = TorchLike(nnx.Rngs(0))
-    sd = {k: np.asarray(v) for k, v in nnx.checkpoint.state_dict(model, convention="torch").items()}
+    sd = {
+        k: np.asarray(v)
+        for k, v in nnx.checkpoint.state_dict(model, convention="torch").items()
+    }
     sd["fc.weight"] = (sd["fc.weight"] * 100).astype(np.int32)
     with pytest.raises(StateLoadError, match="fc.weight: dtype float32 vs int32"):
         nnx.checkpoint.load_state_dict(model, sd, convention="torch")
-    assert nnx.checkpoint.load_state_dict(model, sd, convention="torch", allow_cast=True).ok
+    assert nnx.checkpoint.load_state_dict(
+        model, sd, convention="torch", allow_cast=True
+    ).ok
     assert model.fc.kernel.get_value().dtype == jnp.float32

@@ -1,4 +1,4 @@
-"""ramie State works unchanged with orbax's NNX recipe, and Flax NNX checkpoints load into ramie."""
+"""orbax's NNX recipe with ramie State; Flax NNX orbax checkpoints into ramie."""
 
 import jax
 import numpy as np
@@ -68,7 +68,11 @@ def test_flax_nnx_checkpoint_restores_into_ramie_model(tmp_path):
     abstract = nnx.eval_shape(lambda: Twin(nnx.Rngs(7)))
     restored = checkpointer.restore(tmp_path / "flax", nnx.state(abstract))
     nnx.update(abstract, restored)
-    np.testing.assert_array_equal(abstract.l.kernel.get_value(), flax_model.l.kernel.get_value())
-    np.testing.assert_array_equal(abstract.bn.var.get_value(), flax_model.bn.var.get_value())
+    np.testing.assert_array_equal(
+        abstract.l.kernel.get_value(), flax_model.l.kernel.get_value()
+    )
+    np.testing.assert_array_equal(
+        abstract.bn.var.get_value(), flax_model.bn.var.get_value()
+    )
     x = np.ones((2, 3), np.float32)
     np.testing.assert_allclose(abstract.l(x), flax_model.l(x), rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Training resumes bit-exactly from a checkpoint, in a new process, into an abstract model."""
+"""Training resumes bit-exactly in a new process, into an abstract model."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Sharded save/restore on 8 virtual CPU devices: shards go straight to their devices."""
+"""Sharded save/restore on 8 virtual CPU devices: each shard read on its own."""
 
 import jax
 import numpy as np
@@ -29,7 +29,9 @@ def _abstract(spec):
     abstract = nnx.eval_shape(lambda: _model(9))
     sds = abstract.kernel.get_value()
     abstract.kernel.set_value(
-        jax.ShapeDtypeStruct(sds.shape, sds.dtype, sharding=NamedSharding(_mesh(), spec))
+        jax.ShapeDtypeStruct(
+            sds.shape, sds.dtype, sharding=NamedSharding(_mesh(), spec)
+        )
     )
     return abstract
 
@@ -49,7 +51,9 @@ def regions(monkeypatch):
 
 
 @pytest.mark.parametrize("saved_spec", [None, P("a", "b"), P(None, ("a", "b"))])
-def test_restore_into_sharded_abstract_reads_only_each_shard(tmp_path, regions, saved_spec):
+def test_restore_into_sharded_abstract_reads_only_each_shard(
+    tmp_path, regions, saved_spec
+):
     src = _model(0)
     if saved_spec is not None:
         _shard(src, saved_spec)
@@ -58,7 +62,9 @@ def test_restore_into_sharded_abstract_reads_only_each_shard(tmp_path, regions, 
     nnx.checkpoint.restore(tmp_path / "c", target)
     kernel = target.kernel.get_value()
     assert kernel.sharding == NamedSharding(_mesh(), P("b", "a"))
-    np.testing.assert_array_equal(np.asarray(kernel), np.asarray(src.kernel.get_value()))
+    np.testing.assert_array_equal(
+        np.asarray(kernel), np.asarray(src.kernel.get_value())
+    )
     shard_elems = 16 * 32 // 8
     kernel_reads = [n for k, n in regions if k == "model/kernel"]
     assert len(kernel_reads) == 8 and max(kernel_reads) == shard_elems
@@ -71,7 +77,11 @@ def test_sharded_checkpoint_restores_unsharded_and_records_sharding(tmp_path):
     _shard(src, P("a", "b"))
     nnx.checkpoint.save(tmp_path / "c", src)
     info = {e.path: e for e in nnx.checkpoint.info(tmp_path / "c").entries}
-    assert info["kernel"].sharding == {"kind": "named", "mesh": {"a": 4, "b": 2}, "spec": ["a", "b"]}
+    assert info["kernel"].sharding == {
+        "kind": "named",
+        "mesh": {"a": 4, "b": 2},
+        "spec": ["a", "b"],
+    }
     assert info["kernel"].nbytes == 16 * 32 * 4  # each shard stored once
     target = _model(1)
     nnx.checkpoint.restore(tmp_path / "c", target)
@@ -86,4 +96,6 @@ def test_live_sharded_target_keeps_its_sharding(tmp_path):
     nnx.checkpoint.restore(tmp_path / "c", target)
     kernel = target.kernel.get_value()
     assert kernel.sharding.spec == P(None, "b")
-    np.testing.assert_array_equal(np.asarray(kernel), np.asarray(src.kernel.get_value()))
+    np.testing.assert_array_equal(
+        np.asarray(kernel), np.asarray(src.kernel.get_value())
+    )

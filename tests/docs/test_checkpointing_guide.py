@@ -1,11 +1,13 @@
-"""Every Python block of docs/guides/checkpointing.md runs, in order, and its asserts hold."""
+"""Every Python block of docs/guides/checkpointing.md runs, in order."""
 
 from __future__ import annotations
 
 import pathlib
 import re
 
-GUIDE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "guides" / "checkpointing.md"
+GUIDE = (
+    pathlib.Path(__file__).resolve().parents[2] / "docs" / "guides" / "checkpointing.md"
+)
 
 
 def test_checkpointing_guide_runs(tmp_path, monkeypatch):

@@ -17,8 +17,8 @@ from ramie._src.checkpoint.async_save import (
     wait_until_finished as wait_until_finished,
 )
 from ramie._src.checkpoint.checks import LoadReport as LoadReport
+from ramie._src.checkpoint.manager import CheckpointManager as CheckpointManager
 from ramie._src.checkpoint.named import load_safetensors as load_safetensors
 from ramie._src.checkpoint.named import load_state_dict as load_state_dict
 from ramie._src.checkpoint.named import save_safetensors as save_safetensors
 from ramie._src.checkpoint.named import state_dict as state_dict
-from ramie._src.checkpoint.manager import CheckpointManager as CheckpointManager

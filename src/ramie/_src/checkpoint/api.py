@@ -124,7 +124,8 @@ def restore(
         >>> import tempfile, os, ramie
         >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
         >>> ramie.checkpoint.save(path, ramie.nn.Linear(2, 3, rngs=ramie.Rngs(0)))
-        >>> abstract = ramie.eval_shape(lambda: ramie.nn.Linear(2, 3, rngs=ramie.Rngs(1)))
+        >>> make = lambda: ramie.nn.Linear(2, 3, rngs=ramie.Rngs(1))
+        >>> abstract = ramie.eval_shape(make)
         >>> ramie.checkpoint.restore(path, abstract).kernel.shape
         (2, 3)
     """
@@ -228,7 +229,8 @@ def info(path: str | os.PathLike) -> CheckpointInfo:
         >>> import tempfile, os, ramie
         >>> path = os.path.join(tempfile.mkdtemp(), "ckpt")
         >>> ramie.checkpoint.save(path, ramie.nn.Linear(2, 3, rngs=ramie.Rngs(0)))
-        >>> [(e.path, e.type, e.dtype, e.shape) for e in ramie.checkpoint.info(path).entries]
+        >>> info = ramie.checkpoint.info(path)
+        >>> [(e.path, e.type, e.dtype, e.shape) for e in info.entries]
         [('bias', 'Param', 'float32', (3,)), ('kernel', 'Param', 'float32', (2, 3))]
     """
     path = os.path.abspath(os.fspath(path))

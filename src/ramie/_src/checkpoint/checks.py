@@ -102,7 +102,11 @@ def check(
             keyed.append((tuple(path), f"dtype {target.dtype}", f"dtype {value.dtype}"))
         elif tuple(target.shape) != tuple(value.shape):
             keyed.append(
-                (tuple(path), f"shape {tuple(target.shape)}", f"shape {tuple(value.shape)}")
+                (
+                    tuple(path),
+                    f"shape {tuple(target.shape)}",
+                    f"shape {tuple(value.shape)}",
+                )
             )
         else:
             fine.append(_Key(value))

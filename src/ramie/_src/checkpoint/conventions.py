@@ -76,7 +76,9 @@ def _shape_fn(fn: Callable[[Any], Any]) -> Callable[[tuple], tuple]:
     return shape
 
 
-def _torch_rules() -> dict[type, dict[str, tuple[str, Callable | None, Callable | None]]]:
+def _torch_rules() -> dict[
+    type, dict[str, tuple[str, Callable | None, Callable | None]]
+]:
     from ramie._src.nn import (
         conv,
         conv_transpose,

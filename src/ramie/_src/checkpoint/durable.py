@@ -78,7 +78,9 @@ def commit(tmp: str, path: str) -> None:
     fsync_dir(tmp)
     old = None
     if os.path.lexists(path):
-        old = os.path.join(parent, f".{os.path.basename(path)}{_OLD}{uuid.uuid4().hex[:12]}")
+        old = os.path.join(
+            parent, f".{os.path.basename(path)}{_OLD}{uuid.uuid4().hex[:12]}"
+        )
         os.rename(path, old)
         fault_point("after_old_rename")
     os.rename(tmp, path)

@@ -93,7 +93,9 @@ def load(
         dtype = src.dtype
         if not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
             dtype = jax.dtypes.canonicalize_dtype(dtype)
-        pairs.append((s.parts, _target_struct(s), jax.ShapeDtypeStruct(src.shape, dtype)))
+        pairs.append(
+            (s.parts, _target_struct(s), jax.ShapeDtypeStruct(src.shape, dtype))
+        )
     wanted, report = checks.check(
         pairs,
         api=api,

@@ -36,7 +36,8 @@ class CheckpointManager:
     Example:
         >>> import tempfile, ramie
         >>> model = ramie.nn.Linear(2, 3, rngs=ramie.Rngs(0))
-        >>> manager = ramie.checkpoint.CheckpointManager(tempfile.mkdtemp(), max_to_keep=2)
+        >>> directory = tempfile.mkdtemp()
+        >>> manager = ramie.checkpoint.CheckpointManager(directory, max_to_keep=2)
         >>> for step in range(1, 5):
         ...     _ = manager.save(step, model)
         >>> manager.all_steps(), manager.latest_step()

@@ -95,9 +95,7 @@ def load_state_dict(
     for name, value in state.items():
         if not (hasattr(value, "shape") and hasattr(value, "dtype")):
             value = np.asarray(value)
-        source[name] = flat.Source(
-            tuple(value.shape), value.dtype, (lambda v=value: v)
-        )
+        source[name] = flat.Source(tuple(value.shape), value.dtype, (lambda v=value: v))
     return flat.load(
         slots,
         source,
@@ -124,7 +122,8 @@ def save_safetensors(
     Example:
         >>> import tempfile, os, ramie
         >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
-        >>> ramie.checkpoint.save_safetensors(path, ramie.nn.Linear(2, 3, rngs=ramie.Rngs(0)))
+        >>> model = ramie.nn.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> ramie.checkpoint.save_safetensors(path, model)
         >>> os.path.getsize(path) > 24
         True
     """
@@ -191,7 +190,8 @@ def load_safetensors(
     Example:
         >>> import tempfile, os, ramie
         >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
-        >>> ramie.checkpoint.save_safetensors(path, ramie.nn.Linear(2, 3, rngs=ramie.Rngs(0)))
+        >>> model = ramie.nn.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> ramie.checkpoint.save_safetensors(path, model)
         >>> other = ramie.nn.Linear(2, 3, rngs=ramie.Rngs(1))
         >>> ramie.checkpoint.load_safetensors(other, path).ok
         True
