@@ -99,3 +99,22 @@ def test_live_sharded_target_keeps_its_sharding(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(kernel), np.asarray(src.kernel.get_value())
     )
+
+
+def test_sharding_metadata_places_shards(tmp_path, regions):
+    src = _model(0)
+    nnx.checkpoint.save(tmp_path / "c", src)
+    init = nnx.with_partitioning(
+        nnx.initializers.lecun_normal(), ("b", "a"), mesh=_mesh()
+    )
+    target = nnx.eval_shape(
+        lambda: nnx.Linear(16, 32, kernel_init=init, rngs=nnx.Rngs(1))
+    )
+    assert getattr(target.kernel.get_value(), "sharding", None) is None
+    nnx.checkpoint.restore(tmp_path / "c", target)
+    kernel = target.kernel.get_value()
+    assert kernel.sharding == NamedSharding(_mesh(), P("b", "a"))
+    np.testing.assert_array_equal(
+        np.asarray(kernel), np.asarray(src.kernel.get_value())
+    )
+    assert len([k for k, _ in regions if k == "model/kernel"]) == 8

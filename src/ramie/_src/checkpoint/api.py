@@ -81,9 +81,22 @@ def save(
     return None
 
 
-def _target_sharding(value: Any) -> Any:
+def _target_sharding(var: Any, value: Any) -> Any:
+    """Where a restored value goes: the target's own sharding, else the one
+    its Variable's sharding metadata (``out_sharding`` + ``mesh`` or the
+    active mesh) names, else None (the default device)."""
     sharding = getattr(value, "sharding", None)
-    return sharding if isinstance(sharding, jax.sharding.Sharding) else None
+    if isinstance(sharding, jax.sharding.Sharding):
+        return sharding
+    meta = var.get_metadata()
+    if meta.get("out_sharding") is None:
+        return None
+    from ramie._src.spmd import sharding as spmd
+
+    mesh = meta.get("mesh") or spmd._current_mesh()
+    if mesh is None:
+        return None
+    return jax.sharding.NamedSharding(mesh, spmd.get_var_pspec(var))
 
 
 def restore(
@@ -171,7 +184,7 @@ def restore(
                 new_values.append((entry.variable, want))
                 continue
             arr = reader.read_entry(
-                files, rec, want, _target_sharding(target), algorithm
+                files, rec, want, _target_sharding(entry.variable, target), algorithm
             )
             new_values.append((entry.variable, arr))
     finally:
