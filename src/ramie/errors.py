@@ -9,16 +9,33 @@ the builtin exception users would naturally catch (``ValueError``,
 
 from __future__ import annotations
 
-_DOCS = "docs/errors.md"
+DOCS_ROOT = "https://github.com/ramie-nn/ramie/blob/main/docs"
+"""Where the documentation lives; error messages link into it.
+
+A full URL, so that the link works from an installed package too. Each page is
+also in the source distribution under ``docs/`` with the same relative path.
+"""
+
+
+def docs_url(page: str, anchor: str = "") -> str:
+    """The URL of a documentation page (and section) that errors link to.
+
+    Example:
+        >>> docs_url("errors.md", "stateloaderror")
+        'https://github.com/ramie-nn/ramie/blob/main/docs/errors.md#stateloaderror'
+    """
+    return f"{DOCS_ROOT}/{page}" + (f"#{anchor}" if anchor else "")
 
 
 class RamieError(Exception):
-    """Base class for every error ramie raises on purpose."""
+    """Base class for every error ramie raises on purpose.
+
+    Its message ends with a link to the class's section of ``docs/errors.md``.
+    """
 
     def __str__(self) -> str:
         msg = super().__str__()
-        anchor = type(self).__name__.lower()
-        return f"{msg}\nSee {_DOCS}#{anchor}"
+        return f"{msg}\nSee {docs_url('errors.md', type(self).__name__.lower())}"
 
 
 class GraphStructureError(RamieError, ValueError):
@@ -61,6 +78,15 @@ class StateLoadError(RamieError, ValueError):
         self.missing = list(missing or [])
         self.unexpected = list(unexpected or [])
         self.mismatched = list(mismatched or [])
+
+
+class CheckpointError(RamieError, ValueError):
+    """A checkpoint cannot be read or written.
+
+    Raised when a checkpoint is missing, incomplete, truncated or corrupted (its
+    checksum does not match the manifest), with the file and the entry named.
+    Restore an older checkpoint; a damaged one cannot be repaired.
+    """
 
 
 class TraceContextError(RamieError, ValueError):
