@@ -87,7 +87,11 @@ def train(args: argparse.Namespace, rules: Any = ()) -> dict[str, Any]:
         x, y = jax.device_put((x, y), jax.P("data"))  # +
         losses.append(float(train_step(model, optimizer, x, y)))
     print("losses:", " ".join(f"{v:.6f}" for v in losses))
-    return {"losses": losses, "kernel_sharding": model.up.kernel.sharding}
+    return {
+        "losses": losses,
+        "kernel_sharding": model.up.kernel.sharding,
+        "model": model,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -45,9 +45,36 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "local_devices": jax.local_device_count(),
         "losses": result["losses"],
     }
+    if args.checkpoint:
+        out.update(save_and_restore(fsdp, result["model"], args.checkpoint))
     print("RESULT " + json.dumps(out), flush=True)
     jax.distributed.shutdown()
     return out
+
+
+def save_and_restore(fsdp: dict, model: Any, path: str) -> dict[str, Any]:
+    """Save the sharded model, restore it into an abstract one, compare shards.
+
+    Each process writes and reads only the shards its devices hold.
+    """
+    import jax
+    import numpy as np
+
+    import ramie as nnx
+
+    nnx.checkpoint.save(path, model)
+    mesh = model.up.kernel.sharding.mesh
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(fsdp["RULES"]["fsdp"]):
+        abstract = nnx.eval_shape(lambda: fsdp["Block"](64, 8, rngs=nnx.Rngs(1)))
+    restored = nnx.checkpoint.restore(path, abstract)
+    same = True
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(restored))
+    ):
+        same &= a.sharding == b.sharding
+        for sa, sb in zip(a.addressable_shards, b.addressable_shards):
+            same &= bool(np.array_equal(np.asarray(sa.data), np.asarray(sb.data)))
+    return {"restored_equal": bool(same)}
 
 
 def free_port() -> int:
@@ -56,7 +83,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(steps: int, num_processes: int = 2, timeout: float = 600) -> list[dict]:
+def launch(
+    steps: int, num_processes: int = 2, checkpoint: str = "", timeout: float = 600
+) -> list[dict]:
     """Start the workers on this machine and collect what each reports."""
     coordinator = f"127.0.0.1:{free_port()}"
     env = dict(os.environ)
@@ -66,7 +95,7 @@ def launch(steps: int, num_processes: int = 2, timeout: float = 600) -> list[dic
         subprocess.Popen(
             [sys.executable, __file__, "--steps", str(steps),
              "--process-id", str(i), "--num-processes", str(num_processes),
-             "--coordinator", coordinator],
+             "--coordinator", coordinator, "--checkpoint", checkpoint],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for i in range(num_processes)
@@ -87,10 +116,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--num-processes", type=int, default=2)
     parser.add_argument("--coordinator")
+    parser.add_argument("--checkpoint", default="", help="save+restore here")
     args = parser.parse_args(argv)
     if args.process_id is not None:
         return worker(args)
-    results = launch(args.steps, args.num_processes)
+    results = launch(args.steps, args.num_processes, args.checkpoint)
     for r in results:
         curve = " ".join(f"{v:.6f}" for v in r["losses"])
         print(
