@@ -97,6 +97,15 @@ class StateLoadError(RamieError, ValueError):
         self.mismatched = list(mismatched or [])
 
 
+class CheckpointError(RamieError, ValueError):
+    """A checkpoint cannot be read or written.
+
+    Raised when a checkpoint is missing, incomplete, truncated or corrupted (its
+    checksum does not match the manifest), with the file and the entry named.
+    Restore an older checkpoint; a damaged one cannot be repaired.
+    """
+
+
 class TraceContextError(RamieError, ValueError):
     """A Variable was changed inside a JAX transform it does not belong to.
 
@@ -189,6 +198,16 @@ class AttributeStatusError(RamieError, ValueError):
     of the pytree structure and cannot hold arrays, Variables or graph objects;
     ``ramie.data(...)``/``ramie.static(...)`` markers must be assigned to an
     attribute directly, not nested inside lists or dicts.
+    """
+
+
+class ShardingError(RamieError, ValueError):
+    """A sharding annotation does not fit the array or the mesh.
+
+    Raised for a logical axis name without a rule, a mesh axis name the mesh
+    does not have, a dimension not divisible by the size of its mesh axis, or
+    an annotation on a mesh that mixes Auto and Explicit axes. The message
+    names the Variable, its shape, the annotation and the mesh.
     """
 
 

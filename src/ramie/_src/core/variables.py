@@ -469,25 +469,15 @@ class Variable(Generic[A]):
 
     # -------------------------------------------------- axes (vmap / scan)
     def add_axis(self, axis_index: int, axis_name: str | None) -> None:
-        """Insert ``axis_name`` into the sharding metadata at ``axis_index``."""
-        spec = self._meta.get("out_sharding")
-        if spec is None or axis_name is None:
-            return
-        spec = list(spec)
-        idx = axis_index if axis_index >= 0 else len(spec) + axis_index + 1
-        spec.insert(idx, axis_name)
-        self._meta["out_sharding"] = tuple(spec)
+        """Called after a transform stacked this Variable along a new axis.
+
+        The sharding metadata (``out_sharding``) is already updated by the
+        transform (see ``transform_metadata`` of ``ramie.vmap``/``ramie.scan``);
+        override this in a subclass to react to the new axis.
+        """
 
     def remove_axis(self, axis_index: int, axis_name: str | None) -> None:
-        """Remove the axis inserted by :meth:`add_axis`."""
-        spec = self._meta.get("out_sharding")
-        if spec is None or axis_name is None:
-            return
-        spec = list(spec)
-        idx = axis_index if axis_index >= 0 else len(spec) + axis_index
-        if 0 <= idx < len(spec) and spec[idx] == axis_name:
-            del spec[idx]
-            self._meta["out_sharding"] = tuple(spec)
+        """Called before a transform slices the stacked axis off this Variable."""
 
     # ------------------------------------------------------ array protocol
     @property
@@ -557,7 +547,9 @@ class Variable(Generic[A]):
             meta = object.__getattribute__(self, "_meta")
         except AttributeError:
             raise AttributeError(name) from None
-        cname = canonical_metadata_name(name)
+        # `v.sharding` is the value's sharding, as for a jax.Array; the
+        # annotation is `v.out_sharding` (older spelling: `v.sharding_names`).
+        cname = name if name == "sharding" else canonical_metadata_name(name)
         if cname in meta:
             return meta[cname]
         raw = self._raw
@@ -954,6 +946,9 @@ def with_metadata(
             return VariableMetadata(value.raw_value, md)
         return VariableMetadata(value, dict(metadata))
 
+    # read by layers to build the value already sharded (nn.initializers.initialize)
+    init._ramie_inner = initializer  # type: ignore[attr-defined]
+    init._ramie_metadata = metadata  # type: ignore[attr-defined]
     return init
 
 

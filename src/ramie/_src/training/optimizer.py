@@ -15,6 +15,7 @@ like the model's State, as in Flax.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -58,14 +59,7 @@ def to_opt_state(tree: Any) -> Any:
     ``optimizer_sharding`` entry becomes their ``out_sharding``). Every other
     array (counters, scalars) becomes an :class:`OptArray`.
 
-    Example:
-        >>> import jax.numpy as jnp, optax, ramie
-        >>> params = ramie.State({"w": ramie.Param(jnp.ones(2))})
-        >>> from ramie._src.training.optimizer import to_opt_state
-        >>> mu = to_opt_state(optax.adam(1e-3).init(params))[0].mu
-        >>> type(mu["w"]).__name__
-        'OptVariable'
-    """
+from collections.abc import Mapping
 
     def wrap(x: Any) -> Any:
         if isinstance(x, Variable):
@@ -160,6 +154,9 @@ class Optimizer(Pytree):
                     "      optimizer.update(model, grads)"
                 )
         params = api.state(model, self.wrt)
+        if not isinstance(grads, Mapping) and isinstance(grads, Pytree):
+            # gradients from plain `jax.grad(loss)(model)`: a module of grads
+            grads = api.state(grads, self.wrt)
         p_flat = list(iter_flat(params))
         path_of = {id(v): p for p, v in p_flat}
         variables = jax.tree_util.tree_leaves(params, is_leaf=_is_var)

@@ -271,6 +271,10 @@ def scan(
         out_list.insert(carry_out_index, carry_result)
         return tuple(out_list)
 
+    if "partition_name" in transform_metadata:
+        from ramie._src.spmd.sharding import stacking_metadata
+
+        return stacking_metadata(wrapper, in_axes, out_axes, transform_metadata)
     return wrapper
 
 

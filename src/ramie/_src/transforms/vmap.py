@@ -26,7 +26,6 @@ import jax
 
 from ramie._src.core.graph.flatten import flatten
 from ramie._src.core.sentinels import MISSING
-from ramie._src.core.variables import Variable
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
 from ramie._src.transforms.lifting import is_node
@@ -44,23 +43,9 @@ def _convert_out_axes(out_axes: Any) -> Any:
     return jax.tree_util.tree_map(conv, out_axes, is_leaf=is_axis_leaf)
 
 
-def _add_axes(out: Any, out_axes: Any, axis_name: Any, api: str) -> None:
-    """Record the new axis in sharding metadata of Variables of output modules."""
-    if axis_name is None:
-        return
-    try:
-        specs = lifting.broadcast_prefix(out_axes, out, is_node, api)
-    except ValueError:
-        return
-    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node)
-    from ramie._src.core.graph.api import leaves_with_paths
-
-    for leaf, spec in zip(leaves, specs):
-        if is_node(leaf) and isinstance(spec, int):
-            _, vs = leaves_with_paths(leaf)
-            for v in vs:
-                if isinstance(v, Variable):
-                    v.add_axis(spec, axis_name)
+def _mesh_has_axis(name: Any) -> bool:
+    mesh = jax.sharding.get_abstract_mesh()
+    return mesh is not None and not mesh.empty and name in mesh.axis_names
 
 
 def _new_state_axes(
@@ -196,6 +181,9 @@ def vmap(
         kw = {}
         if spmd_axis_name is not None:
             kw["spmd_axis_name"] = spmd_axis_name
+        elif partition is not None and _mesh_has_axis(partition):
+            # stacking layers along a mesh axis: shard the new axis over it
+            kw["spmd_axis_name"] = partition
 
         def build() -> Any:
             return jax.vmap(
@@ -214,7 +202,7 @@ def vmap(
             out_axes,
             axis_name,
             axis_size,
-            spmd_axis_name,
+            kw.get("spmd_axis_name"),
         )
         try:
             out, (aux, state_vals) = eager_cache.cached("vmap", f, key, build)(
@@ -239,10 +227,12 @@ def vmap(
             raise
         index_map = lifting.apply_state(ext, aux.value, state_vals, api)
         result = lifting.build_outputs(out, aux.value, index_map)
-        if partition is not None:
-            _add_axes(result, out_axes, partition, api)
         return result
 
+    if "partition_name" in transform_metadata:
+        from ramie._src.spmd.sharding import stacking_metadata
+
+        return stacking_metadata(wrapper, in_axes, out_axes, transform_metadata)
     return wrapper
 
 
