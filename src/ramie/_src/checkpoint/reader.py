@@ -34,7 +34,7 @@ def load_manifest(path: str, api: str) -> tuple[str, dict]:
     try:
         with open(mpath, "rb") as f:
             raw = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if os.path.isdir(path):
             raise CheckpointError(
                 f"{api}: {path} is not a complete checkpoint (no {durable.MANIFEST}); "
