@@ -8,6 +8,9 @@ median wall time over ``--repeats`` runs and the peak extra resident memory:
 * ``ramie``: ``ramie.checkpoint.save`` / ``restore`` into an ``eval_shape`` model;
 * ``orbax``: ``ocp.StandardCheckpointer().save(path, nnx.state(model))`` / restore
   into ``nnx.state(eval_shape model)`` then ``nnx.update`` (orbax's NNX recipe);
+* ``orbax_fast``: orbax set up for speed on one host: a synchronous
+  ``Checkpointer(StandardCheckpointHandler(use_ocdbt=False))`` (one file per
+  array, no OCDBT merge, no background thread);
 * ``safetensors``: ``safetensors.numpy.save_file`` (+ fsync) / ``load_file`` +
   ``jax.device_put``;
 * ``floor``: ``dd if=/dev/zero bs=1M conv=fsync`` for the same bytes (save), and
@@ -76,6 +79,9 @@ CHILD = textwrap.dedent(
     if method == "orbax":
         import orbax.checkpoint as ocp
         ckptr = ocp.StandardCheckpointer()
+    if method == "orbax_fast":
+        import orbax.checkpoint as ocp
+        fast = ocp.Checkpointer(ocp.StandardCheckpointHandler(use_ocdbt=False))
 
     n_targets = repeats + 1 if op == "restore" else 0
     targets = [nnx.eval_shape(make) for _ in range(n_targets)]
@@ -88,6 +94,8 @@ CHILD = textwrap.dedent(
             elif method == "orbax":
                 ckptr.save(dst, nnx.state(model))
                 ckptr.wait_until_finished()
+            elif method == "orbax_fast":
+                fast.save(dst, args=ocp.args.StandardSave(nnx.state(model)))
             elif method == "safetensors":
                 from safetensors.numpy import save_file
                 flat = {str(i): np.asarray(x) for i, x in enumerate(arrays(model))}
@@ -108,6 +116,10 @@ CHILD = textwrap.dedent(
         elif method == "orbax":
             restored = ckptr.restore(src, nnx.state(target))
             nnx.update(target, restored)
+            out = arrays(target)
+        elif method == "orbax_fast":
+            args = ocp.args.StandardRestore(nnx.state(target))
+            nnx.update(target, fast.restore(src, args=args))
             out = arrays(target)
         elif method == "safetensors":
             from safetensors.numpy import load_file
@@ -148,7 +160,7 @@ CHILD = textwrap.dedent(
     """
 )
 
-METHODS = ("floor", "ramie", "orbax", "safetensors")
+METHODS = ("floor", "ramie", "orbax", "orbax_fast", "safetensors")
 
 
 def child(method: str, op: str, size: str, root: str, repeats: int) -> dict:

@@ -183,6 +183,10 @@ def test_missing_checkpoint_and_abstract_save(tmp_path):
     m, _ = make(0)
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         nnx.checkpoint.restore(tmp_path / "nope", m)
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is a file, not a checkpoint directory"):
+        nnx.checkpoint.restore(tmp_path / "w.safetensors", m)
+    (tmp_path / "w.safetensors").unlink()
     am = nnx.eval_shape(lambda: Net(nnx.Rngs(0)))
     with pytest.raises(CheckpointError, match=r"blocks\[0\]\.bias is abstract"):
         nnx.checkpoint.save(tmp_path / "c", am)

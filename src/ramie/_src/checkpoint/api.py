@@ -24,8 +24,6 @@ import jax
 
 from ramie._src.checkpoint import async_save as async_lib
 from ramie._src.checkpoint import checks, entries, reader, writer
-from ramie._src.checkpoint.checks import LoadReport
-from ramie.errors import CheckpointError
 
 M = TypeVar("M")
 
@@ -277,5 +275,3 @@ def info(path: str | os.PathLike) -> CheckpointInfo:
         entries=tuple(out),
     )
 
-
-__all__ = ["CheckpointError", "LoadReport", "info", "restore", "save"]

@@ -34,12 +34,18 @@ def load_manifest(path: str, api: str) -> tuple[str, dict]:
     try:
         with open(mpath, "rb") as f:
             raw = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         if os.path.isdir(path):
             raise CheckpointError(
                 f"{api}: {path} is not a complete checkpoint (no {durable.MANIFEST}); "
                 "it was not written by ramie.checkpoint.save or the save did not "
                 "finish. Restore an older checkpoint."
+            ) from None
+        if os.path.isfile(path):
+            raise CheckpointError(
+                f"{api}: {path} is a file, not a checkpoint directory. For a "
+                "safetensors file use\n"
+                "      ramie.checkpoint.load_safetensors(model, path)"
             ) from None
         raise CheckpointError(
             f"{api}: no checkpoint at {path}. Check the path (relative paths are "

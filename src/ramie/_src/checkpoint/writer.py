@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import json
 import os
+import threading
 from typing import Any
 
 import jax
@@ -167,14 +168,44 @@ def _ramie_version() -> str:
     return ramie.__version__
 
 
-def _write_json(path: str, obj: Any) -> None:
+def _write_json(path: str, obj: Any, fsync: bool = True) -> None:
     data = json.dumps(obj, indent=1).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         stformat._write_all(fd, memoryview(data))
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_files(paths: list[str]) -> None:
+    """fsync several files at once (the kernel can merge their journal commits)."""
+    errors: list[BaseException] = []
+
+    def one(p: str) -> None:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException as e:  # re-raised below, on the calling thread
+            errors.append(e)
+
+    threads = []
+    for p in paths[1:]:
+        t = threading.Thread(target=one, args=(p,), daemon=True)
+        try:
+            t.start()
+            threads.append(t)
+        except RuntimeError:  # no new threads at interpreter shutdown
+            one(p)
+    one(paths[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _sync(name: str) -> None:
@@ -208,11 +239,14 @@ def write(snap: Snapshot) -> None:
     fname = f"data-{pidx:05d}.safetensors"
     algorithm = snap.header["checksum"]
     durable.fault_point("before_data")
+    data_path = os.path.join(tmp, fname)
+    # One process: the data file and the manifest are fsynced together below.
     where = stformat.write_file(
-        os.path.join(tmp, fname),
+        data_path,
         snap.tensors,
         metadata={"format": FORMAT},
         algorithm=algorithm,
+        fsync=multi,
     )
     durable.fault_point("after_data")
     shard_recs = []
@@ -231,7 +265,10 @@ def write(snap: Snapshot) -> None:
         if multi:
             _merge_shards(tmp, snap)
         manifest = dict(snap.header, entries=snap.records)
-        _write_json(os.path.join(tmp, durable.MANIFEST), manifest)
+        manifest_path = os.path.join(tmp, durable.MANIFEST)
+        _write_json(manifest_path, manifest, fsync=multi)
+        if not multi:
+            _fsync_files([data_path, manifest_path])
         durable.fault_point("after_manifest")
         durable.commit(tmp, path)
     if multi:
