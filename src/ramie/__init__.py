@@ -12,6 +12,8 @@ from ramie import initializers as initializers
 from ramie import metrics as metrics
 from ramie import nn as nn
 from ramie import training as training
+from ramie import bridge as bridge
+from ramie.bridge import wrappers as wrappers
 from ramie._src.core.containers import Dict as Dict
 from ramie._src.core.containers import List as List
 from ramie._src.core.containers import Sequential as Sequential

@@ -75,6 +75,10 @@ def get_var_pspec(var: Variable) -> PartitionSpec:
     spec = var._meta.get("out_sharding")
     if spec is None:
         return PartitionSpec()
+    own_rules = var._meta.get("sharding_rules")
+    if own_rules:  # a Variable's own rules (Linen's LogicallyPartitioned) come first
+        rules = dict(own_rules)
+        spec = [rules.get(n, n) if isinstance(n, str) else n for n in spec]
     return logical_to_mesh_axes(spec)
 
 
