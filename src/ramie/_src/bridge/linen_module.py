@@ -91,8 +91,12 @@ def make_to_linen(nn: Any, frozen_dict: type, unfreeze: Callable) -> type:
             kwargs = dict(self.kwargs)
             if not self.skip_rng:
                 keys = {name: self.make_rng(name) for name in self.scope.rngs}
-                if not initializing and "default" not in keys:
-                    keys["default"] = 0  # construction needs a key; values reloaded
+                if "default" not in keys:
+                    # Linen falls back to the params stream; in apply, the key
+                    # only feeds initializers whose values are then replaced.
+                    keys["default"] = (
+                        self.make_rng("params") if initializing and keys else 0
+                    )
                 kwargs["rngs"] = Rngs(**keys)
             return kwargs
 

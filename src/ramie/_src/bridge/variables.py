@@ -22,7 +22,11 @@ from typing import Any
 
 from ramie._src.bridge import deps
 from ramie._src.core.variables import (
+    _NAME_TO_TYPE,
+    _TYPE_TO_NAME,
     Variable,
+    canonical_metadata_name,
+    register_variable_name,
     variable_name_from_type,
     variable_type_from_name,
 )
@@ -35,12 +39,23 @@ _LINEN_META = "linen_meta_type"
 def collection_of(var_type: type[Variable]) -> str:
     """The Linen collection name of a Variable type (registering new types).
 
+    Registered types use their name; any other type gets a collection named
+    after its class.
+
     Example:
         >>> import ramie
         >>> from ramie._src.bridge.variables import collection_of
         >>> collection_of(ramie.BatchStat)
         'batch_stats'
     """
+    if var_type in _TYPE_TO_NAME:
+        return _TYPE_TO_NAME[var_type]
+    # A subclass gets its own collection (named after it), so its type
+    # survives a trip through Linen (as in Flax: LoRAParam -> 'LoRAParam').
+    name = var_type.__name__
+    if name not in _NAME_TO_TYPE:
+        register_variable_name(name, var_type)
+        return name
     return variable_name_from_type(var_type, allow_register=True)
 
 
@@ -70,6 +85,24 @@ def is_vanilla_variable(var: Variable) -> bool:
 
 
 # --------------------------------------------------------------- NNXMeta box
+class _Metadata(dict):
+    """A Variable's metadata dict that also answers to older key spellings.
+
+    ``meta.metadata['sharding']`` and ``['sharding_names']`` read
+    ``'out_sharding'``, as on Variables.
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(canonical_metadata_name(key))
+
+    def __contains__(self, key: object) -> bool:
+        k = canonical_metadata_name(key) if isinstance(key, str) else key
+        return super().__contains__(k)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(canonical_metadata_name(key), default)
+
+
 @cache
 def nnx_meta_class() -> type:
     """Build :class:`NNXMeta` (a Linen ``AxisMetadata`` box) on first use."""
@@ -116,7 +149,8 @@ def nnx_meta_class() -> type:
                 names.insert(index, params.get(meta.PARTITION_NAME))
             else:
                 names.pop(index)
-            return self.replace(metadata={**self.metadata, "out_sharding": tuple(names)})
+            md = _Metadata({**self.metadata, "out_sharding": tuple(names)})
+            return self.replace(metadata=md)
 
         def get_partition_spec(self) -> Any:
             """The ``PartitionSpec`` of the value, from its sharding metadata."""
@@ -162,7 +196,7 @@ def to_linen_var(var: Variable) -> Any:
         return box(value, **fields)
     if is_vanilla_variable(var):
         return value
-    return nnx_meta_class()(type(var), value, metadata)
+    return nnx_meta_class()(type(var), value, _Metadata(metadata))
 
 
 def to_nnx_var(collection: str, x: Any) -> Variable:
