@@ -101,9 +101,7 @@ def test_to_nnx_trains_under_ramie_jit_and_grad_with_linen_gradients():
 
     @ramie.jit
     def step(model, optimizer):
-        loss, g = ramie.value_and_grad(
-            lambda m: jnp.mean((m(X) - target) ** 2)
-        )(model)
+        loss, g = ramie.value_and_grad(lambda m: jnp.mean((m(X) - target) ** 2))(model)
         optimizer.update(model, g)
         return loss
 
@@ -179,11 +177,15 @@ class RamieBlock(ramie.Module):
 
 def test_to_linen_outputs_equal_the_ramie_module():
     model = bridge.to_linen(RamieBlock, 3, 4)
-    variables = model.init({"params": jax.random.key(0)}, X, train=False)
+    variables = jax.jit(model.init, static_argnames="train")(
+        {"params": jax.random.key(0)}, X, train=False
+    )
     assert set(variables) == {"params", "batch_stats"}
     ours = RamieBlock(3, 4, rngs=ramie.Rngs(0))
     ramie.update(ours, {"lin": dict(variables["params"]["lin"])})
-    ramie.update(ours, {"bn": {**variables["params"]["bn"], **variables["batch_stats"]["bn"]}})
+    ramie.update(
+        ours, {"bn": {**variables["params"]["bn"], **variables["batch_stats"]["bn"]}}
+    )
     close(model.apply(variables, X, train=False), ours(X, train=False))
 
 
@@ -203,7 +205,9 @@ def test_to_linen_batch_stats_mutable_and_dropout_keys():
 def test_to_linen_gradients_equal_ramie_grad():
     model = bridge.to_linen(ramie.Linear, 3, 2)
     variables = model.init(jax.random.key(0), X)
-    g_linen = jax.grad(lambda p: model.apply({"params": p}, X).sum())(variables["params"])
+    g_linen = jax.grad(lambda p: model.apply({"params": p}, X).sum())(
+        variables["params"]
+    )
     ours = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
     ramie.update(ours, dict(variables["params"]))
     g_ours = ramie.grad(lambda m: m(X).sum())(ours)
@@ -233,7 +237,7 @@ def test_to_linen_under_jax_jit_and_in_train_state():
     assert int(state.step) == 3
 
 
-def test_to_linen_under_nn_vmap_and_nn_scan():
+def test_to_linen_under_nn_vmap():
     class Stack(nn.Module):
         @nn.compact
         def __call__(self, x):
@@ -246,18 +250,22 @@ def test_to_linen_under_nn_vmap_and_nn_scan():
             )(ramie.Linear, args=(3, 3))
             return layers(x)
 
-    ys, v = Stack().init_with_output(jax.random.key(0), X)
-    k = v["params"]["VmapToLinen_0"]["kernel"]
-    assert k.shape == (3, 3, 3)
-    close(ys, jnp.einsum("bi,lio->lbo", X, k) + v["params"]["VmapToLinen_0"]["bias"][:, None])
+    ys, v = jax.jit(Stack().init_with_output)(jax.random.key(0), X)
+    p = v["params"]["VmapToLinen_0"]
+    assert p["kernel"].shape == (3, 3, 3)
+    assert not np.allclose(p["kernel"][0], p["kernel"][1])  # split params keys
+    close(ys, jnp.einsum("bi,lio->lbo", X, p["kernel"]) + p["bias"][:, None])
 
-    class Layer(ramie.Module):
-        def __init__(self, rngs):
-            self.lin = ramie.Linear(3, 3, rngs=rngs)
 
-        def __call__(self, carry, _):
-            return self.lin(carry), None
+class ScanLayer(ramie.Module):
+    def __init__(self, rngs):
+        self.lin = ramie.Linear(3, 3, rngs=rngs)
 
+    def __call__(self, carry, _):
+        return self.lin(carry), None
+
+
+def test_to_linen_under_nn_scan_over_layers():
     class ScanStack(nn.Module):
         @nn.compact
         def __call__(self, x):
@@ -266,17 +274,17 @@ def test_to_linen_under_nn_vmap_and_nn_scan():
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
                 length=2,
-            )(Layer)
+            )(ScanLayer)
             y, _ = scan(x, None)
             return y
 
-    y, v = ScanStack().init_with_output(jax.random.key(0), X)
+    y, v = jax.jit(ScanStack().init_with_output)(jax.random.key(0), X)
     p = v["params"]["ScanToLinen_0"]["lin"]
     ref = X
     for i in range(2):
         ref = ref @ p["kernel"][i] + p["bias"][i]
     close(y, ref)
-    close(ScanStack().apply(v, X), ref)
+    close(jax.jit(ScanStack().apply)(v, X), ref)
 
 
 def test_to_linen_custom_collection_and_method():

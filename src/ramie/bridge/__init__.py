@@ -7,6 +7,7 @@ subclass Flax classes, so they are created when first looked up here.
 
 from typing import Any as _Any
 
+from ramie import initializers as initializers
 from ramie._src.bridge import interop as interop
 from ramie._src.bridge import module as module
 from ramie._src.bridge import variables as variables
@@ -26,7 +27,6 @@ from ramie._src.bridge.wrappers import functional as functional
 from ramie._src.bridge.wrappers import lazy_init as lazy_init
 from ramie._src.bridge.wrappers import to_linen as to_linen
 from ramie._src.bridge.wrappers import to_linen_class as to_linen_class
-from ramie import initializers as initializers
 
 _LAZY = {
     "ToLinen": "ramie._src.bridge.wrappers:to_linen_class_base",

@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-import jax
-
 from ramie._src.bridge import variables as bv
 from ramie._src.core.graph import api
 from ramie._src.core.rngs import Rngs, RngState
@@ -146,5 +144,4 @@ def make_to_linen(nn: Any, frozen_dict: type, unfreeze: Callable) -> type:
 
     ToLinen.__module__ = "ramie.bridge"
     ToLinen.__qualname__ = "ToLinen"
-    _ = jax
     return ToLinen

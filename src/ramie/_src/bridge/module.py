@@ -35,7 +35,6 @@ from ramie._src.core.graph import api
 from ramie._src.core.module import Module as _RamieModule
 from ramie._src.core.pytree import Pytree
 from ramie._src.core.rngs import Rngs, RngState
-from ramie._src.core.state import iter_flat
 from ramie._src.core.variables import Param, Variable, variable_type_from_name
 from ramie.errors import BridgeError
 
@@ -250,7 +249,7 @@ class Module(_RamieModule, pytree=False, metaclass=_ModuleMeta):
         return scope
 
     def make_rng(self, name: str = "default") -> jax.Array:
-        """A fresh key from the scope's stream ``name`` (falling back to ``default``)."""
+        """A fresh key from the stream ``name`` (falling back to ``default``)."""
         return self._scope("make_rng").rngs[name]()
 
     def param(
@@ -261,7 +260,7 @@ class Module(_RamieModule, pytree=False, metaclass=_ModuleMeta):
         unbox: bool = True,
         **init_kwargs: Any,
     ) -> Param[A]:
-        """The Param ``name``: loaded by ``apply``, or created with ``init_fn(key, ...)``."""
+        """The Param ``name``: loaded by ``apply``, or made by ``init_fn(key, ...)``."""
         self._scope("param")
         existing = self.__dict__.get(name)
         if isinstance(existing, Variable):
@@ -466,6 +465,3 @@ def compact(f: F) -> F:
             MODULE_CONTEXT.module_stack.pop()
 
     return wrapper  # type: ignore[return-value]
-
-
-_ = iter_flat

@@ -309,7 +309,9 @@ def with_partitioning(
     meta = _loaded_meta()
     extra = {}
     if meta is not None or _flax_installed():
-        extra[_LINEN_META] = deps.flax_meta("ramie.bridge.with_partitioning").Partitioned
+        extra[_LINEN_META] = deps.flax_meta(
+            "ramie.bridge.with_partitioning"
+        ).Partitioned
     return spmd.with_partitioning(fn, names, mesh, **extra)
 
 

@@ -26,10 +26,9 @@ import jax
 
 from ramie._src.bridge import deps
 from ramie._src.bridge import variables as bv
-from ramie._src.core.filters import Not
 from ramie._src.core.graph import api
 from ramie._src.core.module import Module
-from ramie._src.core.rngs import Rngs, RngState
+from ramie._src.core.rngs import Rngs
 from ramie._src.core.state import iter_flat
 from ramie._src.core.variables import Variable
 from ramie.errors import BridgeError, RamieWarning
@@ -444,7 +443,6 @@ def to_linen_class(
     cls = type(f"ToLinen_{getattr(base_nnx_class, '__name__', 'Module')}", (base,), {})
     cls.__init__ = __init__  # type: ignore[misc]
     return cls
-
 
 
 def __getattr__(name: str) -> Any:
