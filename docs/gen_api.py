@@ -15,6 +15,7 @@ PACKAGES = {
     "ramie": ramie,
     "ramie.nn": ramie.nn,
     "ramie.initializers": ramie.initializers,
+    "ramie.bridge": ramie.bridge,
 }
 
 

@@ -7,13 +7,12 @@ modules) with a fast path for repeated calls.
 
 from typing import TypeVar as _TypeVar
 
+from ramie import bridge as bridge
 from ramie import errors as errors
 from ramie import initializers as initializers
 from ramie import metrics as metrics
 from ramie import nn as nn
 from ramie import training as training
-from ramie import bridge as bridge
-from ramie.bridge import wrappers as wrappers
 from ramie._src.core.containers import Dict as Dict
 from ramie._src.core.containers import List as List
 from ramie._src.core.containers import Sequential as Sequential
@@ -250,6 +249,7 @@ from ramie._src.transforms.shard_map import shard_map as shard_map
 from ramie._src.transforms.vmap import PARTITION_NAME as PARTITION_NAME
 from ramie._src.transforms.vmap import pmap as pmap
 from ramie._src.transforms.vmap import vmap as vmap
+from ramie.bridge import wrappers as wrappers
 
 A = _TypeVar("A")
 M = _TypeVar("M", bound=Module)
