@@ -92,9 +92,8 @@ def make_to_linen(nn: Any, frozen_dict: type, unfreeze: Callable) -> type:
                 if "default" not in keys:
                     # Linen falls back to the params stream; in apply, the key
                     # only feeds initializers whose values are then replaced.
-                    keys["default"] = (
-                        self.make_rng("params") if initializing and keys else 0
-                    )
+                    fallback = initializing and "params" in keys
+                    keys["default"] = self.make_rng("params") if fallback else 0
                 kwargs["rngs"] = Rngs(**keys)
             return kwargs
 
