@@ -153,9 +153,17 @@ def test_round_trip_linen_vars_to_nnx_to_linen_vars_is_identical():
 
 
 def test_to_nnx_error_without_lazy_init_names_the_fix():
-    model = bridge.ToNNX(nn.Dense(2), rngs=ramie.Rngs(0))
-    with pytest.raises(Exception, match="kernel|params"):
-        model(X)
+    class Outer(ramie.Module):
+        def __init__(self):
+            self.block = bridge.ToNNX(nn.Dense(2), rngs=ramie.Rngs(0))
+
+        def __call__(self, x):
+            return self.block(x)
+
+    with pytest.raises(ramie.errors.BridgeError, match=r"(?s)at block: .*lazy_init"):
+        Outer()(X)
+    dropout_only = bridge.ToNNX(nn.Dropout(0.5, deterministic=True))
+    np.testing.assert_array_equal(dropout_only(X), X)  # no variables needed
 
 
 def test_lazy_init_rejects_a_plain_function():
@@ -333,3 +341,31 @@ def test_functional_matches_the_module():
     close(y, ramie.merge(graphdef, new_state)(X))
     with pytest.raises(ramie.errors.BridgeError, match="init"):
         bridge.functional(ramie.Linear)(3, 2).apply(state)
+
+
+def test_to_nnx_linen_rnn_with_nn_scan_and_sown_intermediates():
+    class RNN(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            cell = nn.scan(
+                nn.SimpleCell,
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=1,
+                out_axes=1,
+            )(features=3)
+            carry = cell.initialize_carry(jax.random.key(0), xs[:, 0].shape)
+            _, ys = cell(carry, xs)
+            self.sow("intermediates", "last", ys[:, -1])
+            return ys
+
+    xs = jax.random.normal(jax.random.key(2), (2, 5, 3))
+    model = bridge.ToNNX(RNN(), rngs=ramie.Rngs(0)).lazy_init(xs)
+    variables = {"params": model._linen_variables()["params"]}
+    ref, upd = RNN().apply(variables, xs, mutable=["intermediates"])
+    ys = model(xs, mutable=["intermediates"])
+    close(ys, ref)
+    assert isinstance(model.last, ramie.Intermediate)
+    close(model.last.value[0], upd["intermediates"]["last"][0])
+    popped = ramie.pop(model, ramie.Intermediate)
+    assert "last" in popped and "last" not in vars(model)

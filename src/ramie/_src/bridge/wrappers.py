@@ -160,6 +160,22 @@ def _rngs_dict(rngs: Any) -> dict[str, Any]:
     return out
 
 
+_NOT_INITIALIZED = (
+    "ramie.bridge.ToNNX({cls}) at {path}: the Linen module has no variables yet; "
+    "Linen creates them from a sample input.\n"
+    "  Run it once through lazy_init before calling it:\n"
+    "      model = ramie.bridge.lazy_init(model, x)   # or wrapper.lazy_init(x)"
+)
+
+
+def _where(module: Module) -> str:
+    from ramie._src.core.links import path_of
+    from ramie._src.core.paths import format_path
+
+    path = path_of(module)
+    return format_path(path) if path else "the root"
+
+
 class ToNNX(Module):
     """A Linen module as a ramie Module.
 
@@ -263,10 +279,17 @@ class ToNNX(Module):
             variables = self._linen_variables()
             if mutable is None:
                 mutable = self._default_mutable(variables)
-            out = linen_module.apply(
-                variables, *args, rngs=linen_rngs, method=method, mutable=mutable,
-                **kwargs,
-            )  # fmt: skip
+            try:
+                out = linen_module.apply(
+                    variables, *args, rngs=linen_rngs, method=method,
+                    mutable=mutable, **kwargs,
+                )  # fmt: skip
+            except Exception as e:
+                if variables or not type(e).__name__.startswith("Scope"):
+                    raise
+                raise BridgeError(_NOT_INITIALIZED.format(
+                    cls=type(linen_module).__name__, path=_where(self)
+                )) from e  # fmt: skip
             out, updates = out if mutable is not False else (out, None)
         if updates:
             self._write_back(bv.linen_vars_to_nnx_attrs(updates))
