@@ -54,6 +54,20 @@ def nnx_in_bridge_mdl(
     Returns:
         The module (an attribute of the bridge module in ``compact``; in
         ``setup``, assign it yourself).
+
+    Raises:
+        BridgeError: called outside a bridge Module's ``setup``/``compact``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> class Block(ramie.bridge.Module):
+        ...     @ramie.bridge.compact
+        ...     def __call__(self, x):
+        ...         make = lambda rngs: ramie.Linear(2, 3, rngs=rngs)
+        ...         return ramie.bridge.nnx_in_bridge_mdl(make)(x)
+        >>> v = Block().init(jax.random.key(0), jnp.ones((1, 2)))
+        >>> v["params"]["Linear_0"]["kernel"].shape
+        (2, 3)
     """
     ctx, parent = _parent("nnx_in_bridge_mdl")
     rngs = parent.scope.rngs  # type: ignore[union-attr]
@@ -68,6 +82,22 @@ def linen_in_bridge_mdl(linen_module: Any, name: str | None = None) -> Module:
     Args:
         linen_module: The Linen module instance.
         name: Attribute name in ``@compact`` (default ``ClassName_<i>``).
+
+    Returns:
+        The ``ToNNX`` wrapper (initialised during ``init``).
+
+    Raises:
+        BridgeError: called outside a bridge Module's ``setup``/``compact``.
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp, ramie
+        >>> class Block(ramie.bridge.Module):
+        ...     @ramie.bridge.compact
+        ...     def __call__(self, x):
+        ...         return ramie.bridge.linen_in_bridge_mdl(nn.Dense(3), "dense")(x)
+        >>> v = Block().init(jax.random.key(0), jnp.ones((1, 2)))
+        >>> v["params"]["dense"]["kernel"].shape
+        (2, 3)
     """
     ctx, parent = _parent("linen_in_bridge_mdl")
     module = wrappers.ToNNX(linen_module, parent.scope.rngs)  # type: ignore[union-attr]

@@ -89,6 +89,13 @@ class AttrPriority(enum.IntEnum):
 
     A submodule reachable under two attribute names appears in the state
     (and in Linen's variables) under the name with the higher priority.
+    Submodules named in ``compact`` or with ``name=`` get ``INIT_PARENT``;
+    change one with ``self.set_attr_priority(name, AttrPriority.HIGH)``.
+
+    Example:
+        >>> import ramie
+        >>> ramie.bridge.AttrPriority.HIGH < ramie.bridge.AttrPriority.DEFAULT
+        True
     """
 
     HIGH = 0
@@ -98,7 +105,16 @@ class AttrPriority(enum.IntEnum):
 
 
 def current_context() -> ModuleStackEntry | None:
-    """The innermost bridge module frame (``None`` outside ``init``/``apply``)."""
+    """The innermost bridge module frame (``None`` outside ``init``/``apply``).
+
+    Its ``module`` is the running bridge Module and ``in_compact`` tells
+    whether a ``@compact`` method (rather than ``setup``) is running.
+
+    Example:
+        >>> import ramie
+        >>> ramie.bridge.current_context() is None
+        True
+    """
     return MODULE_CONTEXT.module_stack[-1]
 
 
@@ -450,6 +466,19 @@ def compact(f: F) -> F:
 
     Submodules constructed inside get Linen's automatic names
     (``ClassName_<i>``) and become attributes of the module.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> class Scale(ramie.bridge.Module):
+        ...     @ramie.bridge.compact
+        ...     def __call__(self, x):
+        ...         return x * self.param("s", ramie.initializers.ones, (x.shape[-1],))
+        >>> class Twice(ramie.bridge.Module):
+        ...     @ramie.bridge.compact
+        ...     def __call__(self, x):
+        ...         return Scale()(Scale()(x))
+        >>> sorted(Twice().init(jax.random.key(0), jnp.ones(2))["params"])
+        ['Scale_0', 'Scale_1']
     """
 
     @functools.wraps(f)
