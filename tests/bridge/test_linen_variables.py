@@ -128,3 +128,12 @@ def test_missing_flax_names_the_extra():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install ramie[linen]" in out.stdout, out.stderr
+
+
+def test_flax_submodule_layout_imports():
+    import ramie.bridge.wrappers as wrappers
+    from ramie.bridge.module import MODULE_CONTEXT
+
+    assert wrappers.ToNNX is bridge.ToNNX and wrappers.ToLinen is bridge.ToLinen
+    assert MODULE_CONTEXT.module_stack == [None]
+    assert ramie.wrappers is wrappers

@@ -5,6 +5,7 @@
 subclass Flax classes, so they are created when first looked up here.
 """
 
+import sys as _sys
 from typing import Any as _Any
 
 from ramie import initializers as initializers
@@ -32,6 +33,12 @@ _LAZY = {
     "ToLinen": "ramie._src.bridge.wrappers:to_linen_class_base",
     "NNXMeta": "ramie._src.bridge.variables:nnx_meta_class",
 }
+
+
+# `import ramie.bridge.wrappers` / `from ramie.bridge.module import ...` (Flax's
+# layout) reach the same module objects.
+for _sub in (interop, module, variables, wrappers):
+    _sys.modules[f"{__name__}.{_sub.__name__.rsplit('.', 1)[1]}"] = _sub
 
 
 def __getattr__(name: str) -> _Any:
