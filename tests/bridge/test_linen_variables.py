@@ -137,3 +137,22 @@ def test_flax_submodule_layout_imports():
     assert wrappers.ToNNX is bridge.ToNNX and wrappers.ToLinen is bridge.ToLinen
     assert MODULE_CONTEXT.module_stack == [None]
     assert ramie.wrappers is wrappers
+
+
+def test_without_flax_to_linen_names_the_extra_and_bridge_module_still_works():
+    code = (
+        "import sys; sys.modules['flax'] = None\n"
+        "import jax, jax.numpy as jnp, ramie\n"
+        "class D(ramie.bridge.Module):\n"
+        "    @ramie.bridge.compact\n"
+        "    def __call__(self, x):\n"
+        "        return x @ self.param('w', ramie.initializers.ones, (2, 3))\n"
+        "v = D().init(jax.random.key(0), jnp.ones((1, 2)))\n"
+        "print(v['params']['w'].shape)\n"
+        "try:\n"
+        "    ramie.bridge.to_linen(ramie.Linear, 2, 3)\n"
+        "except ramie.errors.MissingExtraError as e:\n"
+        "    print('extra:', 'pip install ramie[linen]' in str(e))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split("\n")[:2] == ["(2, 3)", "extra: True"], out.stderr

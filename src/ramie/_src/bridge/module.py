@@ -23,6 +23,7 @@ import enum
 import functools
 import inspect
 import threading
+import types
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -324,9 +325,11 @@ class Module(_RamieModule, pytree=False, metaclass=_ModuleMeta):
 
     @property
     def variables(self) -> Any:
-        """The module's state as Linen variables (a ``FrozenDict``)."""
-        from flax.core import FrozenDict
-
+        """The module's state as Linen variables (a ``FrozenDict`` with Flax)."""
+        try:
+            from flax.core import FrozenDict
+        except ImportError:  # bridge.Module itself does not need Flax
+            return types.MappingProxyType(self._get_variables())
         return FrozenDict(self._get_variables())
 
     def apply(

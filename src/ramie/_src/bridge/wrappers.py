@@ -400,9 +400,9 @@ def to_linen(
         >>> variables["params"]["kernel"].shape
         (2, 3)
     """
+    cls = to_linen_class_base()  # raises MissingExtraError without Flax
     from flax.core import FrozenDict
 
-    cls = to_linen_class_base()
     return cls(
         nnx_class,
         args=args,
@@ -432,9 +432,9 @@ def to_linen_class(
         >>> v["params"]["kernel"].shape
         (2, 3)
     """
+    base = to_linen_class_base()  # raises MissingExtraError without Flax
     from flax.core import FrozenDict
 
-    base = to_linen_class_base()
     missing = object()
 
     def __init__(
