@@ -205,6 +205,9 @@ from ramie._src.nn.rnn import Bidirectional as Bidirectional
 from ramie._src.nn.stochastic import Dropout as Dropout
 from ramie._src.nn.weight_norms import SpectralNorm as SpectralNorm
 from ramie._src.nn.weight_norms import WeightNorm as WeightNorm
+from ramie._src.spmd.constraint import (
+    with_sharding_constraint as with_sharding_constraint,
+)
 from ramie._src.spmd.sharding import abstract_with_sharding as abstract_with_sharding
 from ramie._src.spmd.sharding import as_abstract as as_abstract
 from ramie._src.spmd.sharding import get_abstract_model as get_abstract_model
