@@ -16,6 +16,7 @@ PACKAGES = {
     "ramie": ramie,
     "ramie.nn": ramie.nn,
     "ramie.initializers": ramie.initializers,
+    "ramie.bridge": ramie.bridge,
     "ramie.checkpoint": ramie.checkpoint,
 }
 

@@ -211,6 +211,22 @@ class ShardingError(RamieError, ValueError):
     """
 
 
+class MissingExtraError(RamieError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the extra to install, e.g. ``pip install ramie[linen]``
+    for the Linen bridge.
+    """
+
+
+class BridgeError(RamieError, ValueError):
+    """A value crossing a Linen or Haiku bridge does not fit the other side.
+
+    For example a Linen variable collection that maps two Variables to the
+    same attribute path, or a bridge Module used outside ``init``/``apply``.
+    """
+
+
 class RamieInternalError(RamieError, RuntimeError):
     """An internal invariant of ramie does not hold: please report it."""
 
