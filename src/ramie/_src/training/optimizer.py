@@ -59,7 +59,14 @@ def to_opt_state(tree: Any) -> Any:
     ``optimizer_sharding`` entry becomes their ``out_sharding``). Every other
     array (counters, scalars) becomes an :class:`OptArray`.
 
-from collections.abc import Mapping
+    Example:
+        >>> import jax.numpy as jnp, optax, ramie
+        >>> params = ramie.State({"w": ramie.Param(jnp.ones(2))})
+        >>> from ramie._src.training.optimizer import to_opt_state
+        >>> mu = to_opt_state(optax.adam(1e-3).init(params))[0].mu
+        >>> type(mu["w"]).__name__
+        'OptVariable'
+    """
 
     def wrap(x: Any) -> Any:
         if isinstance(x, Variable):

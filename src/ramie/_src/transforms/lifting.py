@@ -539,37 +539,3 @@ def leaf_specs(
         out.append(convert(spec))
         seen[id(leaf)] = spec
     return out
-
-
-def resolve_kwargs(f: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Move keyword arguments that name positional parameters of ``f`` into args.
-
-    Per-argument axes (``in_axes``) are positional, so ``vmap``-ed
-    ``__init__(self, rngs)`` called as ``Model(rngs=...)`` must see ``rngs``
-    as its second positional argument.
-    """
-    if not kwargs:
-        return args, kwargs
-    import inspect
-
-    try:
-        sig = inspect.signature(f)
-    except (TypeError, ValueError):
-        return args, kwargs
-    params = list(sig.parameters.values())
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    positional = [p for p in params if p.kind in kinds]
-    if len(args) >= len(positional):
-        return args, kwargs
-    new_args = list(args)
-    rest = dict(kwargs)
-    for p in positional[len(args) :]:
-        if p.name in rest:
-            new_args.append(rest.pop(p.name))
-        elif p.default is not inspect.Parameter.empty:
-            if not rest.keys() & {q.name for q in positional}:
-                break
-            new_args.append(p.default)
-        else:
-            break
-    return tuple(new_args), rest
