@@ -20,7 +20,6 @@ SNAPSHOT = pathlib.Path(__file__).with_name("public_api.txt")
 
 # Flax NNX names ramie does not provide yet, each with the reason.
 NOT_YET = {
-    "bridge": "Linen/Haiku interop is a later issue",
     "wrappers": "Linen/Haiku interop is a later issue",
 }
 

@@ -7,6 +7,7 @@ modules) with a fast path for repeated calls.
 
 from typing import TypeVar as _TypeVar
 
+from ramie import bridge as bridge
 from ramie import errors as errors
 from ramie import initializers as initializers
 from ramie import metrics as metrics
