@@ -269,7 +269,7 @@ def _linen_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
     if "dense_i" not in t.children or "dense_h" not in t.children:
         return
     di, dh = t.children["dense_i"], t.children["dense_h"]
-    if {"w_i", "w_h", "b"} <= set(s.entries):  # Haiku's GRU
+    if {"w_i", "w_h", "bias"} <= set(s.entries):  # Haiku's GRU
         out.mismatched.append(
             Mismatch(
                 s.entries["w_i"].key.rsplit("/", 1)[0],
@@ -444,7 +444,7 @@ def _haiku_unit(node: m.SNode) -> str | None:
         return "lstm"
     if set(node.children) == _MHA_HAIKU and not node.entries:
         return "mha"
-    if {"w_i", "w_h", "b"} == set(node.entries) and not node.children:
+    if {"w_i", "w_h", "bias"} == set(node.entries) and not node.children:
         return "gru"
     return None
 
