@@ -9,16 +9,33 @@ the builtin exception users would naturally catch (``ValueError``,
 
 from __future__ import annotations
 
-_DOCS = "docs/errors.md"
+DOCS_ROOT = "https://github.com/ramie-nn/ramie/blob/main/docs"
+"""Where the documentation lives; error messages link into it.
+
+A full URL, so that the link works from an installed package too. Each page is
+also in the source distribution under ``docs/`` with the same relative path.
+"""
+
+
+def docs_url(page: str, anchor: str = "") -> str:
+    """The URL of a documentation page (and section) that errors link to.
+
+    Example:
+        >>> docs_url("errors.md", "stateloaderror")
+        'https://github.com/ramie-nn/ramie/blob/main/docs/errors.md#stateloaderror'
+    """
+    return f"{DOCS_ROOT}/{page}" + (f"#{anchor}" if anchor else "")
 
 
 class RamieError(Exception):
-    """Base class for every error ramie raises on purpose."""
+    """Base class for every error ramie raises on purpose.
+
+    Its message ends with a link to the class's section of ``docs/errors.md``.
+    """
 
     def __str__(self) -> str:
         msg = super().__str__()
-        anchor = type(self).__name__.lower()
-        return f"{msg}\nSee {_DOCS}#{anchor}"
+        return f"{msg}\nSee {docs_url('errors.md', type(self).__name__.lower())}"
 
 
 class GraphStructureError(RamieError, ValueError):
@@ -74,6 +91,23 @@ class TraceContextError(RamieError, ValueError):
     """
 
 
+class CarryStructureError(RamieError, ValueError):
+    """A ``scan``/loop body returned a carry of another structure than it got.
+
+    The message lists the carry paths that appeared or disappeared (e.g. a
+    dict key that was renamed), instead of relabelling the values silently.
+    """
+
+
+class StaticArgumentError(RamieError, ValueError):
+    """An array was passed where ``ramie.jit`` expects a static argument.
+
+    Static arguments (``static_argnums``/``static_argnames``) are compile-time
+    constants and must be hashable; arrays are not. Raised up front, as JAX
+    does, naming the argument.
+    """
+
+
 class RngError(RamieError, ValueError):
     """An RNG stream was asked for that does not exist or cannot be used."""
 
@@ -83,6 +117,14 @@ class RngStreamNotFoundError(RngError, AttributeError):
 
     Also an ``AttributeError``, so ``hasattr(rngs, "params")`` is False and
     ``getattr(rngs, "params", None)`` is None.
+    """
+
+
+class VariableTypeError(RamieError, TypeError):
+    """Something that is not a Variable type was given where one is needed.
+
+    For example ``self.sow("hidden", x)`` (the Variable type comes first:
+    ``self.sow(ramie.Intermediate, "hidden", x)``).
     """
 
 
@@ -111,4 +153,15 @@ class LostStateWarning(RamieWarning):
     pytree has Variables changed inside, and the function does not return the
     module, so JAX discards the new values. Return the module, or use
     ``ramie.jit``/``ramie.grad``, which carry updates out automatically.
+    """
+
+
+class InputShapeError(RamieError, ValueError):
+    """A layer was called on inputs of the wrong size.
+
+    The message names the layer's path in the model (``block.linear``), the
+    size it was built for and the size it got, e.g. a ``Linear(4, 8)`` called
+    on inputs with 13 features. Shapes are static in JAX, so the check runs
+    once per trace inside ``jit``/``vmap``/``scan`` and costs nothing on the
+    cached path.
     """

@@ -361,3 +361,55 @@ def test_iter_children_are_immediate():
         "layers",
         "linear",
     ]
+
+
+# -------------------------------------------------- mistakes, named loudly
+def _dropout_model():
+    return nnx.Sequential(
+        nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Dropout(0.1, rngs=nnx.Rngs(0))
+    )
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_train_eval_with_unknown_keyword_raise_and_change_nothing(mode):
+    m = _dropout_model()
+    m.eval() if mode == "train" else m.train()
+    before = (m.layers[1].deterministic, m.layers[1].rate)
+    with pytest.raises(
+        ModuleAttributeError, match=rf"Sequential\.{mode}\(\).*'dropuot'"
+    ):
+        getattr(m, mode)(rate=0.5, dropuot=0.2)
+    assert (m.layers[1].deterministic, m.layers[1].rate) == before
+    getattr(m, mode)(rate=0.5)  # a keyword some sub-module has is fine
+    assert m.layers[1].rate == 0.5
+    assert m.layers[1].deterministic is (mode == "eval")
+
+
+def test_set_attributes_error_changes_nothing():
+    m = _dropout_model()
+    with pytest.raises(ModuleAttributeError, match="'nope'"):
+        m.set_attributes(rate=0.9, nope=1)
+    assert m.layers[1].rate == 0.1
+    m.set_attributes(rate=0.9, nope=1, raise_if_not_found=False)
+    assert m.layers[1].rate == 0.9
+
+
+def test_sow_with_something_that_is_not_a_variable_type():
+    from ramie.errors import VariableTypeError
+
+    class Block(nnx.Module):
+        def __call__(self, x):
+            self.sow(jnp.mean, "h", x)
+            return x
+
+    class Model(nnx.Module):
+        def __init__(self):
+            self.block = Block()
+
+    m = Model()
+    with pytest.raises(VariableTypeError) as e:
+        m.block(jnp.ones(2))
+    msg = str(e.value)
+    assert "Block.sow(mean, 'h', ...)" in msg and "block.h" in msg
+    assert "self.sow(ramie.Intermediate, 'h', value)" in msg
+    assert not hasattr(m.block, "h")

@@ -12,7 +12,7 @@ import pytest
 
 import ramie as nnx
 from ramie._src.core.epoch import EPOCH
-from ramie.errors import TraceContextError
+from ramie.errors import StateLoadError, TraceContextError
 
 
 class Counter(nnx.Variable):
@@ -554,3 +554,29 @@ def test_unattached_variable_error_says_so():
     p = nnx.Param(jnp.ones(1))
     with pytest.raises(TraceContextError, match=r"Param \(not attached to a module\)"):
         jax.jit(lambda x: p.set_value(x))(jnp.ones(1))
+
+
+# ---------------------------------------------- assignment (loading policy)
+def test_python_values_assigned_to_array_variables_become_arrays():
+    v = nnx.Param(jnp.zeros(3))
+    v.value = [1, 2, 3]
+    assert isinstance(v.value, jax.Array) and v.value.dtype == jnp.float32
+    np.testing.assert_array_equal(v.value, [1.0, 2.0, 3.0])
+    v.value = 0  # an int takes the float dtype: nothing is lost
+    assert v.value.dtype == jnp.float32 and v.value.shape == ()
+    c = nnx.Variable(jnp.array(0, jnp.uint32))
+    c.value = 5
+    assert c.value.dtype == jnp.uint32
+
+
+def test_python_values_stay_python_in_python_variables():
+    v = nnx.Variable(0)
+    v.value = 3
+    assert v.value == 3 and type(v.value) is int
+
+
+def test_unconvertible_list_names_the_variable_and_changes_nothing():
+    v = nnx.Param(jnp.zeros(2))
+    with pytest.raises(StateLoadError, match=r"Param\.value = \.\.\.: the value"):
+        v.value = ["a", "b"]
+    np.testing.assert_array_equal(v.value, [0.0, 0.0])

@@ -203,7 +203,8 @@ def test_group_norm_call_errors():
         layer(X4)
     with pytest.raises(
         ValueError,
-        match=r"expected 6 channels in the last axis, found input shape \(2, 5\)",
+        match=r"5 features on its last axis \(shape \(2, 5\)\), expected "
+        r"num_features=6",
     ):
         ramie.GroupNorm(6, num_groups=3, rngs=ramie.Rngs(0))(jnp.ones((2, 5)))
 

@@ -370,3 +370,39 @@ def test_mis_shaped_gradients_name_the_path():
     grads["l1"]["kernel"] = jnp.zeros((4, 4))
     with pytest.raises(StateLoadError, match=r"l1\.kernel"):
         optimizer.update(model, grads)
+
+
+# ------------------------------------------------ gradients (loading policy)
+def test_gradients_of_another_shape_name_the_path_and_change_nothing():
+    model = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
+    opt = ramie.Optimizer(model, optax.sgd(0.1), wrt=ramie.Param)
+    before = np.array(model.kernel.value)
+    grads = {"kernel": jnp.ones((3, 5)), "bias": jnp.ones(2, jnp.int32)}
+    with pytest.raises(StateLoadError) as e:
+        opt.update(model, grads)
+    msg = str(e.value)
+    assert "kernel: shape (3, 2) vs (3, 5)" in msg
+    assert "bias: dtype float32 vs int32" in msg
+    np.testing.assert_array_equal(model.kernel.value, before)
+    assert int(opt.step.value) == 0
+
+
+def test_numpy_float64_gradients_match_float32_ones():
+    a = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
+    b = ramie.clone(a)
+    opt_a = ramie.Optimizer(a, optax.adam(0.1), wrt=ramie.Param)
+    opt_b = ramie.Optimizer(b, optax.adam(0.1), wrt=ramie.Param)
+    g = {"kernel": np.full((3, 2), 0.5), "bias": np.ones(2)}  # float64
+    opt_a.update(a, g)
+    opt_b.update(b, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), g))
+    assert a.kernel.value.dtype == jnp.float32
+    np.testing.assert_array_equal(a.kernel.value, b.kernel.value)
+    np.testing.assert_array_equal(a.bias.value, b.bias.value)
+
+
+def test_wrt_filter_that_matches_nothing_warns_naming_it():
+    from ramie.errors import RamieWarning
+
+    model = ramie.BatchNorm(2, rngs=ramie.Rngs(0))
+    with pytest.warns(RamieWarning, match=r"wrt=LoRAParam\): the filter matches no"):
+        ramie.Optimizer(model, optax.sgd(0.1), wrt=ramie.LoRAParam)

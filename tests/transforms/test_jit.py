@@ -815,3 +815,25 @@ def test_in_and_out_shardings_with_state_sharding():
         s.spec for s in jax.tree.leaves(f.lower(model, x).compile().input_shardings)
     ]
     assert P(None, "d") in in_specs
+
+
+@pytest.mark.parametrize("how", ["argnums", "argnames"])
+def test_array_as_static_argument_is_refused_up_front(how):
+    from ramie.errors import StaticArgumentError
+
+    def f(x, n):
+        return x * n
+
+    if how == "argnums":
+        g = ramie.jit(f, static_argnums=1)
+        call = lambda: g(jnp.ones(2), jnp.array(3))  # noqa: E731
+        where = "argument 1"
+    else:
+        g = ramie.jit(f, static_argnames="n")
+        call = lambda: g(jnp.ones(2), n=jnp.array(3))  # noqa: E731
+        where = "argument 'n'"
+    with pytest.raises(
+        StaticArgumentError, match=rf"ramie\.jit\(f\): {where} is static"
+    ):
+        call()
+    np.testing.assert_array_equal(g(jnp.ones(2), n=3), [3.0, 3.0])

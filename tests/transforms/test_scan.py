@@ -389,3 +389,20 @@ def test_structural_change_inside_scan_is_an_error():
 def test_keyword_arguments_are_rejected():
     with pytest.raises(TypeError, match=r"positionally"):
         ramie.scan(lambda c, x: (c, x))(0.0, x=XS)
+
+
+def test_carry_of_another_structure_names_the_paths():
+    from ramie.errors import CarryStructureError
+
+    def step(c, x):
+        return {"b": c["a"] + x, "keep": c["keep"]}, x
+
+    carry = {"a": jnp.zeros(2), "keep": jnp.ones(2)}
+    with pytest.raises(CarryStructureError) as e:
+        ramie.scan(step, in_axes=(ramie.Carry, 0), out_axes=(ramie.Carry, 0))(
+            carry, jnp.ones((3, 2))
+        )
+    msg = str(e.value)
+    assert "In the carry given, not in the one returned:\n    a\n" in msg
+    assert "In the carry returned, not in the one given:\n    b\n" in msg
+    assert "    keep" not in msg

@@ -710,3 +710,107 @@ def test_update_copies_metadata_and_mixes_variables_with_arrays():
     np.testing.assert_array_equal(m.layers[0].bias.value, np.full((2,), 3.0))
     np.testing.assert_array_equal(m.layers[2].bias.value, np.full((2,), 4.0))
     assert isinstance(m.layers[0].bias, nnx.Param)
+
+
+# ----------------------------------------------------- the loading policy
+def _snapshot(model):
+    return jax.tree.map(lambda x: np.array(x), nnx.to_pure_dict(nnx.state(model)))
+
+
+def _assert_same(a, b):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert jax.tree.map(lambda x: x.dtype, a) == jax.tree.map(lambda x: x.dtype, b)
+
+
+# misuse: update with a State of another architecture
+def test_update_with_another_shape_is_an_error_and_changes_nothing():
+    model = nnx.Linear(4, 8, rngs=nnx.Rngs(0))
+    other = nnx.state(nnx.Linear(4, 16, rngs=nnx.Rngs(1)))
+    before = _snapshot(model)
+    with pytest.raises(StateLoadError) as e:
+        nnx.update(model, other)
+    msg = str(e.value)
+    assert "kernel: shape (4, 8) vs (4, 16)" in msg
+    assert "bias: shape (8,) vs (16,)" in msg
+    assert "docs/guides/state_safety.md#loading-policy" in msg
+    assert sorted(p for p, _, _ in e.value.mismatched) == [("bias",), ("kernel",)]
+    _assert_same(_snapshot(model), before)
+    assert model.kernel.value.shape == (4, 8)
+
+
+def test_update_canonicalises_numpy_float64():
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    w = np.random.default_rng(0).standard_normal((3, 2))  # float64
+    nnx.update(model, {"kernel": w, "bias": [0.5, 1]})
+    assert isinstance(model.kernel.value, jax.Array)
+    assert model.kernel.value.dtype == jnp.float32
+    assert model.bias.value.dtype == jnp.float32
+    np.testing.assert_allclose(model.kernel.value, w.astype(np.float32))
+    np.testing.assert_array_equal(model.bias.value, [0.5, 1.0])
+
+
+def test_update_dtype_needs_lossless_cast_or_allow_cast():
+    model = Model(nnx.Rngs(0))
+    before = _snapshot(model)
+    bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(model, nnx.Param))
+    with pytest.raises(StateLoadError) as e:
+        nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.int32), bf16))
+    assert "block.linear.kernel: dtype float32 vs int32" in str(e.value)
+    assert "ramie.update(..., allow_cast=True)" in str(e.value)
+    _assert_same(_snapshot(model), before)
+    nnx.update(model, bf16)  # bfloat16 -> float32 is lossless
+    assert model.block.linear.kernel.value.dtype == jnp.float32
+    np.testing.assert_array_equal(
+        model.block.linear.kernel.value, bf16["block"]["linear"]["kernel"].value
+    )
+    as_int = jax.tree.map(lambda x: jnp.ones(x.shape, jnp.int32), bf16)
+    nnx.update(model, as_int, allow_cast=True)
+    assert model.block.linear.kernel.value.dtype == jnp.float32
+    assert float(model.block.linear.kernel.value.sum()) == 6.0
+
+
+def test_update_reports_unexpected_and_mismatched_together():
+    model = Model(nnx.Rngs(0))
+    before = _snapshot(model)
+    bad = nnx.to_pure_dict(nnx.state(model))
+    bad["block"]["linear"]["kernel"] = jnp.zeros((2, 5))
+    bad["block"]["extra"] = jnp.zeros(2)
+    with pytest.raises(StateLoadError) as e:
+        nnx.update(model, bad)
+    assert e.value.unexpected == [("block", "extra")]
+    assert [m[0] for m in e.value.mismatched] == [("block", "linear", "kernel")]
+    _assert_same(_snapshot(model), before)
+
+
+def test_update_of_bare_array_attribute_is_checked():
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.arr = jnp.zeros(3)
+
+    h = Holder()
+    with pytest.raises(StateLoadError, match=r"arr: shape \(3,\) vs \(4,\)"):
+        nnx.update(h, {"arr": jnp.ones(4)})
+    np.testing.assert_array_equal(h.arr, np.zeros(3))
+    nnx.update(h, {"arr": np.ones(3)})
+    assert h.arr.dtype == jnp.float32 and float(h.arr.sum()) == 3.0
+
+
+def test_update_of_python_valued_variable_accepts_anything():
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.step = nnx.Variable(0)
+
+    h = Holder()
+    nnx.update(h, {"step": 5})
+    assert h.step.value == 5
+
+
+def test_merge_canonicalises_float64_numpy_leaves():
+    model = Model(nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    pure = jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.to_pure_dict(state))
+    rebuilt = nnx.merge(graphdef, pure)
+    kernel = rebuilt.block.linear.kernel.value
+    assert isinstance(kernel, jax.Array) and kernel.dtype == jnp.float32
+    np.testing.assert_array_equal(kernel, model.block.linear.kernel.value)
+    assert rebuilt.block.count.value.dtype == jnp.int32

@@ -83,8 +83,14 @@ class Module(Pytree):
             >>> len(b.hidden.value)
             2
         """
+        if not isinstance(name, str):  # e.g. self.sow("hidden", x)
+            raise _sow_type_error(self, variable_type, name)
         if isinstance(variable_type, str):
             variable_type = variable_type_from_name(variable_type, allow_register=True)
+        if not (
+            isinstance(variable_type, type) and issubclass(variable_type, Variable)
+        ):
+            raise _sow_type_error(self, variable_type, name)
         existing = self.__dict__.get(name)
         if existing is not None:
             if not isinstance(existing, variable_type):
@@ -155,14 +161,19 @@ class Module(Pytree):
         """
         preds = [to_predicate(f) for f in filters]
         found = set()
+        writes = []  # checked before any write: an error changes nothing
         for path, module in api.iter_modules(self):
             if preds and not any(p(path, module) for p in preds):
                 continue
             for name, value in attributes.items():
                 if name in module.__dict__:
-                    setattr(module, name, value)
+                    writes.append((module, name, value))
                     found.add(name)
         missing = set(attributes) - found
+        if not (missing and raise_if_not_found):
+            for module, name, value in writes:
+                setattr(module, name, value)
+            return
         if missing and raise_if_not_found:
             names = sorted(missing)
             known = sorted({k for _, m in api.iter_modules(self) for k in m.__dict__})
@@ -187,19 +198,36 @@ class Module(Pytree):
         Sets ``deterministic=False`` and ``use_running_average=False`` (plus
         any ``attributes``) on every sub-module that has them. Returns None,
         as in Flax.
+
+        Raises:
+            ModuleAttributeError: one of ``attributes`` exists on no
+                sub-module (nothing is changed).
         """
-        self.set_attributes(
-            deterministic=False,
-            use_running_average=False,
-            **attributes,
-            raise_if_not_found=False,
-        )
+        self._set_mode(False, attributes, "train")
 
     def eval(self, **attributes: Any) -> None:
         """Evaluation mode: no Dropout, BatchNorm on running averages (returns None)."""
+        self._set_mode(True, attributes, "eval")
+
+    def _set_mode(self, on: bool, attributes: dict[str, Any], api: str) -> None:
+        # The mode flags may be missing (a model without Dropout), but a
+        # keyword the caller adds must exist somewhere (a typo is an error).
+        if attributes:
+            try:
+                self.set_attributes(**attributes, raise_if_not_found=True)
+            except ModuleAttributeError as e:
+                msg = (
+                    str(e)
+                    .split("\nSee ")[0]
+                    .replace(
+                        f"{type(self).__name__}.set_attributes()",
+                        f"{type(self).__name__}.{api}()",
+                    )
+                )
+                raise ModuleAttributeError(msg) from None
         self.set_attributes(
-            deterministic=True,
-            use_running_average=True,
+            deterministic=on,
+            use_running_average=on,
             **attributes,
             raise_if_not_found=False,
         )
@@ -424,3 +452,21 @@ def _recording(func: Any, name: str, records: dict, module_paths: dict) -> Any:
         return out
 
     return method
+
+
+def _sow_type_error(module: Any, variable_type: Any, name: Any) -> Exception:
+    from ramie._src.core.links import path_of
+    from ramie._src.core.paths import format_path
+    from ramie.errors import VariableTypeError
+
+    if not isinstance(name, str):  # the Variable type was left out
+        name, variable_type = variable_type, name
+    where = format_path((*(path_of(module) or ()), name))
+    shown = getattr(variable_type, "__name__", None) or repr(variable_type)[:40]
+    return VariableTypeError(
+        f"{type(module).__name__}.sow({shown}, {name!r}, ...): the first argument "
+        f"must be a Variable type such as ramie.Intermediate, got {shown} (a "
+        f"{type(variable_type).__name__}); the value would go to {where}.\n"
+        "  Fix: name the Variable type first, then the attribute name:\n"
+        f"      self.sow(ramie.Intermediate, {name!r}, value)"
+    )

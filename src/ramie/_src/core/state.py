@@ -19,14 +19,13 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import jax
-import numpy as np
 
 from ramie._src.core.filters import filters_to_predicates, to_predicate
-from ramie._src.core.paths import format_path, format_paths, parse_key
+from ramie._src.core.loading import load_error
+from ramie._src.core.paths import format_path, parse_key
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.variables import Variable
-from ramie._src.display.arrays import shape_str
-from ramie.errors import FilterError, StateLoadError
+from ramie.errors import FilterError
 
 S = TypeVar("S", bound="State")
 PathParts = tuple[Hashable, ...]
@@ -485,22 +484,21 @@ def _lookup_flat(pure: Mapping) -> dict[PathParts, Any]:
     return out
 
 
-def _describe_value(v: Any) -> str:
-    s = shape_str(v)
-    return s if s is not None else type(v).__name__
-
-
 def replace_by_pure_dict(
     state: Mapping,
     pure_dict: Mapping,
     replace_fn: Callable[..., Any] | None = None,
     *,
     strict: bool = True,
+    allow_cast: bool = False,
 ) -> None:
     """Write a pure dict's values into ``state`` in place, strictly.
 
-    Every leaf of ``state`` must get a value of the same shape and dtype, and
-    every value must have a place. Otherwise nothing changes and a
+    Follows the loading policy (``docs/guides/state_safety.md``): values are
+    canonicalised as JAX does (float64 NumPy arrays load into float32
+    Variables), every leaf of ``state`` must get a value of the same shape,
+    a dtype may differ only by a lossless cast (or with ``allow_cast=True``),
+    and every value must have a place. Otherwise nothing changes and a
     :class:`~ramie.errors.StateLoadError` lists all offending paths.
 
     Args:
@@ -510,50 +508,55 @@ def replace_by_pure_dict(
         replace_fn: Optional ``(leaf, new_value) -> new_leaf`` for custom
             conversion; when given, shape and dtype checks are skipped.
         strict: With ``False``, missing and unexpected keys are allowed (only
-            matching paths are written); shapes are still checked.
+            matching paths are written); shapes and dtypes are still checked.
+        allow_cast: Cast values of another dtype to the State's dtypes even
+            when the cast loses information.
 
     Raises:
         StateLoadError: on missing, unexpected or mismatched entries.
 
     Example:
-        >>> import jax.numpy as jnp, ramie
+        >>> import jax.numpy as jnp, numpy as np, ramie
         >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
         >>> state = ramie.state(model)
-        >>> pure = {"kernel": jnp.zeros((2, 3)), "bias": jnp.ones(3)}
+        >>> pure = {"kernel": np.zeros((2, 3)), "bias": jnp.ones(3)}
         >>> ramie.replace_by_pure_dict(state, pure)
-        >>> model.bias.value
-        Array([1., 1., 1.], dtype=float32)
+        >>> model.bias.value, model.kernel.dtype
+        (Array([1., 1., 1.], dtype=float32), dtype('float32'))
     """
-    flat_state = list(iter_flat(state))
+    from ramie._src.core.loading import check_load
+
+    api = "ramie.replace_by_pure_dict()"
     flat_new = _lookup_flat(pure_dict)
-    missing, mismatched, plan = [], [], []
+    missing, pairs = [], []
     seen: set[PathParts] = set()
-    for path, leaf in flat_state:
+    for path, leaf in iter_flat(state):
         key = tuple(parse_key(k) for k in path)
         if key not in flat_new:
             missing.append(path)
             continue
         seen.add(key)
-        new = flat_new[key]
-        if replace_fn is None:
-            problem = _check_compatible(leaf, new)
-            if problem:
-                mismatched.append((path, *problem))
-                continue
-        plan.append((path, leaf, new))
+        pairs.append((path, leaf, flat_new[key]))
     unexpected = [p for p in flat_new if p not in seen]
     if not strict:
         missing, unexpected = [], []
-    if missing or unexpected or mismatched:
-        raise load_error("replace_by_pure_dict", missing, unexpected, mismatched)
-    for path, leaf, new in plan:
-        if replace_fn is not None:
-            new_leaf = replace_fn(leaf, new)
-            _set_path(state, path, new_leaf)
-        elif isinstance(leaf, Variable):
-            leaf.set_value(_as_like(leaf._raw, new))
+    if replace_fn is not None:
+        if missing or unexpected:
+            raise load_error(api, missing, unexpected, [])
+        for path, leaf, new in pairs:
+            _set_path(state, path, replace_fn(leaf, new))
+        return
+    values = check_load(
+        pairs, api=api, allow_cast=allow_cast, missing=missing, unexpected=unexpected
+    )
+    for _, leaf, _ in pairs:
+        if isinstance(leaf, Variable):
+            leaf._check_mutable()  # before any write: all or nothing
+    for (path, leaf, _), new in zip(pairs, values):
+        if isinstance(leaf, Variable):
+            leaf.set_value(new)
         else:
-            _set_path(state, path, _as_like(leaf, new))
+            _set_path(state, path, new)
 
 
 def _set_path(state: Mapping, path: PathParts, value: Any) -> None:
@@ -561,74 +564,6 @@ def _set_path(state: Mapping, path: PathParts, value: Any) -> None:
     for k in path[:-1]:
         d = d[k]
     d[path[-1]] = value  # type: ignore[index]
-
-
-def _as_like(old: Any, new: Any) -> Any:
-    if isinstance(new, Variable):
-        new = new._raw
-    if isinstance(old, jax.Array) and not isinstance(new, jax.Array):
-        import jax.numpy as jnp
-
-        return jnp.asarray(new, dtype=old.dtype)
-    return new
-
-
-def _check_compatible(leaf: Any, new: Any) -> tuple[str, str] | None:
-    old = leaf._raw if isinstance(leaf, Variable) else leaf
-    if isinstance(new, Variable):
-        new = new._raw
-    old_shape = getattr(old, "shape", None)
-    if old_shape is None:
-        return None
-    new_shape = getattr(new, "shape", None)
-    if new_shape is None:
-        try:
-            new_shape = np.shape(new)
-        except Exception:
-            return (_describe_value(old), type(new).__name__)
-    if tuple(new_shape) != tuple(old_shape):
-        return (
-            _describe_value(old),
-            _describe_value(new) if hasattr(new, "shape") else str(tuple(new_shape)),
-        )
-    old_dtype = getattr(old, "dtype", None)
-    new_dtype = getattr(new, "dtype", None)
-    if old_dtype is not None and new_dtype is not None and old_dtype != new_dtype:
-        return (_describe_value(old), _describe_value(new))
-    return None
-
-
-def load_error(
-    api: str,
-    missing: list,
-    unexpected: list,
-    mismatched: list,
-    *,
-    fix: str | None = None,
-) -> StateLoadError:
-    """The aggregated missing/unexpected/mismatched report (PyTorch-style)."""
-    lines = [f"{api}: the values do not fit the target; nothing was changed."]
-    if missing:
-        lines.append(f"  Missing ({len(missing)}): in the target, not in the values:")
-        lines.append(format_paths(missing))
-    if unexpected:
-        lines.append(
-            f"  Unexpected ({len(unexpected)}): in the values, not in the target:"
-        )
-        lines.append(format_paths(unexpected))
-    if mismatched:
-        lines.append(f"  Mismatched ({len(mismatched)}): expected -> found:")
-        for path, exp, found in mismatched[:10]:
-            lines.append(f"    {format_path(path)}: {exp} -> {found}")
-        if len(mismatched) > 10:
-            lines.append(f"    ... and {len(mismatched) - 10} more")
-    lines.append(
-        fix
-        or "  Fix: build the model with the configuration the values came from, or "
-        "rename keys first, e.g.\n"
-        "      pure = ramie.to_pure_dict(ramie.state(model))   # the expected layout"
-    )
-    return StateLoadError("\n".join(lines), missing, unexpected, mismatched)
 
 
 # ------------------------------------------------------------ pytree

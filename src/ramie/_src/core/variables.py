@@ -131,6 +131,25 @@ def _unwrap(x: Any) -> Any:
     return x._raw if isinstance(x, Variable) else x
 
 
+_PYTHON_VALUES = (list, bool, int, float, complex)
+
+
+def _python_to_array(var: Variable, value: Any) -> Any:
+    """A Python list or number assigned to an array Variable, as an array.
+
+    Converted once, at assignment (the loading policy): it takes the
+    Variable's dtype when that loses nothing (``v.value = 0`` on a float32
+    Variable), else JAX's default dtype for it.
+    """
+    from ramie._src.core.loading import _weak_fits, canonicalize
+
+    arr = canonicalize(value, api=f"{type(var).__name__}.value = ...")
+    dtype = getattr(var._raw, "dtype", None)
+    if dtype is not None and arr.dtype != dtype and _weak_fits(arr.dtype, dtype):
+        arr = jax.lax.convert_element_type(arr, dtype)
+    return arr
+
+
 def _is_jax_array(x: Any) -> bool:
     return isinstance(x, jax.Array)
 
@@ -221,6 +240,8 @@ class Variable(Generic[A]):
             value = value._raw
         if index is not MISSING:
             value = _set_at(self._raw, index, value)
+        elif isinstance(value, _PYTHON_VALUES) and hasattr(self._raw, "shape"):
+            value = _python_to_array(self, value)
         self._check_mutable()
         _set_raw(self, value)
 

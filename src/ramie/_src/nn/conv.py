@@ -28,6 +28,7 @@ from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param
 from ramie._src.nn import initializers
+from ramie._src.nn.checks import check_size
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 from ramie._src.nn.initializers import initialize
 
@@ -359,6 +360,16 @@ class Conv(Module):
         api = "ramie.Conv"
         kernel_size = self.kernel_size
         rank = len(kernel_size)
+        if inputs.ndim >= rank + 1 and inputs.shape[-1] != self.in_features:
+            check_size(
+                self,
+                inputs,
+                -1,
+                self.in_features,
+                fix=f"inputs are channels-last (N, *spatial, {self.in_features}); "
+                "transpose channels-first inputs with jnp.moveaxis(x, 1, -1), or "
+                f"build the layer with in_features={inputs.shape[-1]}.",
+            )
         x, batch_shape = flatten_batch(inputs, rank, self.in_features, api)
         strides = broadcast_to_rank(self.strides, rank, "strides", api)
         input_dilation = broadcast_to_rank(

@@ -20,6 +20,7 @@ from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param
 from ramie._src.nn import initializers
+from ramie._src.nn.checks import check_features
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 from ramie._src.nn.normalization import (
     Axes,
@@ -156,10 +157,9 @@ class GroupNorm(Module):
         ``mask`` (shaped like ``x``) selects the entries that count towards the
         statistics. Returns an array shaped like ``x``.
         """
-        if x.shape[-1] != self.num_groups * self.group_size:
-            raise ValueError(
-                f"GroupNorm.__call__: expected {self.num_groups * self.group_size} "
-                f"channels in the last axis, found input shape {tuple(x.shape)}."
+        if x.shape[-1:] != (self.num_groups * self.group_size,):
+            check_features(
+                self, x, -1, self.num_groups * self.group_size, attr="num_features"
             )
         if self.reduction_axes is None:
             axes = canonicalize_axes(x.ndim, (*range(1, x.ndim - 1), -1))

@@ -25,6 +25,7 @@ from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import Param, VariableMetadata
 from ramie._src.nn import initializers
+from ramie._src.nn.checks import check_size, input_error
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 from ramie._src.nn.initializers import initialize
 
@@ -105,7 +106,24 @@ class Linear(Module):
         self.preferred_element_type = preferred_element_type
 
     def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
-        """Apply the layer to ``inputs`` of shape ``(..., in_features)``."""
+        """Apply the layer to ``inputs`` of shape ``(..., in_features)``.
+
+        Raises:
+            InputShapeError: ``inputs`` has another size on its last axis
+                (the message names the layer's path in the model).
+        """
+        shape = getattr(inputs, "shape", None)
+        if shape is not None and shape[-1:] != (self.in_features,):
+            found = shape[-1] if shape else "?"
+            check_size(
+                self,
+                inputs,
+                -1,
+                self.in_features,
+                fix=f"pass inputs of shape (..., {self.in_features}), or build "
+                "the layer for them:\n"
+                f"      ramie.Linear({found}, {self.out_features}, rngs=rngs)",
+            )
         kernel = self.kernel._raw
         bias = self.bias._raw if self.bias is not None else None
         inputs, kernel, bias = self.promote_dtype(
@@ -300,12 +318,13 @@ class LinearGeneral(Module):
         # the kernel's input dims pair with the axes in increasing order (as in Flax)
         expected = self.in_features
         if found != expected:
-            raise ValueError(
-                f"ramie.LinearGeneral: inputs of shape {inputs.shape} have sizes "
-                f"{found} on axes {axis}, expected in_features {expected}.\n"
-                "  Reshape the inputs or build the layer for them, e.g.\n"
+            raise input_error(
+                self,
+                f"inputs of shape {inputs.shape} have sizes {found} on axes "
+                f"{axis}, expected in_features {expected}.",
+                "reshape the inputs or build the layer for them, e.g.\n"
                 f"      ramie.LinearGeneral({found}, {self.out_features}, "
-                f"axis={axis}, rngs=rngs)"
+                f"axis={axis}, rngs=rngs)",
             )
         batch_axis = _normalize_axes(tuple(self.batch_axis), ndim)
         batch_ind = tuple(range(n_batch))
@@ -466,6 +485,24 @@ class Einsum(Module):
             )
         return x_str, k_str, out_str
 
+    def _check_inputs(self, inputs: Any, x_str: str, k_str: str, eq: str) -> None:
+        """Each input axis contracted with the kernel must have its size."""
+        shape = getattr(inputs, "shape", None)
+        if shape is None or "." in x_str + k_str or len(x_str) != len(shape):
+            return
+        for i, letter in enumerate(x_str):
+            j = k_str.find(letter)
+            if j >= 0 and shape[i] != self.kernel_shape[j]:
+                raise input_error(
+                    self,
+                    f"the input has size {shape[i]} on axis {i} (shape "
+                    f"{tuple(shape)}), but {letter!r} in {eq!r} is "
+                    f"{self.kernel_shape[j]} in the kernel of shape "
+                    f"{tuple(self.kernel_shape)}.",
+                    f"pass inputs with {self.kernel_shape[j]} on axis {i}, or "
+                    "build the layer with a kernel_shape that fits them.",
+                )
+
     def __call__(
         self, inputs: jax.Array, einsum_str: str | None = None, out_sharding: Any = None
     ) -> jax.Array:
@@ -493,6 +530,7 @@ class Einsum(Module):
             )
         einsum_str = einsum_str.replace(" ", "")
         x_str, k_str, out_str = self._check(einsum_str, self.kernel_shape)
+        self._check_inputs(inputs, x_str, k_str, einsum_str)
         kernel = self.kernel._raw
         bias = self.bias._raw if self.bias is not None else None
         inputs, kernel, bias = self.promote_dtype(

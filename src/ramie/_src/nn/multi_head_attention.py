@@ -30,6 +30,7 @@ from ramie._src.core.rngs import Rngs, RngStream
 from ramie._src.core.variables import Cache
 from ramie._src.nn import initializers
 from ramie._src.nn.attention import combine_masks, dot_product_attention
+from ramie._src.nn.checks import check_size
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 from ramie._src.nn.linear import LinearGeneral, default_kernel_init
 from ramie._src.nn.normalization import LayerNorm
@@ -290,12 +291,20 @@ class MultiHeadAttention(Module):
             inputs_k = inputs_q
         if inputs_v is None:
             inputs_v = inputs_k
-        if inputs_q.shape[-1] != self.in_features:
-            raise ValueError(
-                f"MultiHeadAttention: inputs_q has {inputs_q.shape[-1]} features "
-                f"(shape {tuple(inputs_q.shape)}) but the layer was built with "
-                f"in_features={self.in_features}."
-            )
+        check_size(self, inputs_q, -1, self.in_features, arg="inputs_q")
+        if inputs_k is not inputs_q:
+            for arg, x in (("inputs_k", inputs_k), ("inputs_v", inputs_v)):
+                check_size(
+                    self,
+                    x,
+                    -1,
+                    self.in_kv_features,
+                    arg=arg,
+                    attr="in_kv_features",
+                    fix=f"pass {arg} with {self.in_kv_features} features, or "
+                    "build the layer with in_kv_features=<their size> (keys and "
+                    "values may have another size than queries).",
+                )
         query = self.query(inputs_q, out_sharding=qkv_sharding)
         key = self.key(inputs_k, out_sharding=qkv_sharding)
         value = self.value(inputs_v, out_sharding=qkv_sharding)

@@ -27,6 +27,7 @@ from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs
 from ramie._src.core.variables import BatchStat, Param
 from ramie._src.nn import initializers
+from ramie._src.nn.checks import check_features
 from ramie._src.nn.dtypes import canonicalize_dtype
 from ramie._src.nn.dtypes import promote_dtype as default_promote_dtype
 
@@ -234,6 +235,7 @@ class BatchNorm(Module):
         if use_running_average is None:
             use_running_average = self.use_running_average
         feature_axes = canonicalize_axes(x.ndim, self.axis)
+        check_features(self, x, feature_axes, self.num_features)
         reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
         scale = self.scale._raw if self.scale is not None else None
         bias = self.bias._raw if self.bias is not None else None
@@ -386,6 +388,8 @@ class LayerNorm(Module):
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         """Normalise ``x``; ``mask`` (broadcastable to ``x``) selects the entries
         that count towards the statistics. Returns an array shaped like ``x``."""
+        if self.scale is not None or self.bias is not None:
+            check_features(self, x, self.feature_axes, self.num_features)
         x, scale, bias = self.promote_dtype(
             (x, raw_or_none(self.scale), raw_or_none(self.bias)), dtype=self.dtype
         )
@@ -482,6 +486,8 @@ class RMSNorm(Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """Normalise ``x`` by its root mean square; returns ``x``'s shape."""
+        if self.scale is not None:
+            check_features(self, x, self.feature_axes, self.num_features)
         x, scale = self.promote_dtype((x, raw_or_none(self.scale)), dtype=self.dtype)
         mean, var = compute_stats(
             x,

@@ -23,9 +23,10 @@ import optax
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph import api
+from ramie._src.core.loading import check_load
 from ramie._src.core.pytree import Pytree
 from ramie._src.core.sentinels import MISSING
-from ramie._src.core.state import State, iter_flat, load_error, to_pure_dict
+from ramie._src.core.state import State, from_flat_state, iter_flat, to_pure_dict
 from ramie._src.core.tracked import to_plain
 from ramie._src.core.variables import Param, Variable, _set_raw
 from ramie.errors import GraphStructureError
@@ -142,6 +143,8 @@ class Optimizer(Pytree):
         self.tx = tx
         self.wrt = wrt
         params = api.state(model, wrt)
+        if not params:
+            _warn_empty(model, wrt)
         self.opt_state = to_opt_state(tx.init(to_pure_dict(params)), params)
         if legacy:
             self.model = model
@@ -174,32 +177,27 @@ class Optimizer(Pytree):
         p_paths = [p for p, _ in p_flat]
         missing = [p for p in p_paths if p not in g_flat]
         unexpected = [p for p in g_flat if p not in set(p_paths)]
-        mismatched = []
+        # The loading policy (docs/guides/state_safety.md#loading-policy):
+        # a gradient has its parameter's shape; any floating dtype is fine,
+        # as optax casts each update to its parameter's dtype.
+        pairs = []
         for path, var in p_flat:
             g = g_flat.get(path)
-            if g is None:
-                continue
-            g_shape = jnp.shape(g._raw if isinstance(g, Variable) else g)
-            if g_shape != jnp.shape(var._raw):
-                from ramie._src.display.arrays import short_dtype
-
-                exp = (
-                    f"{short_dtype(var.dtype)}"
-                    f"[{','.join(map(str, jnp.shape(var._raw)))}]"
-                )
-                mismatched.append((path, exp, f"[{','.join(map(str, g_shape))}]"))
-        if missing or unexpected or mismatched:
-            raise load_error(
-                "Optimizer.update()",
-                missing,
-                unexpected,
-                mismatched,
-                fix="  Fix: compute the gradients of the same model w.r.t. the "
-                "optimizer's `wrt` filter, e.g.\n"
-                "      grads = ramie.grad(loss_fn)(model)            "
-                "# Params by default\n"
-                "      optimizer.update(model, grads)",
-            )
+            if g is not None:
+                pairs.append((path, _grad_target(var, g), g))
+        values = check_load(
+            pairs,
+            api="Optimizer.update()",
+            missing=missing,
+            unexpected=unexpected,
+            fix="  Fix: compute the gradients of the same model w.r.t. the "
+            "optimizer's `wrt` filter, e.g.\n"
+            "      grads = ramie.grad(loss_fn)(model)            "
+            "# Params by default\n"
+            "      optimizer.update(model, grads)",
+        )
+        if any(v is not g for (_, _, g), v in zip(pairs, values)):
+            grads = from_flat_state([(p, v) for (p, _, _), v in zip(pairs, values)])
         p_tree = to_pure_dict(params)
         g_tree = to_pure_dict(grads)
         opt_state = _as_arrays(self.opt_state)
@@ -220,6 +218,41 @@ class Optimizer(Pytree):
             if isinstance(var, Variable):
                 var.set_value(value)
         self.step.value = self.step._raw + 1
+
+
+def _warn_empty(model: Any, wrt: Any) -> None:
+    import warnings
+
+    from ramie.errors import RamieWarning
+
+    types = sorted({type(v).__name__ for _, v in iter_flat(api.state(model))})
+    shown = getattr(wrt, "__name__", None) or repr(wrt)
+    warnings.warn(
+        f"ramie.Optimizer(..., wrt={shown}): the filter matches no Variable of "
+        f"{type(model).__name__} (it holds {', '.join(types) or 'no Variables'}), "
+        "so update() will change nothing.\n"
+        "  Fix: pass a filter that selects the trainable Variables, e.g.\n"
+        "      ramie.Optimizer(model, tx, wrt=ramie.Param)",
+        RamieWarning,
+        stacklevel=3,
+    )
+
+
+def _grad_target(var: Variable, grad: Any) -> Any:
+    """What a gradient for ``var`` must look like: its shape, a float dtype."""
+    raw = var._raw
+    shape = getattr(raw, "shape", None)
+    if shape is None:
+        return raw
+    dtype = raw.dtype
+    g_dtype = getattr(grad._raw if isinstance(grad, Variable) else grad, "dtype", None)
+    if (
+        g_dtype is not None
+        and jnp.issubdtype(dtype, jnp.inexact)
+        and jnp.issubdtype(g_dtype, jnp.inexact)
+    ):
+        dtype = g_dtype
+    return jax.ShapeDtypeStruct(shape, dtype)
 
 
 class ModelAndOptimizer(Optimizer):

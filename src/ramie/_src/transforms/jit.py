@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
@@ -214,7 +215,7 @@ class JitWrapped:
         statics = self.static_argnums
         for i, a in enumerate(args):
             if statics and i in statics:
-                parts.append(("s", hashable(a)))
+                parts.append(("s", _static(a, i, self)))
                 continue
             k = _arg_kind(type(a), a)
             if k == _NODE:
@@ -229,7 +230,7 @@ class JitWrapped:
             for name in sorted(kwargs):
                 a = kwargs[name]
                 if name in self.static_argnames:
-                    parts.append((name, "s", hashable(a)))
+                    parts.append((name, "s", _static(a, name, self)))
                     continue
                 k = _arg_kind(type(a), a)
                 if k == _NODE:
@@ -270,7 +271,7 @@ class JitWrapped:
         node_pos, dyn_pos, static_items = [], [], []
         for i, a in enumerate(args):
             if i in self.static_argnums:
-                static_items.append((i, hashable(a)))
+                static_items.append((i, _static(a, i, self)))
             elif _arg_kind(type(a), a) == _NODE:
                 node_pos.append(i)
             else:
@@ -279,7 +280,7 @@ class JitWrapped:
         for name in sorted(kwargs):
             a = kwargs[name]
             if name in self.static_argnames:
-                static_kw.append((name, hashable(a)))
+                static_kw.append((name, _static(a, name, self)))
             elif _arg_kind(type(a), a) == _NODE:
                 node_kw.append(name)
             else:
@@ -452,11 +453,11 @@ class JitWrapped:
     def _generic_call(self, args: tuple, kwargs: dict) -> Any:
         STATS["slow_calls"] += 1
         static_items = tuple(
-            (i, hashable(args[i])) for i in self.static_argnums if i < len(args)
+            (i, _static(args[i], i, self)) for i in self.static_argnums if i < len(args)
         )
         dyn_args = tuple(a for i, a in enumerate(args) if i not in self.static_argnums)
         static_kw = tuple(
-            (k, hashable(kwargs[k]))
+            (k, _static(kwargs[k], k, self))
             for k in sorted(kwargs)
             if k in self.static_argnames
         )
@@ -643,3 +644,26 @@ def cached_partial(
 
 
 _ = (_set_raw, raw)
+
+
+def _static(a: Any, where: int | str, jitted: Any) -> Any:
+    """The cache key of a static argument; arrays are refused, as JAX does.
+
+    An array is not hashable, so it cannot be a compile-time constant; JAX
+    rejects it up front, and so does ramie instead of failing later.
+    """
+    if isinstance(a, (jax.Array, np.ndarray)):
+        from ramie.errors import StaticArgumentError
+
+        fun = getattr(jitted.fun, "__name__", "f")
+        what = f"argument {where}" if isinstance(where, int) else f"argument {where!r}"
+        shape = getattr(a, "shape", ())
+        raise StaticArgumentError(
+            f"ramie.jit({fun}): {what} is static (static_argnums/static_argnames) "
+            f"but got an array of shape {tuple(shape)}. Non-hashable static "
+            "arguments are not supported: static values must be hashable Python "
+            "values (numbers, strings, tuples), fixed at compile time.\n"
+            "  Fix: pass the array as a regular argument (drop it from "
+            "static_argnums), or pass a Python value, e.g. int(x) or tuple(x.tolist())"
+        )
+    return hashable(a)

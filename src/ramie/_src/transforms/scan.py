@@ -29,6 +29,7 @@ from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
 from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
+from ramie.errors import CarryStructureError
 
 
 def _moveaxis(tree: Any, src: int, dst: int) -> Any:
@@ -187,6 +188,8 @@ def scan(
                             rest = out[:carry_out_index] + out[carry_out_index + 1 :]
                             y = rest[0] if len(rest) == 1 else rest
                     inner_carry = _carry_nodes(a, carry_pos)
+                    if carry_pos:
+                        _check_carry_structure(a[carry_pos[0]], carry_out, api)
                     c_leaves = _check_carry(
                         carry_out, inner_carry, carry_arg_nodes, api
                     )
@@ -305,6 +308,50 @@ def _check_carry(
             "`return model, y`)"
         )
     return [x for x in leaves if not is_node(x)]
+
+
+def _check_carry_structure(carry_in: Any, carry_out: Any, api: str) -> None:
+    """The carry must come back with the structure it went in with.
+
+    ``jax.lax.scan`` only compares flattened leaves, so a dict carry whose keys
+    were renamed would be silently relabelled.
+    """
+    in_def = jax.tree_util.tree_structure(carry_in, is_leaf=is_node)
+    out_def = jax.tree_util.tree_structure(carry_out, is_leaf=is_node)
+    if in_def == out_def:
+        return
+    from ramie._src.core.paths import format_path, format_paths
+
+    def paths(tree: Any) -> list[tuple]:
+        flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_node)[0]
+        return [tuple(_key_name(k) for k in p) for p, _ in flat]
+
+    p_in, p_out = paths(carry_in), paths(carry_out)
+    gone = [p for p in p_in if p not in p_out]
+    new = [p for p in p_out if p not in p_in]
+    lines = [
+        f"{api}: the function returned a carry of another structure than the "
+        "carry it was given; the carry must keep its structure from step to step."
+    ]
+    if gone:
+        lines += ["  In the carry given, not in the one returned:", format_paths(gone)]
+    if new:
+        lines += ["  In the carry returned, not in the one given:", format_paths(new)]
+    if not gone and not new:
+        lines.append(f"  Given: {in_def}\n  Returned: {out_def}")
+    example = format_path(gone[0]) if gone else "carry"
+    lines.append(
+        "  Fix: return the carry with the same keys and nesting, e.g. update "
+        f"{example} in place of adding a new entry."
+    )
+    raise CarryStructureError("\n".join(lines))
+
+
+def _key_name(k: Any) -> Any:
+    for attr in ("key", "idx", "name"):
+        if hasattr(k, attr):
+            return getattr(k, attr)
+    return str(k)
 
 
 def _apply_y_axes(ys: Any, spec: Any, api: str) -> Any:

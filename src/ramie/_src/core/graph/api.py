@@ -15,6 +15,7 @@ from __future__ import annotations
 from builtins import map as _map  # this module defines its own map
 from collections.abc import Hashable, Iterator, Mapping
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, TypeVar, overload
 
 from ramie._src.core import links
@@ -50,7 +51,6 @@ from ramie._src.core.state import (
     State,
     _is_mapping,
     iter_flat,
-    load_error,
     merge_state,
     sorted_keys,
     unmatched_error,
@@ -369,15 +369,27 @@ _NOTSET = object()
 
 
 @no_gc
-def update(node: Any, state: Any, /, *states: Any) -> None:
+def update(node: Any, state: Any, /, *states: Any, allow_cast: bool = False) -> None:
     """Write the values of State(s) into the existing objects of ``node``.
 
     Accepts States, GraphStates and nested dicts of arrays. Partial States are
-    fine (only the given paths change). A path the graph does not have is an
-    error, and when anything is wrong nothing is changed.
+    fine (only the given paths change). Follows the loading policy
+    (``docs/guides/state_safety.md#loading-policy``): values are canonicalised
+    as JAX does (float64 NumPy arrays load into float32 Variables), a shape
+    that differs from the Variable's is an error, a dtype that differs is cast
+    only when lossless (or with ``allow_cast=True``), a path the graph does
+    not have is an error, and when anything is wrong nothing is changed.
+
+    Args:
+        node: The model (or any graph) to write into.
+        state: A State, GraphState or nested dict of arrays.
+        *states: More States, merged into the first.
+        allow_cast: Cast values of another dtype to the Variables' dtypes even
+            when the cast loses information (``float32 -> bfloat16``).
 
     Raises:
-        StateLoadError: a path in the State does not exist in ``node``.
+        StateLoadError: a path in the State does not exist in ``node``, or a
+            value does not fit its Variable (every such path is listed).
         TraceContextError: when called inside a JAX transform on Variables
             created outside it.
 
@@ -388,6 +400,10 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         >>> ramie.update(model, params)
         >>> float(model.kernel.value.sum())
         0.0
+        >>> ramie.update(model, {"kernel": jnp.zeros((2, 16))})
+        Traceback (most recent call last):
+        ...
+        ramie.errors.StateLoadError: ramie.update(): the values do not fit ...
     """
     if states:
         state = merge_state(state, *states)
@@ -399,23 +415,69 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     plan = _UpdatePlan()
     unexpected: list[tuple] = []
     _plan_update(node, state, (), plan, unexpected)
-    if unexpected:
-        raise load_error(
-            "ramie.update()",
-            [],
-            unexpected,
-            [],
-            fix="  Fix: the State must come from this model (or one with the same "
-            "structure); check the model definition, e.g.\n"
-            "      sorted(ramie.state(model).flat_paths())   # the paths it has",
-        )
+    raws = _checked_values(node, plan, unexpected, allow_cast)
     trace = current_trace()
     targets = plan.targets
     if targets and set(_map(_get_trace, targets)) != {trace}:
         for var in targets:
             if var._trace is not trace:
                 raise _outer_trace_error(var, trace)
-    _apply_plan(plan)
+    _apply_plan(plan, raws)
+
+
+_UPDATE_FIX = (
+    "  Fix: the State must come from this model (or one with the same "
+    "structure); check the model definition, e.g.\n"
+    "      sorted(ramie.state(model).flat_paths())   # the paths it has"
+)
+_aval = attrgetter("aval")
+
+
+def _checked_values(
+    node: Any, plan: _UpdatePlan, unexpected: list, allow_cast: bool
+) -> list:
+    """The raw values ``update`` writes, checked against the loading policy.
+
+    The common case (a State of Variables whose values have the shapes and
+    dtypes of the graph's, e.g. from a jitted step) is checked with C loops;
+    anything else goes through ``check_load``, which converts values and raises
+    one StateLoadError for every unexpected and mismatched path.
+    """
+    targets, values = plan.targets, plan.values
+    if not unexpected and not plan.items:
+        if all(_map(isinstance, values, repeat(Variable))):
+            raws = list(_map(_get_raw, values))
+            try:
+                # JAX interns avals, so equal shapes and dtypes are usually the
+                # same object and this list comparison is a C loop on `is`.
+                if list(_map(_aval, raws)) == list(
+                    _map(_aval, _map(_get_raw, targets))
+                ):
+                    return raws
+            except AttributeError:  # not a JAX array (NumPy, Python values)
+                pass
+    from ramie._src.core.loading import check_load
+
+    paths = _paths_by_id(node)
+    pairs = [(paths.get(id(t), ("?",)), t, v) for t, v in zip(targets, values)]
+    item_pairs = [(it[5], it[4], it[3]) for it in plan.items]
+    converted = check_load(
+        pairs + item_pairs,
+        api="ramie.update()",
+        allow_cast=allow_cast,
+        unexpected=unexpected,
+        fix=_UPDATE_FIX if unexpected else None,
+    )
+    n = len(pairs)
+    for i, raw in enumerate(converted[n:]):
+        it = plan.items[i]
+        plan.items[i] = (*it[:3], raw, *it[4:])
+    return converted[:n]
+
+
+def _paths_by_id(node: Any) -> dict[int, tuple]:
+    paths, leaves = leaves_with_paths(node)
+    return {id(leaf): p for p, leaf in zip(paths, leaves)}
 
 
 class _UpdatePlan:
@@ -426,7 +488,8 @@ class _UpdatePlan:
     def __init__(self) -> None:
         self.targets: list[Variable] = []  # Variables of the graph...
         self.values: list[Any] = []  # ...and the value or Variable for each
-        self.items: list[tuple] = []  # (container, kind, key, value): bare arrays
+        # bare arrays: (container, kind, key, value, old array, path)
+        self.items: list[tuple] = []
 
 
 def _plan_update(
@@ -459,7 +522,7 @@ def _plan_update(
             if _is_mapping(val):
                 _unexpected_paths(val, cpath, unexpected)
             elif k is OBJECT or k is LIST or k is DICT:
-                plan.items.append((node, k, _real_key(node, k, key), val))
+                plan.items.append((node, k, _real_key(node, k, key), val, child, cpath))
             else:
                 raise GraphStructureError(
                     f"ramie.update(): the array at {format_path(cpath)} is stored "
@@ -513,12 +576,11 @@ def _unexpected_paths(val: Any, path: tuple, out: list) -> None:
         out.append(path)
 
 
-def _apply_plan(plan: _UpdatePlan) -> None:
+def _apply_plan(plan: _UpdatePlan, raws: list) -> None:
     targets, values = plan.targets, plan.values
+    _consume(_map(_set_raw, targets, raws))  # a C loop
+    # metadata only where it differs
     if all(_map(isinstance, values, repeat(Variable))):
-        # The common case (a State of Variables, e.g. from a jitted step):
-        # copy the values with C loops; metadata only where it differs.
-        _consume(_map(_set_raw, targets, _map(_get_raw, values)))
         metas = list(_map(_get_meta, values))
         if metas != list(_map(_get_meta, targets)):
             for var, meta in zip(targets, metas):
@@ -527,14 +589,10 @@ def _apply_plan(plan: _UpdatePlan) -> None:
             EPOCH.meta += 1
     else:
         for var, val in zip(targets, values):
-            if isinstance(val, Variable):
-                _set_raw(var, val._raw)
-                if val._meta != var._meta:
-                    _set_meta(var, dict(val._meta))
-                    EPOCH.meta += 1
-            else:
-                _set_raw(var, val)
-    for node, k, key, val in plan.items:
+            if isinstance(val, Variable) and val._meta != var._meta:
+                _set_meta(var, dict(val._meta))
+                EPOCH.meta += 1
+    for node, k, key, val, *_ in plan.items:
         if isinstance(val, Variable):
             val = val._raw
         if k is OBJECT:

@@ -21,6 +21,9 @@ from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
+import jax
+import numpy as np
+
 from ramie._src.core import links
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.defs import (
@@ -49,6 +52,7 @@ from ramie._src.core.graph.registry import (
     VARIABLE,
     kind_of,
 )
+from ramie._src.core.loading import canonicalize
 from ramie._src.core.pytree import _LINK_SET as _OBJ_LINK_SET
 from ramie._src.core.pytree import _VER_SET, Pytree
 from ramie._src.core.sentinels import MISSING
@@ -474,6 +478,8 @@ def unflatten_state(
             if copy:
                 return _fast_var(type(leaf), leaf._raw, dict(leaf._meta), trace)
             return leaf
+        if isinstance(leaf, _NUMPY):
+            leaf = _canonical_numpy(leaf)
         return _fast_var(
             cdef[1], leaf, thaw_metadata(cdef[3]) if cdef[3] else {}, trace
         )
@@ -584,6 +590,8 @@ def unflatten_state(
                 leaf = leaf_of(sub, key, path)
                 used += leaf is not None
                 v = leaf._raw if isinstance(leaf, Variable) else leaf
+                if isinstance(v, _NUMPY):
+                    v = _canonical_numpy(v)
             else:
                 csub = sub.get(key) if sub is not None else None
                 if csub is None and sub is not None and type(key) is int:
@@ -633,6 +641,8 @@ def unflatten_state(
                 leaf = leaf_of(sub, key, path)
                 used += leaf is not None
                 v = leaf._raw if isinstance(leaf, Variable) else leaf
+                if isinstance(v, _NUMPY):
+                    v = _canonical_numpy(v)
             elif ct == STC or ct == REF:
                 v = build(cdef, None, path)
             else:
@@ -840,6 +850,19 @@ def _fast_var(cls: type, raw: Any, meta: dict, trace: Any) -> Variable:
 
 
 from ramie._src.core.variables import _Hashed as _HASHED  # noqa: E402
+
+_NUMPY = (np.ndarray, np.generic)
+
+
+def _canonical_numpy(x: Any) -> Any:
+    """The loading policy for raw NumPy leaves given to ``merge``.
+
+    A 64-bit array is canonicalised as JAX does (float64 -> float32 when x64
+    is off); other NumPy arrays are kept as they are.
+    """
+    if jax.dtypes.canonicalize_dtype(x.dtype) != x.dtype:
+        return canonicalize(x)
+    return x
 
 
 def _holds_data(attrs: tuple) -> bool:
