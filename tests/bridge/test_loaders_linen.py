@@ -534,7 +534,7 @@ def test_transposed_kernel_and_wrong_dtype_give_both_paths():
     variables = block_model_variables()
     p = variables["params"]
     p["LBlock_0"]["Dense_0"]["kernel"] = p["LBlock_0"]["Dense_0"]["kernel"].T
-    p["Dense_0"]["bias"] = p["Dense_0"]["bias"].astype(jnp.bfloat16)
+    p["Dense_0"]["bias"] = p["Dense_0"]["bias"].astype(jnp.int32)
     model = Model(12, 16, 5, rngs=nnx.Rngs(0))
     before = snapshot(model)
     with pytest.raises(StateLoadError) as err:
@@ -545,7 +545,7 @@ def test_transposed_kernel_and_wrong_dtype_give_both_paths():
         "float32[12, 16], found float32[16, 12] (transposed?)"
     ) in msg
     assert (
-        "params/Dense_0/bias -> linear.bias: expected float32[5], found bfloat16[5]"
+        "params/Dense_0/bias -> linear.bias: expected float32[5], found int32[5]"
     ) in msg
     assert len(err.value.mismatched) == 2
     assert_unchanged(model, before)
@@ -623,3 +623,17 @@ def test_loading_imports_neither_flax_nor_haiku():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_lossless_dtype_and_float64_numpy_follow_the_loading_policy():
+    variables = block_model_variables()
+    p = variables["params"]
+    p["Dense_0"]["bias"] = np.asarray(p["Dense_0"]["bias"], np.float64)
+    p["Dense_0"]["kernel"] = np.asarray(p["Dense_0"]["kernel"]).astype(np.float16)
+    model = Model(12, 16, 5, rngs=nnx.Rngs(0))
+    nnx.bridge.load_linen(model, variables)
+    assert model.linear.bias.value.dtype == jnp.float32
+    assert model.linear.kernel.value.dtype == jnp.float32
+    np.testing.assert_array_equal(
+        model.linear.kernel.value, p["Dense_0"]["kernel"].astype(np.float32)
+    )

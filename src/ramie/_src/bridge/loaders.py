@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ramie._src.bridge import matching as m
+from ramie._src.core.loading import SKIPPED, check_load
 from ramie._src.core.paths import format_path
 from ramie._src.nn.multi_head_attention import MultiHeadAttention
 from ramie._src.nn.recurrent import GRUCell, LSTMCell
@@ -368,13 +369,11 @@ def _convert(t: m.Layer, s: m.Layer) -> _Conversion:
     return out
 
 
-def _fit_problems(a: _Assign) -> Mismatch | None:
+def _mismatch(a: _Assign) -> Mismatch:
     have = np.shape(a.value)
     want = np.shape(a.var.value)
     hd = np.dtype(getattr(a.value, "dtype", np.asarray(a.value).dtype))
     wd = np.dtype(a.var.value.dtype)
-    if tuple(have) == tuple(want) and hd == wd:
-        return None
     hint = ""
     if tuple(have) == tuple(want)[::-1] and len(want) >= 2:
         hint = " (transposed?)"
@@ -386,9 +385,16 @@ def _fit_problems(a: _Assign) -> Mismatch | None:
     )
 
 
+def _fit_problems(a: _Assign) -> bool:
+    """Whether ``a`` would be refused (cheap: shapes and dtype kinds only)."""
+    have = tuple(np.shape(a.value))
+    want = tuple(np.shape(a.var.value))
+    return have != want
+
+
 def _fits(t: m.Layer, s: m.Layer) -> int:
     conv = _convert(t, s)
-    bad = len(conv.mismatched) + sum(_fit_problems(a) is not None for a in conv.assigns)
+    bad = len(conv.mismatched) + sum(_fit_problems(a) for a in conv.assigns)
     n_t = sum(1 for _ in t.node.all_vars()) if t.node.unit else len(t.node.vars)
     n_s = sum(1 for _ in s.node.all_entries()) if s.node.unit else len(s.node.entries)
     return bad + (n_t - len(conv.assigns)) + (n_s - len(conv.used))
@@ -599,14 +605,17 @@ def _load(
         mismatched += conv.mismatched
         report.ignored += conv.ignored
         accounted |= conv.accounted
-    # check every assignment before touching the model
+    # check every assignment before touching the model (the shared loading
+    # policy: NumPy values canonicalised, lossless dtype casts accepted)
+    checked = check_load(
+        [(a.path, a.var, a.value) for a in assigns], api=api, strict=False
+    ).values
     good = []
-    for a in assigns:
-        problem = _fit_problems(a)
-        if problem is None:
-            good.append(a)
+    for a, value in zip(assigns, checked):
+        if value is SKIPPED:
+            mismatched.append(_mismatch(a))
         else:
-            mismatched.append(problem)
+            good.append((a, value))
     assigned = {id(a.var) for a in assigns} | accounted | claimed_vars
     ignored_keys = {k for k, _ in report.ignored}
     report.unfilled = [
@@ -631,8 +640,7 @@ def _load(
             unexpected=report.unmatched,
             mismatched=[(x.target, x.expected, x.found) for x in mismatched],
         )
-    for a in good:
-        value = jnp.asarray(a.value)
+    for a, value in good:
         old = a.var.value
         sharding = getattr(old, "sharding", None)
         if sharding is not None and isinstance(old, jax.Array):
