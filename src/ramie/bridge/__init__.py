@@ -8,3 +8,5 @@ them on first use. The weight loaders work on plain dicts of arrays.
 from ramie._src.bridge.loaders import LoadReport as LoadReport
 from ramie._src.bridge.loaders import load_haiku as load_haiku
 from ramie._src.bridge.loaders import load_linen as load_linen
+from ramie._src.bridge.haiku import HaikuToNNX as HaikuToNNX
+from ramie._src.bridge.haiku import ToHaiku as ToHaiku
