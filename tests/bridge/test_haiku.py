@@ -136,12 +136,6 @@ class HAutoEncoder(hk.Module):
 
 
 def test_multi_transform_functions_are_methods():
-    def forward():
-        m = HAutoEncoder(name="auto_encoder")
-        return m, (m.encode, m.decode)
-
-    f = hk.multi_transform(lambda: ((lambda x: forward()[0](x)), forward()[1]))
-
     # one module instance for init and the methods, as in the guide
     def fwd():
         m = HAutoEncoder(name="auto_encoder")
@@ -233,3 +227,21 @@ def test_to_haiku_dropout_uses_haiku_rng():
     b = f.apply(params, jax.random.key(2), x)
     assert set(np.unique(np.asarray(a))) <= {0.0, 2.0}
     assert not np.array_equal(a, b)
+
+
+def test_without_haiku_the_error_names_the_extra():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['haiku'] = None\n"
+        "import ramie\n"
+        "try:\n"
+        "    ramie.bridge.ToHaiku(ramie.Linear, 2, 3)\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "pip install ramie[haiku]" in out.stdout

@@ -44,7 +44,7 @@ def import_haiku() -> Any:
     """Import Haiku, or say which extra to install."""
     try:
         import haiku as hk
-    except ImportError as e:  # pragma: no cover - haiku is installed in tests
+    except ImportError as e:
         raise MissingExtraError(
             "ramie.bridge's Haiku support needs Haiku, which is not installed.\n"
             "  Install it with:\n      pip install ramie[haiku]"
