@@ -165,3 +165,11 @@ class InputShapeError(RamieError, ValueError):
     once per trace inside ``jit``/``vmap``/``scan`` and costs nothing on the
     cached path.
     """
+
+
+class MissingExtraError(RamieError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the extra that provides it, e.g.
+    ``pip install ramie[haiku]`` for the Haiku bridge.
+    """

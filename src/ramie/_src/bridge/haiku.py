@@ -34,10 +34,7 @@ from ramie._src.core.graph.api import merge, split
 from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs, RngState
 from ramie._src.core.variables import BatchStat, Param, Variable
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency of a ramie feature is not installed."""
+from ramie.errors import MissingExtraError
 
 
 def import_haiku() -> Any:
