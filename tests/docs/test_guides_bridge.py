@@ -30,7 +30,19 @@ def run_guide(name: str) -> tuple[dict, str]:
 
 
 def plain_blocks(text: str) -> list[str]:
-    return re.findall(r"```\n(.*?)```", text, flags=re.S)
+    """The untagged fenced blocks (the outputs the page shows)."""
+    blocks, current, lang = [], None, None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, lang = [], line[3:].strip()
+            else:
+                if not lang:
+                    blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
 
 
 @pytest.mark.parametrize("name", ["from_haiku.md", "loading_weights.md"])
