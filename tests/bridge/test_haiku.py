@@ -245,3 +245,29 @@ def test_without_haiku_the_error_names_the_extra():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "pip install ramie[haiku]" in out.stdout
+
+
+def test_set_haiku_round_trip_and_all_or_nothing():
+    f = hk.transform_with_state(lambda x, t: HBNBlock(name="block")(x, t))
+    x = normal(8, 4)
+    params, state = f.init(KEY, x, True)
+    rng = np.random.default_rng(3)
+    trained = jax.tree.map(
+        lambda a: rng.standard_normal(a.shape).astype(a.dtype), params
+    )
+    model = nnx.bridge.HaikuToNNX(f, x, True, rngs=nnx.Rngs(1))
+    model.set_haiku(trained, state)
+    got_params, got_state = model.to_haiku()
+    trees_equal(got_params, trained)
+    trees_equal(got_state, state)
+    # the same through split/merge
+    graphdef, st = nnx.split(model)
+    trees_equal(nnx.merge(graphdef, st).to_haiku()[0], trained)
+    bad = {k: dict(v) for k, v in trained.items()}
+    bad["block/linear"]["w"] = bad["block/linear"]["w"][:2]
+    del bad["block/batch_norm"]
+    with pytest.raises(nnx.errors.StateLoadError) as err:
+        model.set_haiku(bad, state)
+    msg = str(err.value)
+    assert "block/linear" in msg and "batch_norm" in msg
+    trees_equal(model.to_haiku()[0], trained)  # nothing written

@@ -211,6 +211,49 @@ class HaikuToNNX(Module):
             f"{type(self).__name__!r} object has no attribute {name!r}"
         )
 
+    def set_haiku(
+        self,
+        params: Mapping[str, Mapping[str, Any]],
+        state: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Write Haiku ``params`` (and ``state``) into the Variables, all or nothing.
+
+        The dicts must have exactly the names, shapes and dtypes ``init``
+        produced (a trained Haiku checkpoint of the same function).
+
+        Raises:
+            StateLoadError: listing every missing, unexpected and mis-shaped
+                entry; nothing is written then.
+        """
+        from ramie._src.core.loading import check_load
+
+        pairs, missing, unexpected = [], [], []
+        groups = [(params, self.params, self._params_table, "params")]
+        if self.with_state or state is not None:
+            groups.append((state or {}, self.state, self._state_table, "state"))
+        for tree, root, table, kind in groups:
+            known = {(n, k) for n, k, _ in table}
+            for name, entries in tree.items():
+                for k in entries:
+                    if (name, k) not in known:
+                        unexpected.append((kind, name, k))
+            for name, k, path in table:
+                node = root
+                for part in path:
+                    node = node[part]
+                if name in tree and k in tree[name]:
+                    pairs.append(((kind, name, k), node[k], tree[name][k]))
+                else:
+                    missing.append((kind, name, k))
+        values = check_load(
+            pairs,
+            api="HaikuToNNX.set_haiku()",
+            missing=missing,
+            unexpected=unexpected,
+        )
+        for (_, var, _), value in zip(pairs, values):
+            var.value = value
+
     def to_haiku(self) -> Any:
         """Haiku's ``params`` (and ``state``, with state) under Haiku's names."""
         params = _from_dicts(self.params, self._params_table)
