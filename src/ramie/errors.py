@@ -215,7 +215,7 @@ class MissingExtraError(RamieError, ImportError):
     """A feature needs an optional dependency that is not installed.
 
     The message names the extra to install, e.g. ``pip install ramie[linen]``
-    for the Linen bridge.
+    for the Linen bridge or ``pip install ramie[haiku]`` for the Haiku bridge.
     """
 
 

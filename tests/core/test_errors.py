@@ -28,6 +28,7 @@ ERROR_CLASSES = {
     errors.RngError: ValueError,
     errors.ModuleAttributeError: AttributeError,
     errors.InputShapeError: ValueError,
+    errors.MissingExtraError: ImportError,
     errors.VariableTypeError: TypeError,
     errors.CarryStructureError: ValueError,
     errors.StaticArgumentError: ValueError,

@@ -1,8 +1,10 @@
-"""Interop with Linen (and Haiku): run old modules in ramie and ramie in old models.
+"""Interop with Linen and Haiku: old modules in ramie, ramie in old models, weights.
 
 ``import ramie.bridge`` does not import Flax; the first Linen-facing call does
 (``pip install ramie[linen]`` provides it). ``ToLinen`` and ``NNXMeta``
-subclass Flax classes, so they are created when first looked up here.
+subclass Flax classes, so they are created when first looked up here. The
+Haiku wrappers import Haiku on first use (``ramie[haiku]``); the weight
+loaders ``load_linen``/``load_haiku`` work on plain dicts of arrays.
 """
 
 import sys as _sys
@@ -13,8 +15,13 @@ from ramie._src.bridge import interop as interop
 from ramie._src.bridge import module as module
 from ramie._src.bridge import variables as variables
 from ramie._src.bridge import wrappers as wrappers
+from ramie._src.bridge.haiku import HaikuToNNX as HaikuToNNX
+from ramie._src.bridge.haiku import ToHaiku as ToHaiku
 from ramie._src.bridge.interop import linen_in_bridge_mdl as linen_in_bridge_mdl
 from ramie._src.bridge.interop import nnx_in_bridge_mdl as nnx_in_bridge_mdl
+from ramie._src.bridge.loaders import LoadReport as LoadReport
+from ramie._src.bridge.loaders import load_haiku as load_haiku
+from ramie._src.bridge.loaders import load_linen as load_linen
 from ramie._src.bridge.module import AttrPriority as AttrPriority
 from ramie._src.bridge.module import Module as Module
 from ramie._src.bridge.module import Scope as Scope
@@ -52,7 +59,3 @@ def __getattr__(name: str) -> _Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
-
-
-# ---------------------------------------------------------------- Haiku bridge
-# (HaikuToNNX, ToHaiku, load_linen, load_haiku are added below this line.)
