@@ -274,4 +274,3 @@ def info(path: str | os.PathLike) -> CheckpointInfo:
         checksum=m.get("checksum", "crc32"),
         entries=tuple(out),
     )
-
