@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 PIPFLAGS := -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench lint clean conformance guides
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,20 @@ test-all: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/graph_ops.py
 	$(BIN)/python benchmarks/jit_overhead.py
+	$(BIN)/python benchmarks/checkpoint.py
+
+# Flax NNX's own test suite (core tier) and its guides, run against ramie. They
+# download the Flax source release once and are not part of `make test`.
+conformance: $(VENV)/.dev-installed
+	$(PIP) install $(PIPFLAGS) pytest-timeout cloudpickle absl-py
+	$(BIN)/python tools/flaxcompat/suite.py --tier core
+
+guides: $(VENV)/.dev-installed
+	$(BIN)/python tools/flaxcompat/guides.py
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src tests benchmarks examples docs
+	$(BIN)/ruff format --check src tests benchmarks examples docs tools
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

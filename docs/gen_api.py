@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import pathlib
 import types
+import typing
 
 import ramie
 
@@ -15,11 +16,36 @@ PACKAGES = {
     "ramie": ramie,
     "ramie.nn": ramie.nn,
     "ramie.initializers": ramie.initializers,
+    "ramie.bridge": ramie.bridge,
+    "ramie.checkpoint": ramie.checkpoint,
 }
 
 
-def first_line(obj: object) -> str:
+# Names whose objects carry no docstring of their own (a builtin type or value).
+DESCRIPTIONS = {
+    "PureState": "Alias of `tuple`: a `(graphdef, state)` pair, as `split` returns.",
+    "PARTITION_NAME": "The metadata key naming a Variable's partition axis "
+    "(`'partition_name'`).",
+}
+
+
+def is_listed(attr: str, obj: object) -> bool:
+    """Only the project's public names: no typing helpers (``A``, ``M``)."""
+    return not attr.startswith("_") and not isinstance(obj, typing.TypeVar)
+
+
+def first_line(obj: object, attr: str = "") -> str:
+    if attr in DESCRIPTIONS:
+        return DESCRIPTIONS[attr]
     doc = inspect.getdoc(obj) or ""
+    builtin = (inspect.isclass(obj) and obj.__module__ == "builtins") or (
+        not inspect.isclass(obj) and doc == inspect.getdoc(type(obj))
+    )
+    if builtin:  # a builtin's docstring says nothing about ramie
+        raise ValueError(
+            f"{attr}: {type(obj).__name__} with a builtin docstring; add it to "
+            "DESCRIPTIONS in docs/gen_api.py"
+        )
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
@@ -43,10 +69,12 @@ def page(name: str, module: types.ModuleType) -> str:
         "|---|---|---|",
     ]
     names = getattr(module, "__all__", None) or dir(module)
-    for attr in sorted(n for n in names if not n.startswith("_")):
+    for attr in sorted(names):
         obj = getattr(module, attr)
+        if not is_listed(attr, obj):
+            continue
         lines.append(
-            f"| `{attr}` | {kind(obj)} | {first_line(obj).replace('|', '/')} |"
+            f"| `{attr}` | {kind(obj)} | {first_line(obj, attr).replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"
 

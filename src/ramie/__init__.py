@@ -8,6 +8,7 @@ modules) with a fast path for repeated calls.
 from typing import TypeVar as _TypeVar
 
 from ramie import bridge as bridge
+from ramie import checkpoint as checkpoint
 from ramie import errors as errors
 from ramie import initializers as initializers
 from ramie import metrics as metrics
@@ -205,6 +206,9 @@ from ramie._src.nn.rnn import Bidirectional as Bidirectional
 from ramie._src.nn.stochastic import Dropout as Dropout
 from ramie._src.nn.weight_norms import SpectralNorm as SpectralNorm
 from ramie._src.nn.weight_norms import WeightNorm as WeightNorm
+from ramie._src.spmd.constraint import (
+    with_sharding_constraint as with_sharding_constraint,
+)
 from ramie._src.spmd.sharding import abstract_with_sharding as abstract_with_sharding
 from ramie._src.spmd.sharding import as_abstract as as_abstract
 from ramie._src.spmd.sharding import get_abstract_model as get_abstract_model
@@ -249,6 +253,7 @@ from ramie._src.transforms.shard_map import shard_map as shard_map
 from ramie._src.transforms.vmap import PARTITION_NAME as PARTITION_NAME
 from ramie._src.transforms.vmap import pmap as pmap
 from ramie._src.transforms.vmap import vmap as vmap
+from ramie.bridge import wrappers as wrappers
 
 A = _TypeVar("A")
 M = _TypeVar("M", bound=Module)

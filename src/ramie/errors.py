@@ -46,6 +46,23 @@ class GraphStructureError(RamieError, ValueError):
     """
 
 
+class SharedReferenceError(GraphStructureError):
+    """Tree mode (``graph=False``) or ``graph_updates=False`` met a shared reference.
+
+    A Variable, module or ``jax.Ref`` is reachable by two paths (both are named),
+    there is a cycle, or a transform returned an input Variable. Give each path
+    its own object (``ramie.clone``) or use graph mode (``graph=True``).
+    """
+
+
+class PrefixModeError(GraphStructureError):
+    """A ``StateAxes``/``StateSharding``/``DiffState`` prefix outside graph mode.
+
+    These prefixes need ``graph=True, graph_updates=True``; in tree mode split
+    the module into groups and give each group a plain prefix.
+    """
+
+
 class FilterError(RamieError, ValueError):
     """Filters given to ``split`` do not account for every Variable.
 
@@ -80,6 +97,15 @@ class StateLoadError(RamieError, ValueError):
         self.mismatched = list(mismatched or [])
 
 
+class CheckpointError(RamieError, ValueError):
+    """A checkpoint cannot be read or written.
+
+    Raised when a checkpoint is missing, incomplete, truncated or corrupted (its
+    checksum does not match the manifest), with the file and the entry named.
+    Restore an older checkpoint; a damaged one cannot be repaired.
+    """
+
+
 class TraceContextError(RamieError, ValueError):
     """A Variable was changed inside a JAX transform it does not belong to.
 
@@ -108,6 +134,34 @@ class StaticArgumentError(RamieError, ValueError):
     """
 
 
+class AbstractValueError(RamieError, TypeError):
+    """A model was used whose Variables hold abstract values, not arrays.
+
+    ``ramie.eval_shape`` builds a model whose Variables hold
+    ``jax.ShapeDtypeStruct`` (shapes only), to restore a checkpoint into. It
+    must get its values (``ramie.update``, checkpoint restore) before it is
+    called; the message names the first abstract Variable.
+    """
+
+
+class DeletedArrayError(RamieError, RuntimeError):
+    """A Variable holds an array that was deleted (usually donated).
+
+    An array donated to a jitted call (``donate_argnums``) is deleted once the
+    call has run; a Variable still holding it cannot be used. The message
+    names the Variable's path.
+    """
+
+
+class TransformError(RamieError, ValueError):
+    """A ramie transform was given a function or arguments it cannot lift.
+
+    For example a bound method of a Module (the module would be captured as a
+    constant), an axis specification that does not fit the arguments, or a
+    scan carry that changes between iterations.
+    """
+
+
 class RngError(RamieError, ValueError):
     """An RNG stream was asked for that does not exist or cannot be used."""
 
@@ -128,8 +182,49 @@ class VariableTypeError(RamieError, TypeError):
     """
 
 
-class ModuleAttributeError(RamieError, AttributeError):
-    """A module attribute named in a call does not exist."""
+class ModuleAttributeError(RamieError, AttributeError, ValueError):
+    """A module attribute named in a call does not exist or cannot be used.
+
+    Raised by ``set_attributes``/``with_attributes``/``view`` for names no
+    sub-module has, and by ``sow``/``perturb`` when the name already holds
+    something else. Also a ``ValueError``, as Flax raises for these cases.
+    """
+
+
+class AttributeStatusError(RamieError, ValueError):
+    """An attribute's data/static status does not fit the value assigned.
+
+    Attributes marked static (``ramie.static(...)``, a static field) are part
+    of the pytree structure and cannot hold arrays, Variables or graph objects;
+    ``ramie.data(...)``/``ramie.static(...)`` markers must be assigned to an
+    attribute directly, not nested inside lists or dicts.
+    """
+
+
+class ShardingError(RamieError, ValueError):
+    """A sharding annotation does not fit the array or the mesh.
+
+    Raised for a logical axis name without a rule, a mesh axis name the mesh
+    does not have, a dimension not divisible by the size of its mesh axis, or
+    an annotation on a mesh that mixes Auto and Explicit axes. The message
+    names the Variable, its shape, the annotation and the mesh.
+    """
+
+
+class MissingExtraError(RamieError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the extra to install, e.g. ``pip install ramie[linen]``
+    for the Linen bridge or ``pip install ramie[haiku]`` for the Haiku bridge.
+    """
+
+
+class BridgeError(RamieError, ValueError):
+    """A value crossing a Linen or Haiku bridge does not fit the other side.
+
+    For example a Linen variable collection that maps two Variables to the
+    same attribute path, or a bridge Module used outside ``init``/``apply``.
+    """
 
 
 class RamieInternalError(RamieError, RuntimeError):
@@ -164,12 +259,4 @@ class InputShapeError(RamieError, ValueError):
     on inputs with 13 features. Shapes are static in JAX, so the check runs
     once per trace inside ``jit``/``vmap``/``scan`` and costs nothing on the
     cached path.
-    """
-
-
-class MissingExtraError(RamieError, ImportError):
-    """A feature needs an optional dependency that is not installed.
-
-    The message names the extra that provides it, e.g.
-    ``pip install ramie[haiku]`` for the Haiku bridge.
     """

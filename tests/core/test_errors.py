@@ -32,6 +32,12 @@ ERROR_CLASSES = {
     errors.VariableTypeError: TypeError,
     errors.CarryStructureError: ValueError,
     errors.StaticArgumentError: ValueError,
+    errors.AbstractValueError: TypeError,
+    errors.DeletedArrayError: RuntimeError,
+    errors.AttributeStatusError: ValueError,
+    errors.TransformError: ValueError,
+    errors.SharedReferenceError: ValueError,
+    errors.PrefixModeError: ValueError,
     errors.RamieInternalError: RuntimeError,
 }
 

@@ -86,7 +86,9 @@ def test_train_with_extra_attributes():
     net = Net(nnx.Rngs(0))
     net.train(rate=0.25)
     assert net.blocks[1].drop.rate == 0.25
-    net.eval(bogus_but_ignored=1)  # train/eval never raise for unknown names
+    with pytest.raises(ModuleAttributeError, match="bogus"):
+        net.eval(bogus=1)  # a keyword no sub-module has is a typo, not ignored
+    assert not net.blocks[1].drop.deterministic  # and nothing changed
 
 
 def test_set_attributes_with_filters():
@@ -169,10 +171,87 @@ def test_view_unknown_attribute():
         nnx.view(Net(nnx.Rngs(0)), bogus=True)
 
 
-def test_view_info_lists_flags_with_paths():
-    info = nnx.view_info(Net(nnx.Rngs(0)))
-    assert "blocks[1].drop (Dropout): {'deterministic': False}" in info
-    assert "blocks[0].bn (BatchNorm): {'use_running_average': False}" in info
+def test_view_info_matches_flax_for_builtin_layers():
+    fnnx = pytest.importorskip("flax.nnx")
+
+    def info(lib, only=...):
+        class B(lib.Module):
+            def __init__(self, rngs):
+                self.linear = lib.Linear(2, 3, rngs=rngs)
+                self.bn = lib.BatchNorm(3, rngs=rngs)
+                self.drop = lib.Dropout(0.5, rngs=rngs)
+
+        text = lib.view_info(lib.List([B(lib.Rngs(0)), B(lib.Rngs(1))]), only=only)
+        # (class name, parameter) lines; descriptions are each library's own words
+        return [ln for ln in text.splitlines() if not ln.startswith("    ")]
+
+    assert info(nnx) == info(fnnx)
+    assert info(nnx, only=nnx.Dropout) == info(fnnx, only=fnnx.Dropout)
+    assert info(nnx, only=nnx.MultiHeadAttention) == []
+
+
+def test_view_info_reads_a_custom_set_view_docstring():
+    class Custom(nnx.Module):
+        def set_view(self, flag: bool | None = None, *, n: int = 2, **kwargs):
+            """Custom options.
+
+            Args:
+                flag: Turns the thing on.
+                n: How many,
+                    over two lines.
+
+            Returns:
+                Unused options.
+            """
+            return kwargs
+
+    class NoDoc(nnx.Module):
+        def set_view(self, level: int = 0):
+            self.level = level
+
+    text = nnx.view_info(nnx.List([Custom(), NoDoc()]))
+    assert text.splitlines() == [
+        f"{Custom.__qualname__}:",
+        "  flag: bool | None = None",
+        "    Turns the thing on.",
+        "  n: int = 2",
+        "    How many,",
+        "    over two lines.",
+        f"{NoDoc.__qualname__}:",
+        "  set_view(self, level: 'int' = 0)",
+    ]
+
+
+def test_view_passes_a_set_view_without_kwargs_only_its_options():
+    class Levels(nnx.Module):
+        def __init__(self):
+            self.level = 0
+
+        def set_view(self, level: int | None = None):
+            if level is not None:
+                self.level = level
+
+    net = nnx.List([Levels(), nnx.Dropout(0.5, rngs=nnx.Rngs(0))])
+    v = nnx.view(net, level=3, deterministic=True)
+    assert v[0].level == 3 and v[1].deterministic and net[0].level == 0
+    with pytest.raises(
+        ValueError, match=r"Unused keys found in nnx\.view: \['other'\]"
+    ):
+        nnx.view(net, level=1, other=2)
+
+
+def test_attribute_errors_are_value_errors_with_flax_wording():
+    net = Net(nnx.Rngs(0))
+    match = (
+        r"Could not find at least one instance of the following attributes: "
+        r"\['zzz'\]"
+    )
+    with pytest.raises(ValueError, match=match):
+        net.set_attributes(deterministic=True, zzz=1)
+    with pytest.raises(ValueError, match=match):
+        nnx.with_attributes(net, deterministic=True, zzz=1)
+    w = nnx.with_attributes(net, deterministic=True, zzz=1, raise_if_not_found=False)
+    assert w.blocks[0].drop.deterministic
 
 
 # ------------------------------------------------------------ sow
@@ -249,7 +328,7 @@ def test_perturb_gives_gradient_of_intermediate():
             self.w = nnx.Param(jnp.array([1.0, 2.0]))
 
         def __call__(self, x):
-            h = self.perturb("h", x * self.w.value)
+            h = self.perturb("h", x * self.w[...])
             return jnp.sum(h**2)
 
     p = P()
@@ -316,6 +395,116 @@ def _method_output_shapes(lib):
     capture = lib.capture(M(), lib.Intermediate, method_outputs=lib.Intermediate)
     _, inter = capture(jnp.ones(2))
     return jax.tree.map(jnp.shape, lib.to_pure_dict(inter))
+
+
+def test_capture_as_decorator_installs_and_removes_captures():
+    seen = []
+
+    @nnx.capture(nnx.Intermediate, nnx.Cache)
+    def run(model, x):
+        seen.append(tuple(type(v) for v in model.__captures__))
+        seen.append(tuple(type(v) for v in model.lin.__captures__))
+        return model(x)
+
+    s = Sower()
+    out, inter, cache = run(s, jnp.ones(2))
+    assert seen == [(nnx.Intermediate, nnx.Cache)] * 2
+    assert list(inter) == ["y"] and list(cache) == []
+    assert not hasattr(s, "__captures__") and not hasattr(s.lin, "__captures__")
+    assert not hasattr(s, "y")  # sown into the capture, not onto the module
+
+
+def test_capture_removes_buffers_when_the_function_raises():
+    s = Sower()
+
+    def boom(model):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        nnx.capture(boom, nnx.Intermediate)(s)
+    assert not hasattr(s, "__captures__")
+
+
+def test_sow_of_a_type_not_captured_is_skipped():
+    class Only(nnx.Intermediate):
+        pass
+
+    class Other(nnx.Intermediate):
+        pass
+
+    class M(nnx.Module):
+        def __call__(self, x):
+            return self.sow(Only, "a", x), self.sow(Other, "b", x)
+
+    m = M()
+    flags, state = nnx.capture(m, Only)(jnp.ones(1))
+    assert flags == (True, False)
+    assert list(state) == ["a"] and not hasattr(m, "b")
+
+
+def test_sow_inside_capture_does_not_hide_a_method():
+    class Features(nnx.Module):
+        def features(self, x):
+            self.sow(nnx.Intermediate, "features", x * 2)
+            return x * 2
+
+        def __call__(self, x):
+            return self.features(x) + self.features(x + 1)
+
+    m = Features()
+    out, inter = nnx.capture(m, nnx.Intermediate)(jnp.ones(2))
+    assert len(inter["features"].value) == 2 and callable(m.features)
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)Expected 'features' to be a Variable, got method.*"
+        r"ramie\.capture",
+    ):
+        m(jnp.ones(2))  # outside capture the Variable would hide the method
+
+
+@pytest.mark.parametrize(
+    "existing, match",
+    [
+        (10, r"Expected 'y' to be a Variable, got int"),
+        ("param", r"Expected 'y' to be of type 'Intermediate', got 'Param'"),
+    ],
+)
+def test_sow_into_an_existing_attribute_is_a_value_error(existing, match):
+    s = Sower()
+    s.y = nnx.Param(jnp.ones(1)) if existing == "param" else existing
+    with pytest.raises(ValueError, match=match):
+        s(jnp.ones(2))
+
+
+def _perturbation_grads(lib):
+    class Model(lib.Module):
+        def __init__(self):
+            self.w = lib.Param(jnp.array([1.0, -2.0]))
+
+        def __call__(self, x):
+            h = self.perturb("h", x * self.w[...])
+            self.sow(lib.Intermediate, "h_value", h)
+            return jnp.sum(jnp.sin(h))
+
+    model = Model()
+    x = jnp.array([0.5, 1.5])
+    _, perturbations = lib.capture(model, lib.Perturbation)(x)
+
+    def loss(model, perturbations, x):
+        return lib.capture(model, lib.Intermediate, init=perturbations)(x)
+
+    (_, pgrads), sowed = lib.grad(loss, argnums=(0, 1), has_aux=True)(
+        model, perturbations, x
+    )
+    return pgrads["h"].get_value(), sowed["h_value"].get_value()[0]
+
+
+def test_perturbation_gradients_through_capture_init_match_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+    ours, ref = _perturbation_grads(nnx), _perturbation_grads(fnnx)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-6)  # cos(h), not 0
+    np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6)
+    assert np.all(np.asarray(ours[0]) != 0)
 
 
 # ------------------------------------------------------------ iteration

@@ -53,13 +53,6 @@ def test_type_property_and_user_subclass():
     assert Counter.state_type() is Counter
 
 
-def test_hijax_and_ref_are_rejected():
-    with pytest.raises(NotImplementedError, match="hijax"):
-        nnx.Param(jnp.ones(1), hijax=True)
-    with pytest.raises(NotImplementedError):
-        nnx.Param(jnp.ones(1), ref=True)
-
-
 # ----------------------------------------------------------------- values
 def test_value_get_and_set():
     p = nnx.Param(jnp.ones(3))
@@ -361,18 +354,33 @@ def test_from_metadata_and_create_value():
 
 
 def test_add_and_remove_axis():
+    meta = {nnx.PARTITION_NAME: "layers"}
     p = nnx.Param(jnp.ones((2, 3)), sharding=("a", "b"))
-    p.add_axis(0, "layers")
+    nnx.spmd.add_axis(p, 0, meta)
     assert p.out_sharding == ("layers", "a", "b")
-    p.remove_axis(0, "layers")
+    nnx.spmd.remove_axis(p, 0, meta)
     assert p.out_sharding == ("a", "b")
-    p.add_axis(-1, "last")
-    assert p.out_sharding == ("a", "b", "last")
-    p.remove_axis(-1, "last")
-    assert p.out_sharding == ("a", "b")
+    nnx.spmd.add_axis(p, 3, meta)  # past the end: padded with None
+    assert p.out_sharding == ("a", "b", None, "layers")
+    with pytest.raises(nnx.errors.ShardingError, match="found 'a'"):
+        nnx.spmd.remove_axis(p, 0, meta)
+    assert p.out_sharding == ("a", "b", None, "layers")
     q = nnx.Param(jnp.ones(2))
-    q.add_axis(0, "layers")  # no sharding metadata: nothing to do
+    nnx.spmd.add_axis(q, 0, meta)  # no sharding metadata: nothing to do
     assert not q.has_metadata("out_sharding")
+
+
+def test_variable_add_axis_is_a_hook():
+    calls = []
+
+    class Tracked(nnx.Param):
+        def add_axis(self, axis_index, axis_name):
+            calls.append((axis_index, axis_name))
+
+    p = Tracked(jnp.ones(2), out_sharding=("a",))
+    nnx.spmd.add_axis(p, 0, {nnx.PARTITION_NAME: "layers"})
+    assert calls == [(0, "layers")]
+    assert p.out_sharding == ("layers", "a")
 
 
 # --------------------------------------------------------------------- repr

@@ -8,6 +8,8 @@ accuracy claim are checked by a ``slow`` test (``make test-all``).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -145,3 +147,21 @@ def test_full_cnn_demo_reaches_97_percent(tmp_path):
     result = main(["--quiet", "--out", str(tmp_path)])
     assert result.history.test_accuracy[-1] >= 0.97
     assert result.history.train_loss[-1] < result.history.train_loss[0]
+
+
+@pytest.mark.parametrize("blocked", ["tqdm", "sklearn", "matplotlib"])
+def test_without_the_demo_extra_it_says_which_extra_to_install(blocked):
+    # `python -m ramie.demo` in a fresh process where one package of the extra
+    # cannot be imported (sys.modules[name] = None makes `import name` fail)
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None; sys.argv = ['ramie.demo']; "
+        "import runpy; runpy.run_module('ramie.demo', run_name='__main__')"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 1
+    assert "pip install 'ramie[demo]'" in proc.stderr
+    assert cli.DEMO_PACKAGES[blocked] in proc.stderr
+    assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr

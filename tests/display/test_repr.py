@@ -186,7 +186,7 @@ def test_unknown_module_generic_format():
             self._private = 1
 
     assert repr(Custom()).splitlines() == [
-        "Custom(  # Intermediate: 6 (24 B), Variable: 1 (4 B)",
+        "Custom(  # Intermediate: 6 (24 B), Variable: 1 (4 B), Total: 7 (28 B)",
         "  count=Variable(i32[] 3),",
         "  table=i8[5,2],",
         "  sown=Intermediate((f32[2,3],)),",
@@ -229,3 +229,21 @@ def test_state_repr_keeps_the_seed_style():
     shapes = jax.tree.map(jnp.shape, state)
     assert "'kernel': Param(value=(784, 256))," in repr(shapes)
     assert repr(ramie.State({})) == "State({})"
+
+
+def test_first_line_totals_cover_every_type_and_the_total():
+    # Counts from the model's own state, as Flax's repr reports them.
+    model = Model(2, ramie.Rngs(0))
+    leaves = ramie.to_flat_state(ramie.state(model)).leaves
+    by_type: dict[str, int] = {}
+    for v in leaves:
+        name = "RngState" if isinstance(v, ramie.RngState) else type(v).__name__
+        by_type[name] = by_type.get(name, 0) + int(np.prod(np.shape(v.value)))
+    first = repr(model).splitlines()[0]
+    assert len(by_type) > 1
+    for name, n in by_type.items():
+        assert f"{name}: {n:,}" in first
+    assert f"Total: {sum(by_type.values()):,} (" in first
+    with repr_options(width=200):
+        wide = repr(model).splitlines()[0]
+    assert wide.count(" B)") + wide.count("KB)") == len(by_type) + 1  # with bytes

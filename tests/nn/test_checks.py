@@ -132,3 +132,36 @@ def test_attention_key_value_features_are_checked_separately():
 def test_a_layer_on_its_own_is_named_by_its_class():
     with pytest.raises(InputShapeError, match=r"^ramie\.Linear: the input has 3"):
         nnx.Linear(4, 2, rngs=R)(jnp.ones(3))
+
+
+def test_calling_an_abstract_model_names_the_first_abstract_variable():
+    from ramie.errors import AbstractValueError
+
+    abstract = nnx.eval_shape(lambda: Model(nnx.Linear(2, 3, rngs=nnx.Rngs(0))))
+    graphdef, state = nnx.split(abstract)
+    for model in (abstract, nnx.merge(graphdef, state)):
+        with pytest.raises(AbstractValueError) as e:
+            model(jnp.ones((1, 2)))
+        msg = str(e.value)
+        assert "ramie.Linear at block.layer: the Param at block.layer.kernel" in msg
+        assert "ShapeDtypeStruct(shape=(2, 3), dtype=float32)" in msg
+        assert "ramie.update(abstract_model, restored_state)" in msg
+        assert isinstance(model.block.layer.kernel.value, jax.ShapeDtypeStruct)
+    # restoring the values makes it callable
+    concrete = Model(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    nnx.update(abstract, nnx.state(concrete))
+    np.testing.assert_array_equal(
+        abstract(jnp.ones((1, 2))), concrete(jnp.ones((1, 2)))
+    )
+
+
+def test_a_donated_array_is_named_by_its_variable_path():
+    from ramie.errors import DeletedArrayError
+
+    model = Model(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    step = nnx.jit(lambda m, x: m(x))
+    step(model, jnp.ones((1, 2)))  # cached
+    donate = jax.jit(lambda w: w * 2, donate_argnums=0)
+    donate(model.block.layer.bias.value)  # result not stored back
+    with pytest.raises(DeletedArrayError, match=r"the Param at block\.layer\.bias"):
+        step(model, jnp.ones((1, 2)))

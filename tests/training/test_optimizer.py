@@ -406,3 +406,106 @@ def test_wrt_filter_that_matches_nothing_warns_naming_it():
     model = ramie.BatchNorm(2, rngs=ramie.Rngs(0))
     with pytest.warns(RamieWarning, match=r"wrt=LoRAParam\): the filter matches no"):
         ramie.Optimizer(model, optax.sgd(0.1), wrt=ramie.LoRAParam)
+
+
+# ------------------------------------------- optax sees the model's State
+def test_line_search_with_value_grad_and_value_fn_matches_plain_optax():
+    model = MLP()
+    params0 = params_dict(model)
+    optimizer = ramie.Optimizer(model, optax.lbfgs(), wrt=ramie.Param)
+    graphdef, _, rest = ramie.split(model, ramie.Param, ...)
+
+    def value_fn(params):  # receives a State of arrays, as in Flax
+        return loss_fn(ramie.merge(graphdef, params, ramie.clone(rest)))
+
+    for _ in range(2):
+        loss, grads = ramie.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads, grad=grads, value=loss, value_fn=value_fn)
+
+    tx = optax.lbfgs()
+    params = jax.tree.map(jnp.asarray, params0)
+    opt_state = tx.init(params)
+    for _ in range(2):
+        value, grad = jax.value_and_grad(pure_loss)(params)
+        updates, opt_state = tx.update(
+            grad, opt_state, params, value=value, grad=grad, value_fn=pure_loss
+        )
+        params = optax.apply_updates(params, updates)
+    assert_tree_close(params_dict(model), params, rtol=1e-4, atol=1e-5)
+    assert pure_loss(params_dict(model)) < pure_loss(params0)
+
+
+def test_update_returns_the_updates_shaped_like_the_params():
+    model = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
+    before = params_dict(model)
+    optimizer = ramie.Optimizer(model, optax.sgd(0.5), wrt=ramie.Param)
+    grads = ramie.grad(lambda m: m(X).sum())(model)
+    updates = optimizer.update(model, grads)
+    assert isinstance(updates, ramie.State)
+    after = params_dict(model)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(after[name] - before[name], updates[name], atol=1e-6)
+        np.testing.assert_allclose(updates[name], -0.5 * grads[name].value, atol=1e-6)
+
+
+def test_gradients_outside_wrt_are_ignored():
+    # the LoRA recipe: gradients of every Param, only LoRAParams optimised
+    base = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
+    model = ramie.LoRA(3, 2, 2, base_module=base, rngs=ramie.Rngs(1))
+    frozen = params_dict(model.base_module)
+    optimizer = ramie.Optimizer(model, optax.sgd(0.1), wrt=ramie.LoRAParam)
+    grads = ramie.grad(lambda m: jnp.sum(m(X) ** 2))(model)  # all Params
+    assert "base_module" in grads
+    lora_b0 = np.asarray(model.lora_b.value)
+    optimizer.update(model, grads)
+    np.testing.assert_allclose(
+        model.lora_b.value, lora_b0 - 0.1 * grads["lora_b"].value, rtol=1e-6
+    )
+    assert_tree_close(params_dict(model.base_module), frozen, rtol=0, atol=0)
+
+
+def test_partition_with_map_state_labels():
+    model = MLP()
+    params0 = params_dict(model)
+    labels = ramie.map_state(lambda path, v: path[-1], ramie.state(model, ramie.Param))
+    rates = {"kernel": optax.sgd(0.1), "bias": optax.sgd(1.0)}
+    optimizer = ramie.Optimizer(model, optax.partition(rates, labels), wrt=ramie.Param)
+    grads = ramie.grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    g = ramie.to_pure_dict(grads)
+    after = params_dict(model)
+    for layer in ("l1", "l2"):
+        np.testing.assert_allclose(
+            after[layer]["kernel"],
+            params0[layer]["kernel"] - 0.1 * g[layer]["kernel"],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        np.testing.assert_allclose(
+            after[layer]["bias"],
+            params0[layer]["bias"] - 1.0 * g[layer]["bias"],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_opt_state_entries_are_reached_by_attribute():
+    model = MLP()
+    optimizer = ramie.Optimizer(model, optax.adam(1e-2), wrt=ramie.Param)
+    _train_step(model, optimizer)
+    mu = optimizer.opt_state[0].mu
+    assert isinstance(mu, ramie.State)
+    assert isinstance(mu.l1["kernel"], ramie.OptVariable)
+    assert mu.l1["kernel"][...].shape == (3, 4)
+    assert float(jnp.abs(mu.l1["kernel"][...]).sum()) > 0
+
+
+def test_optimizer_sharding_metadata_becomes_the_state_sharding():
+    init = ramie.with_metadata(
+        ramie.initializers.lecun_normal(), optimizer_sharding=("a", None)
+    )
+    model = ramie.Linear(3, 2, kernel_init=init, rngs=ramie.Rngs(0))
+    optimizer = ramie.Optimizer(model, optax.adam(1e-2), wrt=ramie.Param)
+    mu = optimizer.opt_state[0].mu["kernel"]
+    assert mu.get_metadata()["out_sharding"] == ("a", None)
+    assert "optimizer_sharding" not in mu.get_metadata()

@@ -254,6 +254,26 @@ def test_gradient_of_a_variable_argument():
     np.testing.assert_allclose(g.value, 2 * np.array([1.0, 2.0, 3.0]))
 
 
+def test_variables_outside_modules_are_differentiated_whatever_their_type():
+    # Flax's rule: the Param filter picks among a module's Variables; a Variable
+    # passed on its own or inside a State is differentiated as it is.
+    from flax import nnx as fnnx
+
+    def grads(lib):
+        state = lib.State({"p": lib.Perturbation(jnp.array(2.0))})
+        cache = lib.Cache(jnp.array(3.0))
+
+        def f(s, c):
+            return s["p"][...] ** 2 * c[...]
+
+        return lib.grad(f, argnums=(0, 1))(state, cache)
+
+    (gs, gc), (fs, fc) = grads(ramie), grads(fnnx)
+    assert type(gs["p"]) is ramie.Perturbation and type(gc) is ramie.Cache
+    np.testing.assert_allclose(gs["p"].value, fs["p"].get_value())
+    np.testing.assert_allclose(gc.value, fc.get_value())
+
+
 def test_argnums_out_of_range_is_a_clear_error():
     model = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
     with pytest.raises(ValueError, match=r"argnums refers to argument 3"):

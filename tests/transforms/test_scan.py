@@ -11,6 +11,7 @@ import pytest
 from tx_helpers import assert_trees_equal, pure_state
 
 import ramie
+from ramie.errors import TransformError
 
 XS = jax.random.normal(jax.random.key(0), (5, 3))
 
@@ -360,11 +361,51 @@ def test_non_tuple_output_with_carry_and_ys_is_an_error():
         ramie.scan(lambda c, x: c, in_axes=(ramie.Carry, 0))(0.0, XS)
 
 
-def test_two_carries_is_an_error():
-    with pytest.raises(ValueError, match=r"at most one argument can be the Carry"):
-        ramie.scan(lambda a, b, x: (a, x), in_axes=(ramie.Carry, ramie.Carry, 0))(
-            0.0, 0.0, XS
+def test_two_carries_is_an_error_when_decorating():
+    with pytest.raises(TransformError, match=r"multiple Carry.*at most one argument"):
+        ramie.scan(lambda a, b, x: (a, x), in_axes=(ramie.Carry, ramie.Carry, 0))
+
+
+def test_carry_on_one_side_only_is_an_error_when_decorating():
+    with pytest.raises(TransformError, match=r"the other must also have Carry"):
+        ramie.scan(in_axes=0, out_axes=(ramie.Carry, 0))
+    with pytest.raises(TransformError, match=r"the other must also have Carry"):
+        ramie.scan(in_axes=(ramie.Carry, 0), out_axes=0)
+
+
+@pytest.mark.parametrize(
+    "out_axes",
+    [(ramie.Carry, None), (ramie.Carry, ramie.StateAxes({...: None}))],
+)
+def test_broadcast_outputs_are_an_error_when_decorating(out_axes):
+    with pytest.raises(TransformError, match=r"Cannot broadcast output state"):
+        ramie.scan(in_axes=(ramie.Carry, 0), out_axes=out_axes)
+
+
+def test_bare_carry_in_axes_needs_exactly_one_argument():
+    loop = ramie.scan(
+        lambda c, x: c, in_axes=ramie.Carry, out_axes=ramie.Carry, length=3
+    )
+    with pytest.raises(TransformError, match=r"exactly one argument.*called with 2"):
+        loop(0.0, 1.0)
+    assert (
+        float(
+            ramie.scan(
+                lambda c: c + 1, in_axes=ramie.Carry, out_axes=ramie.Carry, length=3
+            )(0.0)
         )
+        == 3.0
+    )
+
+
+def test_carry_replaced_by_a_new_module_is_an_error():
+    counter = ramie.Dict(n=ramie.BatchStat(jnp.array(0)))
+
+    def step(c, x):
+        return ramie.Dict(n=ramie.BatchStat(c.n.value + 1)), x
+
+    with pytest.raises(TransformError, match=r"Carry references must be the same"):
+        ramie.scan(step)(counter, XS)
 
 
 def test_scanned_inputs_of_different_lengths_is_an_error():
@@ -386,9 +427,9 @@ def test_structural_change_inside_scan_is_an_error():
     assert not hasattr(acc, "extra")
 
 
-def test_keyword_arguments_are_rejected():
+def test_keyword_arguments_that_are_not_parameters_are_rejected():
     with pytest.raises(TypeError, match=r"positionally"):
-        ramie.scan(lambda c, x: (c, x))(0.0, x=XS)
+        ramie.scan(lambda c, *xs, **kw: (c, xs))(0.0, XS, extra=XS)
 
 
 def test_carry_of_another_structure_names_the_paths():
@@ -406,3 +447,15 @@ def test_carry_of_another_structure_names_the_paths():
     assert "In the carry given, not in the one returned:\n    a\n" in msg
     assert "In the carry returned, not in the one given:\n    b\n" in msg
     assert "    keep" not in msg
+
+
+def test_scan_keyword_arguments_take_their_parameter_in_axes():
+    @ramie.scan(in_axes=(ramie.Carry, 0), out_axes=(ramie.Carry, 0))
+    def cumsum(c, x):
+        c = c + x
+        return c, c
+
+    xs = jnp.arange(4.0)
+    c, ys = cumsum(jnp.zeros(()), x=xs)
+    np.testing.assert_array_equal(ys, jnp.cumsum(xs))
+    assert float(c) == float(xs.sum())

@@ -137,15 +137,27 @@ def test_broadcast_module_changed_per_example_error_names_the_path():
         ramie.vmap(f, in_axes=(None, 0))(model, XS)
 
 
-def test_structural_change_inside_vmap_is_an_error():
+def test_new_per_example_variable_on_a_broadcast_argument_is_an_error():
     model = Block(ramie.Rngs(0))
 
     def f(m, x):
         m.extra = ramie.Param(x)
         return x
 
-    with pytest.raises(ramie.errors.GraphStructureError, match=r"ramie.vmap"):
+    with pytest.raises(ValueError, match=r"ramie.vmap.*extra"):
         ramie.vmap(f, in_axes=(None, 0))(model, XS)
+    assert not hasattr(model, "extra")  # nothing half-applied
+
+
+def test_new_variable_on_a_mapped_argument_is_stacked():
+    model = ramie.vmap(lambda x: Block(ramie.Rngs(0)), in_axes=0)(XS)  # a stack
+
+    def f(m, x):
+        m.extra = ramie.Param(2 * x)
+        return x
+
+    ramie.vmap(f, in_axes=(0, 0))(model, XS)
+    np.testing.assert_array_equal(model.extra.value, 2 * XS)
 
 
 def test_in_axes_length_mismatch_is_an_error():
@@ -323,3 +335,53 @@ def test_pmap_over_devices():
         lambda m, x: m(x), in_axes=(None, 0), devices=jax.local_devices()[:n]
     )(model, xs)
     np.testing.assert_allclose(np.asarray(ys), model(xs), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------- keywords and structure changes
+class _Stack(ramie.Module):
+    @ramie.vmap
+    def __init__(self, seed):
+        self.kernel = ramie.Param(jax.random.uniform(jax.random.key(seed), (2, 3)))
+        self.bias = ramie.Param(jnp.zeros((3,)))
+
+    @ramie.vmap(in_axes=0, out_axes=1)
+    def __call__(self, x):
+        assert self.kernel.ndim == 2 and x.ndim == 1
+        return x @ self.kernel + self.bias
+
+
+def test_vmap_over_init_creates_stacked_attributes():
+    seeds = jnp.arange(4)
+    stack = _Stack(seeds)
+    assert stack.kernel.shape == (4, 2, 3) and stack.bias.shape == (4, 3)
+    for i in range(4):  # each slice is what the unbatched constructor makes
+        ref = jax.random.uniform(jax.random.key(seeds[i]), (2, 3))
+        np.testing.assert_array_equal(stack.kernel.value[i], ref)
+    x = jax.random.normal(jax.random.key(1), (4, 2))
+    y = stack(x)
+    expected = jnp.einsum("bi,bio->ob", x, stack.kernel.value)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_vmap_over_init_new_variables_follow_state_axes():
+    axes = ramie.StateAxes({ramie.Param: 0, ...: None})
+
+    class Block(ramie.Module):
+        @ramie.vmap(in_axes=(axes, 0))
+        def __init__(self, key):
+            self.linear = ramie.Linear(3, 3, rngs=ramie.Rngs(key))
+            self.scale = ramie.Variable(jnp.ones((2,)))  # broadcast: not stacked
+
+    block = Block(key=jax.random.split(jax.random.key(0), 5))  # keyword argument
+    assert block.linear.kernel.shape == (5, 3, 3)
+    assert block.scale.shape == (2,)
+
+
+def test_vmap_keyword_arguments_take_their_parameter_in_axes():
+    @ramie.vmap(in_axes=(0, None))
+    def f(x, y):
+        return x + y
+
+    x, y = jnp.arange(3.0), jnp.ones(2)
+    np.testing.assert_array_equal(f(x, y=y), f(x, y))
+    np.testing.assert_array_equal(f(x=x, y=y), x[:, None] + y[None, :])

@@ -290,6 +290,7 @@ def _build() -> dict[str, types.ModuleType]:
         k: val for k, val in compat_members.items() if not k.startswith("__")
     }
     compat_members["view"] = view
+    compat_members["get_abstract_model"] = sh.get_abstract_model
     compat_members["view_info"] = view_info
     spaces["compat"] = _namespace(
         "compat",

@@ -257,6 +257,34 @@ def _run_transformer(
     return history, path, samples
 
 
+# module imported -> the package pip installs it from
+DEMO_PACKAGES = {"tqdm": "tqdm", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+MISSING_EXTRA = (
+    "ramie.demo needs the `demo` extra, which is not installed (missing: {packages}).\n"
+    "  Install it with:\n"
+    "      pip install 'ramie[demo]'     # from a clone: pip install -e '.[demo]'"
+)
+
+
+def missing_packages() -> list[str]:
+    """The pip names of the demo's packages that cannot be imported.
+
+    Example:
+        >>> missing_packages()   # the dev environment has the demo extra
+        []
+    """
+    import importlib
+
+    missing = []
+    for module, package in DEMO_PACKAGES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> DemoResult:
     """Run the demo with command-line arguments ``argv`` (default ``sys.argv``).
 
@@ -267,10 +295,14 @@ def main(argv: Sequence[str] | None = None) -> DemoResult:
         The run's history, plot path, wall time and samples.
 
     Raises:
-        SystemExit: on ``--help`` or invalid arguments (from argparse).
+        SystemExit: on ``--help`` or invalid arguments (from argparse), or
+            when the ``demo`` extra is not installed (with the pip command).
     """
     start = time.perf_counter()
     args = build_parser().parse_args(argv)
+    missing = missing_packages()
+    if missing:
+        raise SystemExit(MISSING_EXTRA.format(packages=", ".join(missing)))
     default_epochs, default_steps = DEFAULTS[args.model]
     epochs = args.epochs or default_epochs
     steps = args.steps or default_steps

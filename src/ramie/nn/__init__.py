@@ -63,3 +63,4 @@ from ramie._src.nn.rnn import Bidirectional as Bidirectional
 from ramie._src.nn.stochastic import Dropout as Dropout
 from ramie._src.nn.weight_norms import SpectralNorm as SpectralNorm
 from ramie._src.nn.weight_norms import WeightNorm as WeightNorm
+from ramie.nn import linear as linear

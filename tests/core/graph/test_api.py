@@ -319,6 +319,24 @@ def test_state_filters_are_not_exhaustive():
     assert nnx.variables is nnx.state
 
 
+def test_state_gives_each_variable_to_the_first_filter_it_matches():
+    fnnx = pytest.importorskip("flax.nnx")
+    m = nnx.LoRA(
+        3, 2, 4, base_module=nnx.Linear(3, 4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1)
+    )
+    params, lora, rest = nnx.state(m, nnx.Param, nnx.LoRAParam, ...)
+    assert len(_paths(params)) == 4  # LoRAParam is a Param: taken by the first filter
+    assert _paths(lora) == [] and _paths(rest) == []
+    lora, params = nnx.state(m, nnx.LoRAParam, nnx.Param)
+    assert len(_paths(lora)) == 2 and len(_paths(params)) == 2
+    theirs = fnnx.LoRA(
+        3, 2, 4, base_module=fnnx.Linear(3, 4, rngs=fnnx.Rngs(0)), rngs=fnnx.Rngs(1)
+    )
+    t_lora, t_params = fnnx.state(theirs, fnnx.LoRAParam, fnnx.Param)
+    assert sorted(_paths(lora)) == sorted(p for p, _ in fnnx.to_flat_state(t_lora))
+    assert sorted(_paths(params)) == sorted(p for p, _ in fnnx.to_flat_state(t_params))
+
+
 # ---------------------------------------------------------------- graphdef
 def test_graphdef_equality_and_hash():
     a, b = nnx.graphdef(_model()), nnx.graphdef(Model(nnx.Rngs(1)))
@@ -808,7 +826,10 @@ def test_update_of_python_valued_variable_accepts_anything():
 def test_merge_canonicalises_float64_numpy_leaves():
     model = Model(nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    pure = jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.to_pure_dict(state))
+    pure = jax.tree.map(
+        lambda x: np.asarray(x, np.float64 if x.dtype.kind == "f" else np.int64),
+        nnx.to_pure_dict(state),
+    )
     rebuilt = nnx.merge(graphdef, pure)
     kernel = rebuilt.block.linear.kernel.value
     assert isinstance(kernel, jax.Array) and kernel.dtype == jnp.float32

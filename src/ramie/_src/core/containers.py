@@ -21,6 +21,7 @@ from collections.abc import (
 from typing import Any
 
 from ramie._src.core import links
+from ramie._src.core.data import Marked
 from ramie._src.core.module import Module
 from ramie._src.core.pytree import _SLOT_SET, bump
 
@@ -150,6 +151,8 @@ class Dict(Module, MutableMapping):
         return self._map[key]
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
+        if type(value) is Marked:  # Dict keys are classified by value
+            value = value.value
         m = self._map
         if m.get(key, _NOTSET) is value:
             return

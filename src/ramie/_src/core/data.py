@@ -1,19 +1,23 @@
 """Data/static markers and dataclass support for graph objects.
 
-Flax classifies every attribute of a Pytree as *data* (pytree leaves: arrays,
-Variables, sub-modules) or *static* and lets users force the choice with
-``nnx.data(...)``/``nnx.static(...)``. ramie classifies attributes by their
-value each time a graph is flattened - arrays, Variables and graph objects are
-data wherever they are stored, everything else is static - so no attribute can
-be misclassified. The markers are therefore accepted and return the value
-unchanged (or, with keyword arguments, a ``dataclasses.field``), and
-:func:`check_pytree` only validates.
+Every attribute of a Pytree is *data* (a JAX pytree child: arrays, Variables,
+sub-modules) or *static* (part of the tree structure). By default ramie
+classifies an attribute by its value each time the object is flattened, so a
+plain list of sub-modules is data and no attribute can be misclassified.
+``self.x = ramie.data(v)`` and ``self.n = ramie.static(v)`` override that for
+one attribute, and the choice sticks until another marker is assigned: a
+data-marked ``int`` becomes a ``jax.tree`` leaf, and a static-marked attribute
+refuses values holding arrays or Variables (they would be hashed into the tree
+structure). Classes can mark fields with ``ramie.data()``/``ramie.static()``
+field specifiers, ``dataclasses.field(metadata={"static": True})`` or the
+annotations ``ramie.Data[T]``/``ramie.Static[T]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Generic, TypeVar
+import re
+from typing import Any, Generic, TypeVar, get_origin
 
 from ramie._src.core.graph import registry
 from ramie._src.core.sentinels import MISSING
@@ -21,40 +25,108 @@ from ramie._src.core.sentinels import MISSING
 A = TypeVar("A")
 
 
-def data(value: Any = MISSING, /, **kwargs: Any) -> Any:
-    """Mark an attribute value as data (``self.w = ramie.data(w)``).
+class Marked:
+    """A value wrapped by :func:`data` or :func:`static`, to be assigned.
 
-    Returns ``value`` unchanged: ramie treats arrays, Variables and graph
-    objects as data automatically. With keyword arguments (and no value),
-    returns a ``dataclasses.field`` for :func:`dataclass` classes.
+    Assigning it to a Pytree attribute stores ``value`` and records the mark;
+    anywhere else it is an error (the mark would be silently lost).
+    """
+
+    __slots__ = ("value", "is_data")
+
+    def __init__(self, value: Any, is_data: bool):
+        self.value = value
+        self.is_data = is_data
+
+    def __repr__(self) -> str:
+        return f"ramie.{'data' if self.is_data else 'static'}({self.value!r})"
+
+
+# Set once a marker was made: only then do containers need a nested-marker scan.
+MARKERS_MADE = [False]
+
+
+def _field(is_static: bool, kwargs: dict[str, Any]) -> Any:
+    metadata = dict(kwargs.pop("metadata", {}) or {})
+    metadata["static"] = is_static
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def data(value: Any = MISSING, /, **kwargs: Any) -> Any:
+    """Mark an attribute as data: ``self.w = ramie.data(w)``.
+
+    The attribute becomes a ``jax.tree`` child whatever its value (an ``int``
+    becomes a leaf) and stays data on later assignments. Without a value,
+    returns a ``dataclasses.field`` (keyword arguments are passed on) for
+    :func:`dataclass` classes.
 
     Example:
-        >>> import jax.numpy as jnp, ramie
-        >>> ramie.data(jnp.ones(2)).shape
-        (2,)
+        >>> import jax, ramie
+        >>> class Counter(ramie.Pytree):
+        ...     def __init__(self):
+        ...         self.count = ramie.data(0)
+        ...         self.name = "steps"
+        >>> jax.tree.leaves(Counter())
+        [0]
     """
     if value is MISSING:
-        metadata = dict(kwargs.pop("metadata", {}) or {})
-        metadata["ramie_static"] = False
-        return dataclasses.field(metadata=metadata, **kwargs)
-    return value
+        return _field(False, kwargs)
+    MARKERS_MADE[0] = True
+    return Marked(value, True)
 
 
 def static(value: Any = MISSING, /, **kwargs: Any) -> Any:
-    """Mark an attribute value as static: ``self.n = ramie.static(4)``."""
+    """Mark an attribute as static: ``self.n = ramie.static(4)``.
+
+    The attribute is part of the tree structure and refuses values that hold
+    arrays, Variables or graph objects. Without a value, returns a
+    ``dataclasses.field`` for :func:`dataclass` classes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> class Box(ramie.Pytree):
+        ...     def __init__(self):
+        ...         self.scale = ramie.static(jnp.float32(2.0))
+        >>> Box()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ramie.errors.AttributeStatusError: Box.scale = ramie.static(...): Found data ...
+    """
     if value is MISSING:
-        metadata = dict(kwargs.pop("metadata", {}) or {})
-        metadata["ramie_static"] = True
-        return dataclasses.field(metadata=metadata, **kwargs)
-    return value
+        return _field(True, kwargs)
+    MARKERS_MADE[0] = True
+    return Marked(value, False)
 
 
 class Data(Generic[A]):
-    """Annotation marker ``x: ramie.Data[jax.Array]`` (accepted, no effect)."""
+    """Annotation ``x: ramie.Data[jax.Array]``: the attribute is data."""
 
 
 class Static(Generic[A]):
-    """Annotation marker ``n: ramie.Static[int]`` (accepted, no effect)."""
+    """Annotation ``n: ramie.Static[int]``: the attribute is static."""
+
+
+_ANNOTATION = re.compile(r"(?:^|\.)(Data|Static)\[")
+
+
+def class_marks(cls: type, inherited: dict[str, bool]) -> dict[str, bool]:
+    """``{attribute: is_data}`` declared by ``cls`` (and its bases).
+
+    Reads field specifiers (:func:`data`/:func:`static` or
+    ``dataclasses.field(metadata={"static": ...})``) and ``Data``/``Static``
+    annotations, including string annotations.
+    """
+    marks = dict(inherited)
+    for name, ann in cls.__dict__.get("__annotations__", {}).items():
+        origin = get_origin(ann)
+        if origin is Data or origin is Static:
+            marks[name] = origin is Data
+        elif isinstance(ann, str) and (m := _ANNOTATION.search(ann)):
+            marks[name] = m.group(1) == "Data"
+    for name, value in cls.__dict__.items():
+        if isinstance(value, dataclasses.Field) and "static" in value.metadata:
+            marks[name] = not value.metadata["static"]
+    return marks
 
 
 def dataclass(

@@ -267,7 +267,8 @@ def filters_to_predicates(filters: tuple) -> tuple[Predicate, ...]:
         if (f is Ellipsis or f is True) and i != len(filters) - 1:
             raise ValueError(
                 f"`...` must be the last filter; got it at position {i} of "
-                f"{len(filters)}: {filters!r}"
+                f"{len(filters)}: {filters!r} (`...` or `True` can only be used "
+                "as the last filters)"
             )
     return tuple(to_predicate(f) for f in filters)
 

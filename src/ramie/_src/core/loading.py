@@ -208,7 +208,7 @@ def _shape_dtype(x: Any) -> tuple[tuple | None, Any]:
     if dtype is not None and not isinstance(x, jax.Array):
         try:  # a NumPy or abstract float64 target means float32 without x64
             dtype = jax.dtypes.canonicalize_dtype(dtype)
-        except TypeError:
+        except (TypeError, ValueError):  # extended dtypes (PRNG keys) raise either
             pass
     return tuple(shape), dtype
 

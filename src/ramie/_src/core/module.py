@@ -30,6 +30,39 @@ from ramie.errors import ModuleAttributeError
 
 M = TypeVar("M", bound="Module")
 
+# The attribute ramie.capture installs on every module while it runs: a tuple
+# of Variables (one per collected type), each holding a {name: value} dict.
+CAPTURES = "__captures__"
+
+
+def _sow_conflict(
+    module: Any, api_name: str, variable_type: type, name: str, existing: Any
+) -> ModuleAttributeError:
+    from ramie._src.core.links import path_of
+    from ramie._src.core.paths import format_path
+
+    where = format_path((*(path_of(module) or ()), name))
+    want = variable_type.__name__
+    if isinstance(existing, Variable):
+        found = (
+            f"Expected {name!r} to be of type {want!r}, got "
+            f"{type(existing).__name__!r}: {where} already holds a "
+            f"{type(existing).__name__}, not a {want}"
+        )
+    else:
+        kind = "method" if callable(existing) else type(existing).__name__
+        found = (
+            f"Expected {name!r} to be a Variable, got {kind}: {where} is a "
+            f"{kind}, and sowing would hide it"
+        )
+    return ModuleAttributeError(
+        f"{type(module).__name__}.{api_name}({want}, {name!r}, ...): {found}.\n"
+        f"  Use another name, e.g.\n"
+        f"      self.{api_name}({want}, {name + '_' + want.lower()!r}, value)\n"
+        f"  or collect it with ramie.capture(model, {want})(...), which "
+        "stores sown values apart from the module's attributes."
+    )
+
 
 def _append(prev: tuple, value: Any) -> tuple:
     return (*prev, value)
@@ -91,20 +124,22 @@ class Module(Pytree):
             isinstance(variable_type, type) and issubclass(variable_type, Variable)
         ):
             raise _sow_type_error(self, variable_type, name)
+        captures = self.__dict__.get(CAPTURES)
+        if captures is not None:  # inside ramie.capture: write to its buffers
+            for buf in captures:
+                if type(buf) is variable_type:
+                    values = dict(buf._raw)
+                    prev = values[name] if name in values else init_fn()
+                    values[name] = reduce_fn(prev, value)
+                    buf.set_value(values)
+                    return True
+            return False  # a type this capture does not collect
         existing = self.__dict__.get(name)
+        if existing is None and hasattr(type(self), name):
+            existing = getattr(self, name)
         if existing is not None:
             if not isinstance(existing, variable_type):
-                from ramie._src.core.links import path_of
-                from ramie._src.core.paths import format_path
-
-                where = format_path((*(path_of(self) or ()), name))
-                raise ModuleAttributeError(
-                    f"{type(self).__name__}.sow({variable_type.__name__}, {name!r}, "
-                    f"...): {where} already holds a {type(existing).__name__}, not a "
-                    f"{variable_type.__name__}; sow under another name, e.g.\n"
-                    f"      self.sow({variable_type.__name__}, "
-                    f"{name + '_' + variable_type.__name__.lower()!r}, value)"
-                )
+                raise _sow_conflict(self, "sow", variable_type, name, existing)
             existing.set_value(reduce_fn(existing._raw, value))
         else:
             setattr(self, name, variable_type(reduce_fn(init_fn(), value)))
@@ -120,14 +155,32 @@ class Module(Pytree):
 
         The first call creates ``self.<name>`` as zeros shaped like ``value``;
         differentiate w.r.t. ``Perturbation`` to read the intermediate gradient.
+        Inside :func:`capture` the perturbation lives in the capture's buffer
+        instead (zeros, or the value given by ``capture(..., init=...)``).
         """
+        import jax
         import jax.numpy as jnp
 
         if isinstance(variable_type, str):
             variable_type = variable_type_from_name(variable_type, allow_register=True)
-        if name not in self.__dict__:
-            setattr(self, name, variable_type(jnp.zeros_like(value)))
-        return value + self.__dict__[name]._raw
+        captures = self.__dict__.get(CAPTURES)
+        if captures is not None:  # inside ramie.capture: use (or start) its buffer
+            for buf in captures:
+                if type(buf) is variable_type:
+                    values = buf._raw
+                    if name not in values:
+                        values = {**values, name: jax.tree.map(jnp.zeros_like, value)}
+                        buf.set_value(values)
+                    return values[name] + value
+            return value
+        existing = self.__dict__.get(name)
+        if existing is None and hasattr(type(self), name):
+            existing = getattr(self, name)
+        if existing is None:
+            setattr(self, name, variable_type(jax.tree.map(jnp.zeros_like, value)))
+        elif not isinstance(existing, variable_type):
+            raise _sow_conflict(self, "perturb", variable_type, name, existing)
+        return self.__dict__[name]._raw + value
 
     # ----------------------------------------------------- attributes
     def set_attributes(
@@ -186,7 +239,8 @@ class Module(Pytree):
                     hints.append(repr(n))
             raise ModuleAttributeError(
                 f"{type(self).__name__}.set_attributes(): no sub-module has the "
-                f"attribute(s) {', '.join(hints)}.\n"
+                f"attribute(s) {', '.join(hints)} (Could not find at least one "
+                f"instance of the following attributes: {names}).\n"
                 "  Pass raise_if_not_found=False to ignore attributes that do not "
                 "exist:\n"
                 "      model.set_attributes(..., raise_if_not_found=False)"
@@ -285,18 +339,47 @@ def view(
     pred = to_predicate(only)
     used: set[str] = set()
     for path, module in api.iter_modules(new):
-        if not pred(path, module):
-            continue
-        rest = module.set_view(**kwargs) or {}
-        used |= set(kwargs) - set(rest)
+        if pred(path, module):
+            used |= _apply_view(module, kwargs)
     missing = sorted(set(kwargs) - used)
     if missing and raise_if_not_found:
         raise ModuleAttributeError(
-            f"ramie.view(): no sub-module of {type(node).__name__} uses the option(s) "
-            f"{', '.join(map(repr, missing))}. Pass raise_if_not_found=False to ignore "
-            "them; ramie.view_info(model) lists the options each layer has."
+            f"ramie.view(): no sub-module of {type(node).__name__} uses the "
+            f"option(s) {', '.join(map(repr, missing))} (Unused keys found in "
+            f"nnx.view: {missing}).\n"
+            "  ramie.view_info(model) lists the options each layer has; pass "
+            "raise_if_not_found=False to ignore them:\n"
+            "      ramie.view(model, ..., raise_if_not_found=False)"
         )
     return new
+
+
+def _apply_view(module: Module, kwargs: dict[str, Any]) -> set[str]:
+    """Call ``module.set_view`` with the options it takes; return those it used.
+
+    A ``set_view`` with ``**kwargs`` gets every option and returns the ones it
+    did not use (or None: all used); one without gets only its named options.
+    """
+    params = _set_view_params(type(module))
+    if params is None:
+        rest = module.set_view(**kwargs)
+        return set(kwargs) - set(rest or ())
+    mine = {k: v for k, v in kwargs.items() if k in params}
+    module.set_view(**mine)
+    return set(mine)
+
+
+def _set_view_params(cls: type) -> frozenset[str] | None:
+    """Named parameters of ``cls.set_view``; None when it takes ``**kwargs``."""
+    import inspect
+
+    sig = inspect.signature(cls.set_view)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return frozenset(
+        n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY,
+                                                            p.POSITIONAL_OR_KEYWORD)
+    )  # fmt: skip
 
 
 def with_attributes(
@@ -316,16 +399,76 @@ def with_attributes(
 
 
 def view_info(node: Any, /, *, only: Any = ..., graph: Any = None) -> str:
-    """The behaviour flags (``deterministic``, ...) of every sub-module, as text."""
-    from ramie._src.core.paths import format_path
+    """The options :func:`view` accepts, per layer type, with their docs.
 
-    flags = ("deterministic", "use_running_average", "decode")
-    lines = []
-    for path, m in api.iter_modules(node):
-        opts = {f: m.__dict__[f] for f in flags if f in m.__dict__}
-        if opts:
-            lines.append(f"{format_path(path)} ({type(m).__name__}): {opts}")
+    Lists each class in the graph (matching ``only``) that defines its own
+    ``set_view``, sorted by name: its parameters with annotation and default,
+    each followed by its description from the ``Args:`` section of the
+    ``set_view`` docstring (or the signature, without a docstring).
+
+    Example:
+        >>> import ramie
+        >>> model = ramie.Sequential(ramie.Linear(2, 2, rngs=ramie.Rngs(0)),
+        ...                          ramie.Dropout(0.5, rngs=ramie.Rngs(0)))
+        >>> print(ramie.view_info(model))
+        Dropout:
+          deterministic: bool | None = None
+            If True, disables dropout masking.
+    """
+    import inspect
+
+    pred = to_predicate(only)
+    classes = {
+        type(m)
+        for path, m in api.iter_modules(node)
+        if type(m).set_view is not Module.set_view and pred(path, m)
+    }
+    lines: list[str] = []
+    for cls in sorted(classes, key=lambda c: c.__qualname__):
+        lines.append(f"{cls.__qualname__}:")
+        sig = inspect.signature(cls.set_view)
+        doc = inspect.getdoc(cls.set_view)
+        if not doc:
+            lines.append(f"  set_view{sig}")
+            continue
+        described = _docstring_args(doc)
+        for name, p in sig.parameters.items():
+            if name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            ann = p.annotation
+            ann = ann if isinstance(ann, str) else inspect.formatannotation(ann)
+            default = "" if p.default is p.empty else f" = {p.default}"
+            lines.append(f"  {name}: {ann}{default}")
+            lines.extend(f"    {line}" for line in described.get(name, []))
     return "\n".join(lines)
+
+
+def _docstring_args(doc: str) -> dict[str, list[str]]:
+    """``{name: description lines}`` from a Google-style ``Args:`` section."""
+    out: dict[str, list[str]] = {}
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.strip() == "Args:") + 1
+    except StopIteration:
+        return out
+    indent = None
+    current: list[str] | None = None
+    for line in lines[start:]:
+        if not line.strip():
+            continue
+        width = len(line) - len(line.lstrip())
+        if width == 0:
+            break  # the next section (Returns:, Raises:...)
+        if indent is None:
+            indent = width
+        if width == indent and ":" in line:
+            name, _, text = line.strip().partition(":")
+            current = out.setdefault(name.strip().lstrip("*"), [])
+            if text.strip():
+                current.append(text.strip())
+        elif current is not None:
+            current.append(line.strip())
+    return out
 
 
 _MODULE_API = frozenset(dir(Pytree)) | {
@@ -361,11 +504,22 @@ def capture(
     """Wrap a Module, bound method or function to also return sown values.
 
     The wrapper returns ``(result, *states)``: for each of ``var_types`` (e.g.
-    ``ramie.Intermediate``) a State of the values sown during the call, removed
-    from the module(s) afterwards. With ``method_outputs=T`` (a Variable type)
-    the output of every public method and ``__call__`` of every module is
-    recorded too, under the method's name (``{'__call__': ..., 'lin':
-    {'__call__': ...}}``), in the State of type ``T``.
+    ``ramie.Intermediate``; default ``Intermediate``) a State of the values
+    sown during the call. While it runs, every module of the graph has a
+    ``__captures__`` attribute: a tuple with one Variable per collected type,
+    holding a ``{name: value}`` dict that ``sow``/``perturb`` write to (a
+    ``sow`` of a type not collected is skipped and returns False). The module
+    passed (or bound, or the Module arguments of a function) is the root.
+
+    ``init`` (a State, e.g. the Perturbations of an earlier capture) fills the
+    buffers first: ``perturb`` then returns ``value + init_value``, so
+    ``grad`` with respect to ``init`` gives the gradient of the intermediate.
+    With ``method_outputs=T`` the output of every public method and
+    ``__call__`` of every module is recorded too, under the method's name.
+    Values assigned as Variables of the collected types (``self.h =
+    ramie.Intermediate(h)``) are moved into the result as well.
+
+    ``ramie.capture(T, ...)`` with Variable types only returns a decorator.
 
     Example:
         >>> import jax.numpy as jnp, ramie
@@ -376,9 +530,17 @@ def capture(
         >>> out, inter = ramie.capture(M(), ramie.Intermediate)(jnp.ones(2))
         >>> inter.y.value[0]
         Array([3., 3.], dtype=float32)
+        >>> @ramie.capture(ramie.Intermediate)
+        ... def run(model, x):
+        ...     return model(x)
+        >>> list(run(M(), jnp.ones(2))[1])
+        ['y']
     """
-    from ramie._src.core.state import State, merge_state
-
+    if isinstance(fn, type) and issubclass(fn, Variable):
+        types = (fn, *var_types)
+        return lambda actual: capture(
+            actual, *types, init=init, method_outputs=method_outputs
+        )
     if not var_types:
         var_types = (Intermediate,)
     if method_outputs is not None and method_outputs not in var_types:
@@ -391,18 +553,18 @@ def capture(
             roots.append(fn)
         elif isinstance(target, Module):
             roots.append(target)
-        roots.extend(a for a in args if isinstance(a, Module))
-        for r in roots:  # start clean
+        roots.extend(a for a in args if isinstance(a, Module) and a not in roots)
+        for r in roots:  # start clean: stale sown attributes are not reported
             api.pop(r, *var_types)
+        module_paths: dict[int, tuple] = {}
+        for r in roots:
+            for path, m in api.iter_modules(r):
+                module_paths.setdefault(id(m), path)
+        installed = _install_captures(roots, var_types, init)
         records: dict[int, list[tuple[str, Any]]] = {}
         patched: list[tuple[type, str, Any]] = []
-        module_paths: dict[int, tuple] = {}
         if method_outputs is not None:
-            classes: dict[type, None] = {}
-            for r in roots:
-                for path, m in api.iter_modules(r):
-                    module_paths.setdefault(id(m), path)
-                    classes[type(m)] = None
+            classes = dict.fromkeys(type(m) for m in installed)
             done: set[tuple[type, str]] = set()
             for cls in classes:
                 for klass, name, func in _recordable_methods(cls):
@@ -416,29 +578,88 @@ def capture(
         finally:
             for klass, name, func in patched:
                 setattr(klass, name, func)
-        states = []
-        for vt in var_types:
-            merged: dict = {}
-            for r in roots:
-                s = api.pop(r, vt)
-                merged.update(s)
-            state = State(merged)
-            if vt is method_outputs and records:
-                from ramie._src.core.graph.flatten import to_state
-
-                paths, leaves = [], []
-                for mid, items in records.items():
-                    by_name: dict[str, list] = {}
-                    for name, out in items:
-                        by_name.setdefault(name, []).append(out)
-                    for name, outs in by_name.items():
-                        paths.append((*module_paths[mid], name))
-                        leaves.append(vt(tuple(outs)))
-                state = merge_state(state, to_state(paths, leaves))
-            states.append(state)
-        return (result, *states)
+            captured = _remove_captures(installed, module_paths, var_types)
+        return (result, *_collect(roots, var_types, captured, records, method_outputs,
+                                  module_paths))  # fmt: skip
 
     return wrapper
+
+
+def _install_captures(roots: list, var_types: tuple, init: Any) -> list:
+    """Set ``__captures__`` on every module under ``roots``; return the modules."""
+    by_path: dict[tuple, list[Variable]] = {}
+    if init is not None:
+        from ramie._src.core.state import State
+
+        def walk(node: Any, path: tuple) -> None:
+            for k, v in node.items():
+                if isinstance(v, Variable):
+                    by_path.setdefault(path, []).append((k, v))  # type: ignore[arg-type]
+                elif isinstance(v, (State, dict)):
+                    walk(v, (*path, k))
+
+        walk(init, ())
+    installed: list = []
+    seen: set[int] = set()
+    for r in roots:
+        for path, m in api.iter_modules(r):
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            buffers: dict[type, dict] = {vt: {} for vt in var_types}
+            for name, var in by_path.get(path, ()):  # type: ignore[misc]
+                buffers.setdefault(type(var), {})[name] = var.get_value()
+            setattr(m, CAPTURES, tuple(vt(d) for vt, d in buffers.items()))
+            installed.append(m)
+    return installed
+
+
+def _remove_captures(installed: list, module_paths: dict, var_types: tuple) -> tuple:
+    """Delete ``__captures__``; return ``(paths, leaves)`` of the collected types."""
+    paths, leaves = [], []
+    wanted = set(var_types)
+    for m in installed:
+        buffers = m.__dict__.get(CAPTURES, ())
+        if CAPTURES in m.__dict__:
+            delattr(m, CAPTURES)
+        for buf in buffers:
+            if type(buf) in wanted:
+                for name, value in buf.get_value().items():
+                    paths.append((*module_paths[id(m)], name))
+                    leaves.append(type(buf)(value))
+    return paths, leaves
+
+
+def _collect(
+    roots: list,
+    var_types: tuple,
+    captured: tuple,
+    records: dict,
+    method_outputs: Any,
+    module_paths: dict,
+) -> list:
+    from ramie._src.core.graph.flatten import to_state
+    from ramie._src.core.state import State, merge_state
+
+    paths, leaves = captured
+    for mid, items in records.items():
+        by_name: dict[str, list] = {}
+        for name, out in items:
+            by_name.setdefault(name, []).append(out)
+        for name, outs in by_name.items():
+            paths.append((*module_paths[mid], name))
+            leaves.append(method_outputs(tuple(outs)))
+    states = []
+    for vt in var_types:
+        merged: dict = {}
+        for r in roots:  # Variables assigned as attributes during the call
+            merged.update(api.pop(r, vt))
+        state = State(merged)
+        mine = [(p, v) for p, v in zip(paths, leaves) if type(v) is vt]
+        if mine:
+            state = merge_state(state, to_state(*map(list, zip(*mine))))
+        states.append(state)
+    return states
 
 
 def _recording(func: Any, name: str, records: dict, module_paths: dict) -> Any:

@@ -14,7 +14,9 @@ them, arrays, and static values. Three things happen on every attribute write:
 
 Subclasses are also JAX pytrees (opt out with ``class X(Pytree, pytree=False)``):
 their data attributes are the children and the rest is static, so
-``jax.tree.map`` and raw ``jax.jit`` accept modules.
+``jax.tree.map`` and raw ``jax.jit`` accept modules. An attribute is data when
+its value holds arrays, Variables or graph objects, unless it was marked with
+``ramie.data``/``ramie.static`` (see ``data.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import jax
 import numpy as np
 
 from ramie._src.core import links
+from ramie._src.core.data import MARKERS_MADE, Marked, class_marks
 from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE, kind_of
@@ -38,9 +41,9 @@ from ramie._src.core.variables import (
     hashable,
     unhashable,
 )
-from ramie.errors import GraphStructureError
+from ramie.errors import AttributeStatusError, GraphStructureError
 
-_SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_acyclic")
+_SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_acyclic", "_ramie_marks")
 _SLOT_SET = frozenset(_SLOTS)
 _NOTSET = object()
 _NUMBER_TYPES = (int, float, complex, bool)
@@ -65,6 +68,8 @@ class Pytree:
 
     __slots__ = ("__dict__", "__weakref__", *_SLOTS)
     _ramie_is_pytree: bool = True
+    # {attribute: is_data} declared by the class (field specifiers, annotations).
+    _ramie_class_marks: dict[str, bool] = {}
 
     def __new__(cls, /, *args: Any, **kwargs: Any) -> Any:
         obj = object.__new__(cls)
@@ -75,6 +80,7 @@ class Pytree:
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._ramie_is_pytree = pytree
+        cls._ramie_class_marks = class_marks(cls, cls._ramie_class_marks)
         if pytree:
             _register_pytree(cls)
 
@@ -83,12 +89,19 @@ class Pytree:
         if name in _SLOT_SET:
             object.__setattr__(self, name, value)
             return
+        t = type(value)
+        if t is Marked:
+            value = _apply_mark(self, name, value)
+            t = type(value)
+        elif type(self)._ramie_class_marks or _instance_marks(self):
+            _check_static(self, name, value)
         d = self.__dict__
         old = d.get(name, _NOTSET)
         if old is value:
             return
-        t = type(value)
         if t is list or t is dict or t is tuple:
+            if MARKERS_MADE[0]:
+                _check_no_nested_marks(self, name, value)
             value = track(value)
         if (
             old is not _NOTSET
@@ -213,6 +226,108 @@ def bump(obj: Pytree) -> None:
     EPOCH.value += 1
 
 
+# --------------------------------------------------------- data/static marks
+def _instance_marks(obj: Pytree) -> dict[str, bool] | None:
+    return getattr(obj, "_ramie_marks", None)
+
+
+def marks_of(obj: Pytree) -> dict[str, bool]:
+    """``{attribute: is_data}`` for every marked attribute of ``obj``."""
+    inst = _instance_marks(obj)
+    cls_marks = type(obj)._ramie_class_marks
+    if not inst:
+        return cls_marks
+    return {**cls_marks, **inst}
+
+
+def _status_of(obj: Pytree, name: str) -> tuple[bool | None, bool]:
+    """``(is_data, marked_on_the_class)``; ``is_data`` is None when unmarked."""
+    inst = _instance_marks(obj)
+    if inst and name in inst:
+        return inst[name], False
+    status = type(obj)._ramie_class_marks.get(name)
+    return status, status is not None
+
+
+def _type_name(value: Any) -> str:
+    return "jax.Array" if isinstance(value, jax.Array) else type(value).__name__
+
+
+def _data_types(value: Any) -> str:
+    from ramie._src.core.data import has_data
+
+    names = sorted({_type_name(v) for v in has_data(value)})
+    return ", ".join(names)
+
+
+def _apply_mark(obj: Pytree, name: str, marked: Marked) -> Any:
+    value = marked.value
+    cls = type(obj).__name__
+    if not marked.is_data and registry.has_data(value):
+        raise AttributeStatusError(
+            f"{cls}.{name} = ramie.static(...): Found data in value of type "
+            f"'{_type_name(value)}'; static "
+            f"attributes are part of the pytree structure and cannot hold "
+            f"{_data_types(value)}.\n"
+            "  Mark it as data, or leave it unmarked to classify it by value:\n"
+            f"      self.{name} = ramie.data(value)"
+        )
+    inst = _instance_marks(obj)
+    if type(obj)._ramie_class_marks.get(name) == marked.is_data:
+        if inst and name in inst:
+            del inst[name]
+    else:
+        if inst is None:
+            inst = {}
+            object.__setattr__(obj, "_ramie_marks", inst)
+        inst[name] = marked.is_data
+    return value
+
+
+def _check_static(obj: Pytree, name: str, value: Any) -> None:
+    is_data, on_class = _status_of(obj, name)
+    if is_data is not False or not registry.has_data(value):
+        return
+    cls = type(obj).__name__
+    if on_class:
+        raise AttributeStatusError(
+            f"{cls}.{name}: Found unexpected data on value of type "
+            f"'{_type_name(value)}' in static attribute '{name}' (declared "
+            f"static on {cls}); it holds {_data_types(value)}.\n"
+            "  Declare the field as data, e.g.\n"
+            f"      {name}: {_type_name(value)} = ramie.data()"
+        )
+    raise AttributeStatusError(
+        f"{cls}.{name}: Found data on value of type '{_type_name(value)}' "
+        f"assigned to static attribute '{name}' (marked with ramie.static); it "
+        f"holds {_data_types(value)}.\n"
+        "  Mark it as data on assignment:\n"
+        f"      self.{name} = ramie.data(value)"
+    )
+
+
+def _check_no_nested_marks(obj: Pytree, name: str, value: Any) -> None:
+    def walk(v: Any, depth: int) -> bool:
+        if type(v) is Marked:
+            return True
+        if depth > 32:
+            return False
+        if type(v) is dict:
+            return any(walk(c, depth + 1) for c in v.values())
+        if type(v) in (list, tuple):
+            return any(walk(c, depth + 1) for c in v)
+        return False
+
+    if walk(value, 0):
+        raise AttributeStatusError(
+            f"{type(obj).__name__}.{name}: Found unexpected tags inside a "
+            f"'{type(value).__name__}': ramie.data(...)/ramie.static(...) mark "
+            "a whole attribute and must be assigned to it directly.\n"
+            "  Mark the attribute instead, e.g.\n"
+            f"      self.{name} = ramie.data([...])"
+        )
+
+
 class Object(Pytree, pytree=False):
     """A graph object that is *not* a JAX pytree (Flax's legacy base class).
 
@@ -268,8 +383,12 @@ def _check_acyclic(root: Pytree) -> None:
 
 def _classify_children(obj: Pytree) -> tuple[list, list, tuple]:
     keys, values, static = [], [], []
+    marks = marks_of(obj)
     for k, v in obj._graph_children():
-        if registry.has_data(v):
+        is_data = marks.get(k) if marks else None  # type: ignore[call-overload]
+        if is_data is None:
+            is_data = registry.has_data(v)
+        if is_data:
             keys.append(k)
             values.append(v)
         else:
@@ -281,17 +400,20 @@ def _register_pytree(cls: type) -> None:
     def flatten(obj: Pytree):
         _check_acyclic(obj)
         keys, values, static = _classify_children(obj)
-        return values, (tuple(keys), static)
+        return values, (tuple(keys), static, _marks_key(obj))
 
     def flatten_with_keys(obj: Pytree):
         _check_acyclic(obj)
         keys, values, static = _classify_children(obj)
-        return [(_attr_key(k), v) for k, v in zip(keys, values)], (tuple(keys), static)
+        children = [(_attr_key(k), v) for k, v in zip(keys, values)]
+        return children, (tuple(keys), static, _marks_key(obj))
 
     def unflatten(aux: tuple, children: Iterable[Any]) -> Pytree:
-        keys, static = aux
+        keys, static, marks = aux
         obj = object.__new__(cls)
         init_slots(obj)
+        if marks:
+            object.__setattr__(obj, "_ramie_marks", dict(marks))
         items: dict[Hashable, Any] = dict(zip(keys, children))
         for k, v in static:
             items[k] = unhashable(v)
@@ -300,6 +422,11 @@ def _register_pytree(cls: type) -> None:
         return obj
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+
+
+def _marks_key(obj: Pytree) -> tuple:
+    inst = _instance_marks(obj)
+    return tuple(sorted(inst.items())) if inst else ()
 
 
 def _sort_key(kv: tuple) -> tuple:

@@ -90,6 +90,42 @@ def _sampler(name: str):
     return method
 
 
+# initializer constructors offered as keyless methods: `rngs.lecun_normal()(shape)`
+_INITIALIZERS = (
+    "delta_orthogonal", "glorot_normal", "glorot_uniform", "he_normal",
+    "he_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal",
+    "lecun_uniform", "variance_scaling", "xavier_normal", "xavier_uniform",
+)  # fmt: skip
+
+
+def _initializer(name: str):
+    make = getattr(jax.nn.initializers, name)
+
+    @functools.wraps(make)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        init = make(*args, **kwargs)
+
+        def keyless(*init_args: Any, **init_kwargs: Any) -> Any:
+            return init(self(), *init_args, **init_kwargs)
+
+        return keyless
+
+    method.__doc__ = (
+        f"``jax.nn.initializers.{name}(...)`` as an initializer taking no key: "
+        "each call draws a fresh key from this stream."
+    )
+    return method
+
+
+def _add_methods(cls: type) -> None:
+    for name in _SAMPLERS:
+        if hasattr(jax.random, name):
+            setattr(cls, name, _sampler(name))
+    for name in _INITIALIZERS:
+        if hasattr(jax.nn.initializers, name):
+            setattr(cls, name, _initializer(name))
+
+
 class RngStream(Pytree):
     """One named stream of keys: a key plus a call counter.
 
@@ -144,9 +180,7 @@ class RngStream(Pytree):
         return RngStream(jnp.broadcast_to(key, shape + key.shape), tag=self.tag)
 
 
-for _name in _SAMPLERS:
-    if hasattr(jax.random, _name):
-        setattr(RngStream, _name, _sampler(_name))
+_add_methods(RngStream)
 
 
 class Rngs(Pytree):
@@ -233,6 +267,4 @@ class Rngs(Pytree):
         return Rngs(**{name: s.broadcast(k) for name, s in self.items()})
 
 
-for _name in _SAMPLERS:
-    if hasattr(jax.random, _name):
-        setattr(Rngs, _name, _sampler(_name))
+_add_methods(Rngs)

@@ -357,7 +357,8 @@ def unmatched_error(api: str, filters: tuple, rest: list) -> FilterError:
         f"{api}: {len(rest)} Variable(s) matched none of the filters ({names}):\n    "
         + "\n    ".join(described)
         + more
-        + "\n  Every Variable must go to exactly one State. Add `...` as the last "
+        + "\n  Every Variable must go to exactly one State (Non-exhaustive filters, "
+        "got a non-empty remainder). Add `...` as the last "
         "filter to collect the rest:\n"
         f"      graphdef, *states, rest = ramie.split(model, {names}, ...)"
     )

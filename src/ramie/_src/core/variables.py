@@ -32,8 +32,17 @@ import numpy as np
 
 from ramie._src.core import links
 from ramie._src.core.epoch import EPOCH
+from ramie._src.core.modes import current_var_modes
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace, describe_trace
+from ramie._src.core.variable_modes import (
+    _RefType,
+    _Tracer,
+    is_ref_value,
+    mode_storage,
+    modes_of,
+    write_ref,
+)
 from ramie._src.display.arrays import array_repr
 from ramie.errors import LostStateWarning, TraceContextError
 
@@ -123,8 +132,8 @@ class VariableMetadata(Generic[A]):
         return f"VariableMetadata({array_repr(self.raw_value)}, {self.metadata!r})"
 
 
-_SLOTS = ("_raw", "_meta", "_trace", "_link", "_watch")
-_OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__"}
+_SLOTS = ("_store", "_meta", "_trace", "_link", "_watch")
+_OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__", "_raw"}
 
 
 def _unwrap(x: Any) -> Any:
@@ -188,12 +197,6 @@ class Variable(Generic[A]):
         eager_sharding: bool | None = None,
         **metadata: Any,
     ):
-        if hijax or ref:
-            raise NotImplementedError(
-                f"{type(self).__name__}(..., hijax=True/ref=True): mutable-array "
-                "Variables are not supported by ramie; drop the argument, Variables "
-                "are carried through ramie transforms automatically."
-            )
         meta: dict[str, Any] = {}
         if isinstance(value, VariableMetadata):
             meta.update(value.metadata)
@@ -205,6 +208,17 @@ class Variable(Generic[A]):
             meta[canonical_metadata_name(k)] = v
         if eager_sharding is not None:
             meta["eager_sharding"] = eager_sharding
+        hijax = meta.pop("hijax", None) if hijax is None else hijax
+        ref = meta.pop("ref", None) if ref is None else ref
+        meta.pop("hijax", None), meta.pop("ref", None)
+        if is_ref_value(value):
+            ref = True if ref is None else ref
+        if hijax is None or ref is None:
+            d_hijax, d_ref = current_var_modes()
+            hijax = d_hijax if hijax is None else hijax
+            ref = d_ref if ref is None else ref
+        if hijax or ref:
+            value = mode_storage(value, meta, hijax=bool(hijax), ref=bool(ref))
         _set_raw(self, value)
         _set_meta(self, meta)
         _set_trace(self, current_trace())
@@ -214,6 +228,32 @@ class Variable(Generic[A]):
             _maybe_shard_eagerly(self)
 
     # ------------------------------------------------------------------ values
+    @property
+    def _raw(self) -> Any:
+        """The held value (a ``jax.Ref`` cell is read through)."""
+        s = _get_raw(self)
+        if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
+            return s[...]
+        return s
+
+    @_raw.setter
+    def _raw(self, value: Any) -> None:
+        s = _get_raw(self)
+        if is_ref_value(s) and not is_ref_value(value):
+            write_ref(self, s, value)
+        else:
+            _set_raw(self, value)
+
+    @property
+    def hijax(self) -> bool:
+        """Whether plain JAX transforms see this Variable's updates (a ``jax.Ref``)."""
+        return "hijax" in self._meta
+
+    @property
+    def ref(self) -> bool:
+        """Whether the raw value is a ``jax.Ref`` (``get_raw_value()`` returns it)."""
+        return "ref" in self._meta
+
     @property
     def value(self) -> A:
         """The held value (read and write). ``v.value`` is never deprecated."""
@@ -242,6 +282,10 @@ class Variable(Generic[A]):
             value = _set_at(self._raw, index, value)
         elif isinstance(value, _PYTHON_VALUES) and hasattr(self._raw, "shape"):
             value = _python_to_array(self, value)
+        s = _get_raw(self)
+        if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
+            write_ref(self, s, value)
+            return
         self._check_mutable()
         _set_raw(self, value)
 
@@ -254,9 +298,13 @@ class Variable(Generic[A]):
         self.set_raw_value(value)
 
     def get_raw_value(self) -> A:
-        return self._raw
+        """The stored value: the ``jax.Ref`` itself for a ``ref=True`` Variable."""
+        return _get_raw(self) if "ref" in self._meta else self._raw
 
     def set_raw_value(self, value: A) -> None:
+        if is_ref_value(_get_raw(self)) and not is_ref_value(value):
+            self.set_value(value)
+            return
         self._check_mutable()
         _set_raw(self, value)
 
@@ -285,6 +333,10 @@ class Variable(Generic[A]):
                 new = jnp.asarray(value, dtype)
         else:
             new = _set_at(old, index, value)
+        s = _get_raw(self)
+        if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
+            write_ref(self, s, new)
+            return
         self._check_mutable()
         _set_raw(self, new)
 
@@ -367,9 +419,23 @@ class Variable(Generic[A]):
     def copy(self, value: Any = MISSING, **updates: Any) -> Variable[A]:
         """A new Variable of the same type; optionally with a new value/metadata."""
         meta = dict(self._meta)
+        hijax = updates.pop("hijax", None)
+        ref = updates.pop("ref", None)
         for k, v in updates.items():
             meta[canonical_metadata_name(k)] = v
-        return _new_variable(type(self), self._raw if value is MISSING else value, meta)
+        if hijax is None and ref is None and value is MISSING:
+            if is_ref_value(_get_raw(self)):
+                return _new_variable(
+                    type(self), mode_storage(self._raw, meta, **modes_of(meta)), meta
+                )
+            return _new_variable(type(self), self._raw, meta)
+        raw = self._raw if value is MISSING else _unwrap(value)
+        hijax = "hijax" in meta if hijax is None else bool(hijax)
+        ref = "ref" in meta if ref is None else bool(ref)
+        meta.pop("hijax", None), meta.pop("ref", None)
+        if hijax or ref:
+            raw = mode_storage(raw, meta, hijax=hijax, ref=ref)
+        return _new_variable(type(self), raw, meta)
 
     replace = copy
 
@@ -388,7 +454,11 @@ class Variable(Generic[A]):
 
     @classmethod
     def from_metadata(cls, value: Any, attributes: Mapping[str, Any]) -> Variable:
-        return _new_variable(cls, value, dict(attributes))
+        meta = dict(attributes)
+        hijax, ref = bool(meta.pop("hijax", False)), bool(meta.pop("ref", False))
+        if hijax or ref:
+            value = mode_storage(value, meta, hijax=hijax, ref=ref)
+        return _new_variable(cls, value, meta)
 
     @classmethod
     def state_type(cls) -> type[Variable]:
@@ -399,25 +469,15 @@ class Variable(Generic[A]):
 
     # -------------------------------------------------- axes (vmap / scan)
     def add_axis(self, axis_index: int, axis_name: str | None) -> None:
-        """Insert ``axis_name`` into the sharding metadata at ``axis_index``."""
-        spec = self._meta.get("out_sharding")
-        if spec is None or axis_name is None:
-            return
-        spec = list(spec)
-        idx = axis_index if axis_index >= 0 else len(spec) + axis_index + 1
-        spec.insert(idx, axis_name)
-        self._meta["out_sharding"] = tuple(spec)
+        """Called after a transform stacked this Variable along a new axis.
+
+        The sharding metadata (``out_sharding``) is already updated by the
+        transform (see ``transform_metadata`` of ``ramie.vmap``/``ramie.scan``);
+        override this in a subclass to react to the new axis.
+        """
 
     def remove_axis(self, axis_index: int, axis_name: str | None) -> None:
-        """Remove the axis inserted by :meth:`add_axis`."""
-        spec = self._meta.get("out_sharding")
-        if spec is None or axis_name is None:
-            return
-        spec = list(spec)
-        idx = axis_index if axis_index >= 0 else len(spec) + axis_index
-        if 0 <= idx < len(spec) and spec[idx] == axis_name:
-            del spec[idx]
-            self._meta["out_sharding"] = tuple(spec)
+        """Called before a transform slices the stacked axis off this Variable."""
 
     # ------------------------------------------------------ array protocol
     @property
@@ -487,10 +547,12 @@ class Variable(Generic[A]):
             meta = object.__getattribute__(self, "_meta")
         except AttributeError:
             raise AttributeError(name) from None
-        cname = canonical_metadata_name(name)
+        # `v.sharding` is the value's sharding, as for a jax.Array; the
+        # annotation is `v.out_sharding` (older spelling: `v.sharding_names`).
+        cname = name if name == "sharding" else canonical_metadata_name(name)
         if cname in meta:
             return meta[cname]
-        raw = object.__getattribute__(self, "_raw")
+        raw = self._raw
         try:
             return getattr(raw, name)
         except AttributeError:
@@ -548,12 +610,12 @@ class Variable(Generic[A]):
         _register_variable_pytree(cls)
 
 
-_set_raw = Variable._raw.__set__  # type: ignore[attr-defined]
+_set_raw = Variable._store.__set__  # type: ignore[attr-defined]
 _set_meta = Variable._meta.__set__  # type: ignore[attr-defined]
 _set_trace = Variable._trace.__set__  # type: ignore[attr-defined]
 _set_link = Variable._link.__set__  # type: ignore[attr-defined]
 _set_watch = Variable._watch.__set__  # type: ignore[attr-defined]
-_get_raw = Variable._raw.__get__  # type: ignore[attr-defined]
+_get_raw = Variable._store.__get__  # type: ignore[attr-defined]
 _get_meta = Variable._meta.__get__  # type: ignore[attr-defined]
 _get_trace = Variable._trace.__get__  # type: ignore[attr-defined]
 _get_link = Variable._link.__get__  # type: ignore[attr-defined]
@@ -720,13 +782,13 @@ def _register_variable_pytree(cls: type[Variable]) -> None:
         watch = v._watch
         if watch is not None:
             watch[0] = True
-        return (v._raw,), freeze_metadata(v._meta)
+        return (_get_raw(v),), freeze_metadata(v._meta)
 
     def flatten_with_keys(v: Variable):
         watch = v._watch
         if watch is not None:
             watch[0] = True
-        return ((_VALUE_KEY, v._raw),), freeze_metadata(v._meta)
+        return ((_VALUE_KEY, _get_raw(v)),), freeze_metadata(v._meta)
 
     def unflatten(aux: tuple, children: Any) -> Variable:
         return _new_variable(cls, children[0], thaw_metadata(aux))
@@ -884,6 +946,9 @@ def with_metadata(
             return VariableMetadata(value.raw_value, md)
         return VariableMetadata(value, dict(metadata))
 
+    # read by layers to build the value already sharded (nn.initializers.initialize)
+    init._ramie_inner = initializer  # type: ignore[attr-defined]
+    init._ramie_metadata = metadata  # type: ignore[attr-defined]
     return init
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,7 +94,12 @@ class _Text:
         return self.text
 
     def lines(
-        self, indent: int, prefix: str, suffix: str, width: int, comment: str = ""
+        self,
+        indent: int,
+        prefix: str,
+        suffix: str,
+        width: int,
+        comment: Sequence[str] = (),
     ) -> list[str]:
         return [_clip(" " * indent + prefix + self.text + suffix, width)]
 
@@ -126,7 +131,12 @@ class _Group:
         return self._flat
 
     def lines(
-        self, indent: int, prefix: str, suffix: str, width: int, comment: str = ""
+        self,
+        indent: int,
+        prefix: str,
+        suffix: str,
+        width: int,
+        comment: Sequence[str] = (),
     ) -> list[str]:
         pad = " " * indent
         one = pad + prefix + self.flat() + suffix
@@ -152,12 +162,17 @@ class _Group:
                 taken += 1
             first = first.rstrip()
             body = body[taken:]
-        entries = comment.split(", ") if comment else []
-        for n in range(len(entries), 0, -1):  # as many comment entries as fit
-            cand = f"{first}  # {', '.join(entries[:n])}"
-            if len(cand) <= width:
-                first = cand
+        for text in comment:  # the first candidate that fits whole
+            if len(first) + 4 + len(text) <= width:
+                first = f"{first}  # {text}"
                 break
+        else:
+            entries = comment[-1].split(", ") if comment else []
+            for n in range(len(entries), 0, -1):  # as many entries as fit
+                cand = f"{first}  # {', '.join(entries[:n])}"
+                if len(cand) <= width:
+                    first = cand
+                    break
         out = [_clip(first, width)]
         for label, doc in body:
             out.extend(doc.lines(indent + INDENT, label, ",", width))
@@ -402,14 +417,21 @@ def _container_doc(value: Any, k: str, path: tuple, depth: int, ctx: _Ctx) -> An
     return _Group(open_, _collapse(docs, ctx.max_items), close, module_like=module_like)
 
 
-def _totals_comment(obj: Any) -> str:
+def _totals_comment(obj: Any) -> list[str]:
+    """Candidate totals comments, best first: with bytes per type, then counts."""
     from ramie._src.display.sizes import format_size, variable_stats
 
     try:
         stats = variable_stats(obj)
     except Exception:  # a half-built object: no totals rather than no repr
-        return ""
-    return ", ".join(f"{t.__name__}: {format_size(*sb)}" for t, sb in stats.items())
+        return []
+    full = [f"{t.__name__}: {format_size(*sb)}" for t, sb in stats.items()]
+    if len(stats) < 2:
+        return [", ".join(full)] if full else []
+    count = sum(n for n, _ in stats.values())
+    total = f"Total: {format_size(count, sum(b for _, b in stats.values()))}"
+    counts = [f"{t.__name__}: {n:,}" for t, (n, _) in stats.items()]
+    return [", ".join([*full, total]), ", ".join([*counts, total])]
 
 
 def object_repr(obj: Any) -> str:

@@ -42,8 +42,8 @@ def _check_qkv(api: str, *arrays: Array) -> None:
         )
     if any(a.shape[:-3] != arrays[0].shape[:-3] for a in arrays):
         raise ValueError(
-            f"{api}: {names} must have the same batch axes (all but the last "
-            f"three), found shapes {shapes}."
+            f"{api}: {names} must have the same batch dims (all axes but the "
+            f"last three), found shapes {shapes}."
         )
 
 
@@ -67,7 +67,8 @@ def _check_heads(api: str, q_heads: int, kv_heads: int, what: str) -> None:
     if q_heads % kv_heads:
         raise ValueError(
             f"{api}: the query has {q_heads} heads and the {what} {kv_heads}; for "
-            f"grouped-query attention {kv_heads} must divide {q_heads}.\n"
+            f"grouped-query attention the query heads must be a multiple of the "
+            f"{what} heads ({kv_heads} must divide {q_heads}).\n"
             "  E.g. MultiHeadAttention(num_heads=8, num_kv_heads=2, ...)"
         )
 
@@ -252,7 +253,15 @@ def dot_product_attention(
             )
         if mask is not None:
             mask = mask.astype(jnp.bool_)
-        out = _fused_attention(query, key, value, bias, mask, is_causal=is_causal)
+        if query.dtype == jnp.float16:
+            # jax.nn asks for an F16_F16_F32 dot algorithm and falls back to the
+            # default when the backend refuses it, which it can only notice when
+            # the einsum runs op by op (on CPU the refusal comes at compile time).
+            out = jax.nn.dot_product_attention(
+                query, key, value, bias, mask, is_causal=is_causal
+            )
+        else:
+            out = _fused_attention(query, key, value, bias, mask, is_causal=is_causal)
         return jnp.reshape(out, shape) if len(shape) > 4 else out
     weights = dot_product_attention_weights(
         query, key, bias, mask, broadcast_dropout, dropout_rng, dropout_rate,

@@ -17,7 +17,7 @@ from typing import Any
 
 from ramie._src.core.links import path_of
 from ramie._src.core.paths import format_path
-from ramie.errors import InputShapeError
+from ramie.errors import AbstractValueError, DeletedArrayError, InputShapeError
 
 
 def layer_name(layer: Any) -> str:
@@ -118,3 +118,54 @@ def check_features(
         f"pass inputs with {expected} features there, or build the layer with "
         f"{attr}={found}.",
     )
+
+
+def unusable_value_error(args: Any, layer: Any) -> Exception | None:
+    """The error for a layer whose Variable holds no usable array, or ``None``.
+
+    Called only after a layer failed to convert its values: a Variable may hold
+    a ``jax.ShapeDtypeStruct`` (a model from ``ramie.eval_shape`` whose values
+    were never restored) or an array that was deleted or donated to a jitted
+    call. The message names the Variable's path.
+    """
+    import jax
+
+    for x in args:
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return AbstractValueError(
+                f"{_owner(layer, x)} holds an abstract value {_sds(x)}, not an "
+                "array: the model was built by ramie.eval_shape (or merged from an "
+                "abstract State) and its values were never restored.\n"
+                "  Fix: restore the values before calling the model, e.g.\n"
+                "      ramie.update(abstract_model, restored_state)\n"
+                "  or build a concrete model: Model(..., rngs=ramie.Rngs(0))"
+            )
+        is_deleted = getattr(x, "is_deleted", None)
+        if isinstance(x, jax.Array) and is_deleted is not None and is_deleted():
+            return DeletedArrayError(
+                f"{_owner(layer, x)} holds an array of shape {tuple(x.shape)} that "
+                "was deleted, typically donated to a jitted call "
+                "(donate_argnums) whose result was not stored back.\n"
+                "  Fix: use the value the donating call returned, or stop donating:\n"
+                "      model = step(model, ...)   # keep what the call returns\n"
+                "      ramie.jit(step)            # without donate_argnums"
+            )
+    return None
+
+
+def _owner(layer: Any, raw: Any) -> str:
+    """``'The Param at block.linear.kernel'`` for the Variable holding ``raw``."""
+    from ramie._src.core.variables import Variable
+
+    if layer is not None:
+        for value in vars(layer).values():
+            if isinstance(value, Variable) and value._raw is raw:
+                path = path_of(value)
+                where = f" at {format_path(path)}" if path else ""
+                return f"{layer_name(layer)}: the {type(value).__name__}{where}"
+        return f"{layer_name(layer)}: a value"
+    return "A value"
+
+
+def _sds(x: Any) -> str:
+    return f"ShapeDtypeStruct(shape={tuple(x.shape)}, dtype={x.dtype})"

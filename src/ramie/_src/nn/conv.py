@@ -315,13 +315,21 @@ class Conv(Module):
 
         self.kernel_shape = kernel_shape
         self.kernel = Param(
-            initialize(kernel_init, rngs.params(), kernel_shape, param_dtype),
+            initialize(
+                kernel_init, rngs.params(), kernel_shape, param_dtype, kernel_metadata
+            ),
             **kernel_metadata,
         )
         self.bias: Param | None
         if use_bias:
             self.bias = Param(
-                initialize(bias_init, rngs.params(), (out_features,), param_dtype),
+                initialize(
+                    bias_init,
+                    rngs.params(),
+                    (out_features,),
+                    param_dtype,
+                    bias_metadata,
+                ),
                 **bias_metadata,
             )
         else:

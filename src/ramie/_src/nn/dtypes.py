@@ -8,6 +8,7 @@ computing, as Flax does, so numbers match Flax NNX.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,5 +44,13 @@ def promote_dtype(
         >>> x.dtype, w.dtype, b
         (dtype('float32'), dtype('float32'), None)
     """
-    dtype = canonicalize_dtype(*args, dtype=dtype, inexact=inexact)
-    return [jnp.asarray(x, dtype) if x is not None else None for x in args]
+    try:
+        dtype = canonicalize_dtype(*args, dtype=dtype, inexact=inexact)
+        return [jnp.asarray(x, dtype) if x is not None else None for x in args]
+    except (TypeError, RuntimeError) as e:
+        from ramie._src.nn.checks import unusable_value_error
+
+        err = unusable_value_error(args, sys._getframe(1).f_locals.get("self"))
+        if err is None:
+            raise
+        raise err from e

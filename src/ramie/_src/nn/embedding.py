@@ -70,7 +70,11 @@ class Embed(Module):
     ):
         self.embedding = Param(
             initialize(
-                embedding_init, rngs.params(), (num_embeddings, features), param_dtype
+                embedding_init,
+                rngs.params(),
+                (num_embeddings, features),
+                param_dtype,
+                embedding_metadata,
             ),
             **embedding_metadata,
         )

@@ -84,8 +84,20 @@ _compiled: dict[tuple, Any] = {}
 _EAGER = object()  # marks initializers that cannot be traced
 
 
-def initialize(init: Any, key: jax.Array, shape: Any, dtype: Any) -> jax.Array:
+def initialize(
+    init: Any,
+    key: jax.Array,
+    shape: Any,
+    dtype: Any,
+    metadata: Any = None,
+) -> jax.Array:
     """``init(key, shape, dtype)``, compiled when the call repeats eagerly.
+
+    When the Variable the value is for is annotated with a sharding (in
+    ``metadata``, the layer's ``kernel_metadata``, or through
+    :func:`ramie.with_partitioning`) and a mesh is active, the initializer is
+    compiled with that sharding as its output sharding, so each device
+    computes and holds only its own shard.
 
     Layers call this instead of the initializer directly. Under a JAX trace
     (inside ``jit``/``vmap``) it simply calls ``init``. An initializer that
@@ -101,6 +113,9 @@ def initialize(init: Any, key: jax.Array, shape: Any, dtype: Any) -> jax.Array:
     """
     from ramie._src.core.tracing import current_trace
 
+    sharded = _sharded(init, key, shape, dtype, metadata)
+    if sharded is not None:
+        return sharded
     if current_trace() is not None or isinstance(key, jax.core.Tracer):
         return init(key, shape, dtype)
     try:
@@ -131,6 +146,43 @@ def initialize(init: Any, key: jax.Array, shape: Any, dtype: Any) -> jax.Array:
         _compiled[entry] = fn
         return out
     return fn(key)
+
+
+def _sharded(init: Any, key: Any, shape: Any, dtype: Any, metadata: Any) -> Any:
+    """The value computed into its annotated sharding, or None when not annotated."""
+    meta = dict(metadata or {})
+    inner = getattr(init, "_ramie_inner", None)
+    if inner is not None:
+        meta.update(init._ramie_metadata)
+    if "sharding" in meta or "sharding_names" in meta:
+        meta["out_sharding"] = meta.pop("sharding", meta.pop("sharding_names", None))
+    if not meta.get("out_sharding") or not meta.get("eager_sharding", True):
+        return None
+    from ramie._src.spmd import placement
+    from ramie._src.spmd.sharding import using_eager_sharding
+
+    if not using_eager_sharding():
+        return None
+    target = placement.target_sharding(
+        meta,
+        tuple(shape),
+        f"value created in {placement.creator_name() or 'an initializer'}",
+        api="initializer",
+    )
+    if not isinstance(target, jax.sharding.NamedSharding):
+        return None
+    fn = inner if inner is not None else init
+    try:
+        value = placement.sharded_initialize(fn, key, tuple(shape), dtype, target)
+    except placement.ShardingError:
+        raise
+    except Exception:  # not traceable: compute eagerly, the Variable places it
+        return None
+    if inner is not None:
+        from ramie._src.core.variables import VariableMetadata
+
+        return VariableMetadata(value, dict(init._ramie_metadata))
+    return value
 
 
 def zeros_init() -> Initializer:

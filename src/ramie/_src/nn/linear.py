@@ -82,7 +82,11 @@ class Linear(Module):
         kernel_key = rngs.params()
         self.kernel = Param(
             initialize(
-                kernel_init, kernel_key, (in_features, out_features), param_dtype
+                kernel_init,
+                kernel_key,
+                (in_features, out_features),
+                param_dtype,
+                kernel_metadata,
             ),
             **kernel_metadata,
         )
@@ -90,7 +94,9 @@ class Linear(Module):
         if use_bias:
             bias_key = rngs.params()
             self.bias = Param(
-                initialize(bias_init, bias_key, (out_features,), param_dtype),
+                initialize(
+                    bias_init, bias_key, (out_features,), param_dtype, bias_metadata
+                ),
                 **bias_metadata,
             )
         else:
@@ -447,14 +453,18 @@ class Einsum(Module):
             einsum_str = einsum_str.replace(" ", "")
             self._check(einsum_str, kernel_shape)
         self.kernel = Param(
-            initialize(kernel_init, rngs.params(), kernel_shape, param_dtype),
+            initialize(
+                kernel_init, rngs.params(), kernel_shape, param_dtype, kernel_metadata
+            ),
             **kernel_metadata,
         )
         self.bias: Param | None
         if bias_shape is not None:
             bias_shape = tuple(bias_shape)
             self.bias = Param(
-                initialize(bias_init, rngs.params(), bias_shape, param_dtype),
+                initialize(
+                    bias_init, rngs.params(), bias_shape, param_dtype, bias_metadata
+                ),
                 **bias_metadata,
             )
         else:

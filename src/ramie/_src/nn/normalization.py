@@ -271,6 +271,16 @@ class BatchNorm(Module):
     def set_view(
         self, use_running_average: bool | None = None, **kwargs: Any
     ) -> dict[str, Any]:
+        """Switch the statistics source (used by ``ramie.view``).
+
+        Args:
+            use_running_average: If True, normalize with the stored running
+                statistics instead of the statistics of the batch.
+            **kwargs: Options for other layers, returned unused.
+
+        Returns:
+            The keyword arguments this layer did not use.
+        """
         if use_running_average is not None:
             self.use_running_average = use_running_average
         return kwargs

@@ -20,6 +20,19 @@ from ramie._src.core.module import Module
 from ramie._src.core.rngs import Rngs, RngStream
 
 
+def _mask_sharding(inputs: Any, layer: Any) -> Any:
+    """On an Explicit mesh the mask is sharded like ``inputs`` (bar broadcast dims)."""
+    sharding = getattr(jax.typeof(inputs), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    mesh = getattr(sharding, "mesh", None)
+    if spec is None or mesh is None or mesh.empty or not any(spec):
+        return None
+    entries = list(spec) + [None] * (len(inputs.shape) - len(spec))
+    for d in layer.broadcast_dims:
+        entries[d] = None
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*entries))
+
+
 class Dropout(Module):
     """Zero each input with probability ``rate`` and rescale the rest by ``1/(1-rate)``.
 
@@ -106,13 +119,24 @@ class Dropout(Module):
         shape = list(inputs.shape)
         for d in self.broadcast_dims:
             shape[d] = 1
-        mask = jax.random.bernoulli(key, p=keep, shape=tuple(shape))
+        mask = jax.random.bernoulli(
+            key, p=keep, shape=tuple(shape), out_sharding=_mask_sharding(inputs, self)
+        )
         mask = jnp.broadcast_to(mask, inputs.shape)
         return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
 
     def set_view(
         self, deterministic: bool | None = None, **kwargs: Any
     ) -> dict[str, Any]:
+        """Switch dropout on or off (used by ``ramie.view``).
+
+        Args:
+            deterministic: If True, disables dropout masking.
+            **kwargs: Options for other layers, returned unused.
+
+        Returns:
+            The keyword arguments this layer did not use.
+        """
         if deterministic is not None:
             self.deterministic = deterministic
         return kwargs

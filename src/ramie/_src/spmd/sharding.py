@@ -1,37 +1,47 @@
 """Sharding metadata on Variables and helpers built on it.
 
 A Variable created through :func:`with_partitioning` (or with ``out_sharding``
-metadata) records one mesh or logical axis name per array axis.
+metadata) records how its value is laid out on a device mesh: one mesh or
+logical axis name per array axis, a ``PartitionSpec``, or a ``NamedSharding``.
 :func:`get_partition_spec` turns a State of such Variables into
 ``PartitionSpec``s, :func:`get_named_sharding` into ``NamedSharding``s for a
-mesh, and :func:`get_abstract_model` describes a model's shapes and shardings
-without allocating it (for sharded checkpoint restore). Logical names are
-mapped to mesh axes by :func:`logical_axis_rules`.
+mesh (both keep the State's structure, so they line up with it in
+``jax.tree.map``), and :func:`get_abstract_model` describes a model's shapes
+and shardings without allocating it (for sharded checkpoint restore). Logical
+names are mapped to mesh axes by :func:`logical_axis_rules`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ramie._src.core.variables import Variable, with_metadata
+from ramie._src.spmd import placement
+from ramie.errors import ShardingError
 
 _local = threading.local()
 _eager: list[bool] = [True]
 
+PARTITION_NAME = "partition_name"
+
 
 def with_partitioning(
     initializer: Callable[..., Any],
-    sharding: Sequence[Any],
+    sharding: Any,
     mesh: Any = None,
     **metadata: Any,
 ) -> Callable[..., Any]:
     """Wrap an initializer so its Variables carry ``out_sharding`` (and ``mesh``).
+
+    ``sharding`` is a tuple of mesh (or logical) axis names, a
+    ``PartitionSpec`` or a ``NamedSharding``. Under a mesh the initializer is
+    compiled to produce the value already sharded.
 
     Example:
         >>> import ramie
@@ -43,7 +53,14 @@ def with_partitioning(
     """
     if mesh is not None:
         metadata["mesh"] = mesh
-    return with_metadata(initializer, out_sharding=tuple(sharding), **metadata)
+    if isinstance(sharding, list):
+        sharding = tuple(sharding)
+    return with_metadata(initializer, out_sharding=sharding, **metadata)
+
+
+def current_rules() -> tuple:
+    """The logical axis rules active in this thread."""
+    return getattr(_local, "rules", None) or ()
 
 
 @contextlib.contextmanager
@@ -57,7 +74,7 @@ def logical_axis_rules(rules: Sequence[tuple[str, Any]]) -> Iterator[None]:
         P(None, 'model')
     """
     prev = getattr(_local, "rules", None)
-    _local.rules = tuple(rules)
+    _local.rules = tuple(tuple(r) for r in rules)
     try:
         yield
     finally:
@@ -66,16 +83,20 @@ def logical_axis_rules(rules: Sequence[tuple[str, Any]]) -> Iterator[None]:
 
 def logical_to_mesh_axes(names: Sequence[Any]) -> PartitionSpec:
     """Apply the active :func:`logical_axis_rules` to a tuple of axis names."""
-    rules = dict(getattr(_local, "rules", None) or ())
-    return PartitionSpec(*[rules.get(n, n) if isinstance(n, str) else n for n in names])
+    return placement.resolve_spec(tuple(names), {})
 
 
-def get_var_pspec(var: Variable) -> PartitionSpec:
-    """The PartitionSpec of one Variable (replicated when it has no sharding)."""
+def get_var_pspec(var: Variable) -> PartitionSpec | None:
+    """The PartitionSpec of one Variable (``P()`` when it has no sharding)."""
     spec = var._meta.get("out_sharding")
-    if spec is None:
-        return PartitionSpec()
-    return logical_to_mesh_axes(spec)
+    if not spec:
+        return PartitionSpec() if hasattr(var._raw, "shape") else None
+    resolved = placement.resolve_spec(spec, var._meta)
+    if isinstance(resolved, NamedSharding):
+        return resolved.spec
+    if not isinstance(resolved, PartitionSpec):  # a Format
+        return getattr(resolved.sharding, "spec", PartitionSpec())
+    return resolved
 
 
 def _is_var(x: Any) -> bool:
@@ -83,7 +104,11 @@ def _is_var(x: Any) -> bool:
 
 
 def get_partition_spec(tree: Any) -> Any:
-    """PartitionSpecs for every Variable in ``tree`` (a State or module state).
+    """PartitionSpecs for every Variable in ``tree``, keeping its structure.
+
+    Each Variable is replaced by a copy holding its ``PartitionSpec`` (other
+    array leaves by ``P()``), so the result lines up with ``tree`` leaf for
+    leaf.
 
     Example:
         >>> import ramie
@@ -91,76 +116,229 @@ def get_partition_spec(tree: Any) -> Any:
         ...     ramie.initializers.lecun_normal(), (None, "model")
         ... )
         >>> layer = ramie.Linear(4, 8, kernel_init=init, rngs=ramie.Rngs(0))
-        >>> state = ramie.state(layer)
-        >>> print(ramie.get_partition_spec(state)["kernel"])
+        >>> specs = ramie.get_partition_spec(ramie.state(layer))
+        >>> print(specs["kernel"].value)
         P(None, 'model')
     """
-    return jax.tree_util.tree_map(
-        lambda x: get_var_pspec(x) if isinstance(x, Variable) else PartitionSpec(),
-        tree,
-        is_leaf=_is_var,
-    )
+
+    def f(x: Any) -> Any:
+        if isinstance(x, Variable):
+            return x.replace(get_var_pspec(x))
+        if hasattr(x, "shape"):
+            return PartitionSpec()
+        return None
+
+    return jax.tree_util.tree_map(f, tree, is_leaf=_is_var)
 
 
 def get_named_sharding(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """``NamedSharding(mesh, spec)`` for every Variable in ``tree``."""
-    return jax.tree_util.tree_map(
-        lambda spec: NamedSharding(mesh, spec),
-        get_partition_spec(tree),
-        is_leaf=lambda x: isinstance(x, PartitionSpec),
-    )
+    """``NamedSharding(mesh, spec)`` for every Variable in ``tree``, same structure.
+
+    Raises :class:`ramie.errors.ShardingError` naming the Variable's path when
+    its annotation does not fit ``mesh``.
+
+    Example:
+        >>> import jax, ramie
+        >>> mesh = jax.make_mesh((1,), ("model",))
+        >>> init = ramie.with_partitioning(
+        ...     ramie.initializers.lecun_normal(), (None, "model")
+        ... )
+        >>> layer = ramie.Linear(4, 8, kernel_init=init, rngs=ramie.Rngs(0))
+        >>> shardings = ramie.get_named_sharding(ramie.state(layer), mesh)
+        >>> shardings["kernel"].value.spec
+        P(None, 'model')
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_var)
+    out = []
+    for path, x in flat:
+        if isinstance(x, Variable):
+            spec = get_var_pspec(x)
+            if spec is None:
+                out.append(x.replace(None))
+                continue
+            placement.check_spec(
+                spec,
+                x.shape,
+                mesh,
+                f"Variable {_path_str(path)}",
+                api="ramie.get_named_sharding()",
+            )
+            out.append(x.replace(NamedSharding(mesh, spec)))
+        elif hasattr(x, "shape"):
+            out.append(NamedSharding(mesh, PartitionSpec()))
+        else:
+            out.append(None)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _path_str(path: tuple) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+    return ".".join(parts) or "<root>"
+
+
+def _insert(fields: tuple, index: int, value: Any) -> tuple:
+    items = list(fields)
+    while len(items) < index:
+        items.append(None)
+    items.insert(index, value)
+    return tuple(items)
+
+
+def _remove(fields: tuple, index: int, value: Any, what: str) -> tuple:
+    items = list(fields)
+    removed = items.pop(index)
+    if removed != value:
+        raise ShardingError(
+            f"Removing the stacked axis {value!r} at index {index} from {what} "
+            f"{fields!r}: found {removed!r} there (Expected to remove {value!r}). "
+            "The transform's transform_metadata must name the axis the Variable "
+            "was stacked with."
+        )
+    return tuple(items)
+
+
+def _partition_and_rest(params: Any) -> tuple[Any, dict]:
+    if not isinstance(params, Mapping):
+        return params, {}
+    if PARTITION_NAME not in params:
+        raise ShardingError(
+            "Stacking annotated Variables: transform_metadata must give the name of "
+            f"the new axis; got {dict(params)!r}. Pass "
+            "transform_metadata={ramie.PARTITION_NAME: 'layers'}."
+        )
+    rest = dict(params)
+    return rest.pop(PARTITION_NAME), rest
+
+
+def _as_tuple(spec: Any) -> Any:
+    if isinstance(spec, PartitionSpec):
+        return tuple(spec)
+    return spec if isinstance(spec, tuple) else None
+
+
+def add_axis_to(v: Variable, index: int, params: Any) -> None:
+    """Record a new stacked axis at ``index`` in one Variable's metadata."""
+    name, rest = _partition_and_rest(params)
+    spec = _as_tuple(v._meta.get("out_sharding"))
+    if spec:
+        v._meta["out_sharding"] = _insert(spec, index, name)
+    for k, val in rest.items():
+        t = v._meta.get(k)
+        if isinstance(t, tuple) and t:
+            v._meta[k] = _insert(t, index, val)
+    v.add_axis(index, name)
+
+
+def remove_axis_from(v: Variable, index: int, params: Any) -> None:
+    """Undo :func:`add_axis_to`."""
+    name, rest = _partition_and_rest(params)
+    spec = _as_tuple(v._meta.get("out_sharding"))
+    if spec:
+        v._meta["out_sharding"] = _remove(spec, index, name, "out_sharding")
+    for k, val in rest.items():
+        t = v._meta.get(k)
+        if isinstance(t, tuple) and t:
+            v._meta[k] = _remove(t, index, val, k)
+    v.remove_axis(index, name)
 
 
 def add_axis(tree: Any, index: int, params: Any) -> Any:
-    """Insert ``params['partition_name']`` at ``index`` in every Variable's sharding."""
-    name = params.get("partition_name") if isinstance(params, dict) else params
+    """Insert the axis ``params[PARTITION_NAME]`` into every Variable's sharding."""
     for leaf in jax.tree_util.tree_leaves(tree, is_leaf=_is_var):
         if isinstance(leaf, Variable):
-            leaf.add_axis(index, name)
+            add_axis_to(leaf, index, params)
     return tree
 
 
 def remove_axis(tree: Any, index: int, params: Any) -> Any:
     """Undo :func:`add_axis`."""
-    name = params.get("partition_name") if isinstance(params, dict) else params
     for leaf in jax.tree_util.tree_leaves(tree, is_leaf=_is_var):
         if isinstance(leaf, Variable):
-            leaf.remove_axis(index, name)
+            remove_axis_from(leaf, index, params)
     return tree
 
 
-def _current_mesh() -> Any:
-    try:
-        mesh = jax.sharding.get_mesh()  # type: ignore[attr-defined]
-        if mesh is not None and not getattr(mesh, "empty", True):
-            return mesh
-    except Exception:
-        pass
-    return None
+def _abstract_with(v: Variable, mesh: Any) -> Variable:
+    raw = v._raw
+    sharding = NamedSharding(mesh, get_var_pspec(v) or PartitionSpec())
+    return v.copy(jax.ShapeDtypeStruct(raw.shape, raw.dtype, sharding=sharding))
 
 
 def as_abstract(tree: Any, graph: Any = None) -> Any:
     """Attach shardings to abstract Variables (values that are ShapeDtypeStructs).
 
-    Uses each Variable's ``mesh`` metadata, or the active mesh.
-    """
+    A Variable with ``out_sharding`` metadata and no sharding yet gets a
+    ``NamedSharding`` on its ``mesh`` metadata, or on the current mesh
+    (concrete when ``jax.set_mesh`` gave one, so checkpoint restore accepts
+    it directly).
 
-    def conv(v: Any) -> Any:
+    Example:
+        >>> import jax, ramie
+        >>> mesh = jax.make_mesh((1,), ("model",))
+        >>> with jax.set_mesh(mesh):
+        ...     abstract = ramie.as_abstract(ramie.eval_shape(lambda: ramie.Linear(
+        ...         2, 4, kernel_metadata={"out_sharding": (None, "model")},
+        ...         rngs=ramie.Rngs(0))))
+        >>> abstract.kernel.sharding.spec
+        P(None, 'model')
+    """
+    from ramie._src.core.graph.api import map as graph_map
+
+    def conv(_path: Any, v: Any) -> Any:
         if not isinstance(v, Variable):
             return v
         raw = v._raw
+        if not isinstance(raw, jax.ShapeDtypeStruct) or raw.sharding is not None:
+            return v
+        if "out_sharding" not in v._meta:
+            return v
+        mesh = v._meta.get("mesh") or placement.current_mesh()
+        if mesh is None:
+            return v
+        return _abstract_with(v, mesh)
+
+    return graph_map(conv, tree)
+
+
+def concrete_abstract_shardings(tree: Any) -> Any:
+    """Give abstract annotated Variables NamedShardings on the concrete mesh.
+
+    ``jax.eval_shape`` reports shardings on an ``AbstractMesh`` (Explicit
+    meshes) or none at all (Auto meshes); checkpoint restore needs concrete
+    devices. Used by ``ramie.eval_shape``; a no-op without a concrete mesh.
+    """
+    from ramie._src.core.graph.api import iter_graph
+
+    mesh = placement.current_mesh()
+    if not isinstance(mesh, jax.sharding.Mesh):
+        return tree
+    try:
+        items = list(iter_graph(tree))
+    except Exception:  # not a graph: plain pytree outputs
+        return tree
+    for _path, v in items:
+        if not isinstance(v, Variable) or "out_sharding" not in v._meta:
+            continue
+        raw = v._raw
         if not isinstance(raw, jax.ShapeDtypeStruct):
-            return v
-        mesh = v._meta.get("mesh") or _current_mesh()
-        if mesh is None or "out_sharding" not in v._meta:
-            return v
-        sharding = NamedSharding(mesh, get_var_pspec(v))
-        return v.copy(jax.ShapeDtypeStruct(raw.shape, raw.dtype, sharding=sharding))
+            continue
+        vmesh = v._meta.get("mesh") or mesh
+        if not isinstance(vmesh, jax.sharding.Mesh):
+            continue
+        spec = get_var_pspec(v) or PartitionSpec()
+        sharding = NamedSharding(vmesh, spec)
+        v._raw = jax.ShapeDtypeStruct(raw.shape, raw.dtype, sharding=sharding)
+    return tree
 
-    return jax.tree_util.tree_map(conv, tree, is_leaf=_is_var)
 
-
-abstract_with_sharding = as_abstract
+def abstract_with_sharding(tree: Any, graph: Any = None) -> Any:
+    """Deprecated name of :func:`as_abstract`."""
+    return as_abstract(tree, graph)
 
 
 def get_abstract_model(
@@ -169,41 +347,144 @@ def get_abstract_model(
     """``(graphdef, abstract_state)`` of the model ``init_fn()`` builds, with shardings.
 
     Nothing is allocated: shapes come from ``ramie.eval_shape``; each abstract
-    value carries the NamedSharding of its Variable's sharding metadata.
+    value carries the concrete ``NamedSharding`` of its Variable's metadata on
+    ``mesh``, ready for a sharded checkpoint restore.
+
+    Example:
+        >>> import jax, ramie
+        >>> mesh = jax.make_mesh((1,), ("model",))
+        >>> graphdef, abstract = ramie.get_abstract_model(
+        ...     lambda: ramie.Linear(2, 4, rngs=ramie.Rngs(0)), mesh)
+        >>> abstract["kernel"].value.sharding.mesh == mesh
+        True
     """
     from ramie._src.core.graph.api import split
     from ramie._src.transforms.general import eval_shape
 
-    abstract = eval_shape(init_fn)
-    graphdef, state = split(abstract)
-
-    def conv(v: Any) -> Any:
-        if not isinstance(v, Variable):
-            return v
-        raw = v._raw
-        sharding = NamedSharding(mesh, get_var_pspec(v))
-        return v.copy(jax.ShapeDtypeStruct(raw.shape, raw.dtype, sharding=sharding))
-
-    return graphdef, jax.tree_util.tree_map(conv, state, is_leaf=_is_var)
+    with jax.set_mesh(mesh):
+        abstract = eval_shape(init_fn)
+        graphdef, state = split(abstract)
+        state = jax.tree_util.tree_map(
+            lambda v: _abstract_with(v, mesh) if isinstance(v, Variable) else v,
+            state,
+            is_leaf=_is_var,
+        )
+    return graphdef, state
 
 
-def use_eager_sharding(value: bool, /) -> Any:
-    """Turn sharding at Variable creation on/off (context manager or global switch)."""
-    _eager.append(bool(value))
+class use_eager_sharding:  # noqa: N801 - Flax's name
+    """Turn sharding at Variable creation on/off (context manager or global switch).
 
-    class _Ctx:
-        def __enter__(self) -> None:
-            return None
+    Example:
+        >>> import ramie
+        >>> with ramie.use_eager_sharding(False):
+        ...     ramie.using_eager_sharding()
+        False
+        >>> ramie.using_eager_sharding()
+        True
+    """
 
-        def __exit__(self, *exc: Any) -> None:
-            _eager.pop()
+    def __init__(self, value: bool, /):
+        self._prev = _eager[0]
+        _eager[0] = bool(value)
 
-    return _Ctx()
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        _eager[0] = self._prev
 
 
 def using_eager_sharding() -> bool:
     """Whether Variables with sharding metadata are placed when created."""
-    return _eager[-1]
+    return _eager[0]
 
 
-PARTITION_NAME = "partition_name"
+# ------------------------------------------------ stacking transforms
+def _variables(tree: Any) -> list[Variable]:
+    """Variables in ``tree``: direct leaves and those inside graph nodes."""
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.transforms.lifting import is_node
+
+    out: dict[int, Variable] = {}
+    for leaf in jax.tree_util.tree_leaves(
+        tree, is_leaf=lambda x: is_node(x) or _is_var(x)
+    ):
+        if isinstance(leaf, Variable):
+            out.setdefault(id(leaf), leaf)
+        elif is_node(leaf):
+            for v in leaves_with_paths(leaf)[1]:
+                if isinstance(v, Variable):
+                    out.setdefault(id(v), v)
+    return list(out.values())
+
+
+def _per_arg(axes: Any, n: int) -> list[Any]:
+    if isinstance(axes, (tuple, list)):
+        return list(axes) + [None] * (n - len(axes))
+    return [axes] * n
+
+
+def _stack_axis(ax: Any) -> int | None:
+    return ax if isinstance(ax, int) and not isinstance(ax, bool) else None
+
+
+def stacking_metadata(
+    f: Callable[..., Any], in_axes: Any, out_axes: Any, params: Mapping[str, Any]
+) -> Callable[..., Any]:
+    """Wrap a stacking transform so sharding metadata tracks the stacked axis.
+
+    Before ``f`` runs, the axis named ``params[PARTITION_NAME]`` is removed
+    from the metadata of Variables of arguments mapped over an int axis (so
+    the body sees per-layer annotations); afterwards it is inserted again in
+    those arguments' Variables (including ones the body created, as in
+    ``vmap`` over ``__init__``) and in Variables of outputs mapped over an
+    int axis.
+    """
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ramie._src.transforms.lifting import resolve_kwargs
+
+        if kwargs and isinstance(in_axes, (tuple, list)):
+            args, kwargs = resolve_kwargs(f, args, kwargs)
+        per_arg = _per_arg(in_axes, len(args))
+        stacked = [
+            (arg, _stack_axis(ax))
+            for arg, ax in zip(args, per_arg)
+            if _stack_axis(ax) is not None
+        ]
+        removed: list[tuple[Variable, int]] = []
+        try:
+            for arg, ax in stacked:
+                for v in _variables(arg):
+                    remove_axis_from(v, ax, params)
+                    removed.append((v, ax))
+        except BaseException:
+            for v, ax in removed:
+                add_axis_to(v, ax, params)
+            raise
+        try:
+            out = f(*args, **kwargs)
+        except BaseException:
+            for v, ax in removed:
+                add_axis_to(v, ax, params)
+            raise
+        seen: set[int] = set()
+        for arg, ax in stacked:
+            for v in _variables(arg):
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    add_axis_to(v, ax, params)
+        outs = out if isinstance(out_axes, (tuple, list)) else (out,)
+        for o, ax in zip(outs, _per_arg(out_axes, len(outs))):
+            if _stack_axis(ax) is None:
+                continue
+            for v in _variables(o):
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    add_axis_to(v, _stack_axis(ax), params)
+        return out
+
+    return wrapper

@@ -5,7 +5,8 @@ on the model's Variables selected by ``wrt`` and keeps the optax state as
 :class:`OptState` Variables, so optimizer state splits, merges, checkpoints,
 shards and crosses transforms like model state. Entries that mirror a parameter
 (Adam's ``mu`` and ``nu``) are :class:`OptVariable` and carry that parameter's
-metadata (for example its sharding). optax itself only ever sees plain arrays.
+metadata (for example its sharding). optax sees States of plain arrays, shaped
+like the model's State, as in Flax.
 
 ``optimizer.update(model, grads)`` applies one step in place. Written without
 ``wrt`` (the older Flax style), the optimizer keeps a reference to the model and
@@ -14,7 +15,7 @@ metadata (for example its sharding). optax itself only ever sees plain arrays.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -26,9 +27,8 @@ from ramie._src.core.graph import api
 from ramie._src.core.loading import check_load
 from ramie._src.core.pytree import Pytree
 from ramie._src.core.sentinels import MISSING
-from ramie._src.core.state import State, from_flat_state, iter_flat, to_pure_dict
-from ramie._src.core.tracked import to_plain
-from ramie._src.core.variables import Param, Variable, _set_raw
+from ramie._src.core.state import iter_flat
+from ramie._src.core.variables import Param, Variable, as_pure
 from ramie.errors import GraphStructureError
 
 
@@ -50,59 +50,37 @@ class OptVariable(OptState):
     __slots__ = ()
 
 
-def _key_part(k: Any) -> Hashable:
-    tu = jax.tree_util
-    if isinstance(k, tu.DictKey):
-        return k.key
-    if isinstance(k, tu.GetAttrKey):
-        return k.name
-    if isinstance(k, tu.SequenceKey):
-        return k.idx
-    if isinstance(k, tu.FlattenedIndexKey):
-        return k.key
-    return str(k)
+def to_opt_state(tree: Any) -> Any:
+    """Wrap every leaf of an optax state in an OptState Variable.
 
+    ``tx.init`` receives the model's State of Variables, so entries that mirror
+    a parameter (Adam's ``mu`` and ``nu``) come back as Variables: they become
+    :class:`OptVariable` carrying that parameter's metadata (an
+    ``optimizer_sharding`` entry becomes their ``out_sharding``). Every other
+    array (counters, scalars) becomes an :class:`OptArray`.
 
-def to_opt_state(tree: Any, params: Any = None) -> Any:
-    """Wrap every array of an optax state in an OptState Variable.
-
-    Sub-trees of the optax state that mirror the parameters (same tree
-    structure as ``to_pure_dict(params)``, e.g. Adam's ``mu`` and ``nu``)
-    become :class:`OptVariable` leaves carrying each parameter's metadata; all
-    other arrays (counters, scalars) become :class:`OptArray`.
+    Example:
+        >>> import jax.numpy as jnp, optax, ramie
+        >>> params = ramie.State({"w": ramie.Param(jnp.ones(2))})
+        >>> from ramie._src.training.optimizer import to_opt_state
+        >>> mu = to_opt_state(optax.adam(1e-3).init(params))[0].mu
+        >>> type(mu["w"]).__name__
+        'OptVariable'
     """
-    if params is None:
-        return jax.tree_util.tree_map(OptArray, tree)
-    pure = to_pure_dict(params)
-    p_leaves, p_struct = jax.tree_util.tree_flatten(pure)
-    metas = [
-        dict(v._meta) if isinstance(v, Variable) else {} for _, v in iter_flat(params)
-    ]
-    shapes = [jnp.shape(x) for x in p_leaves]
-
-    def mirrors(x: Any) -> bool:
-        if not isinstance(x, dict):
-            return False
-        try:
-            leaves, struct = jax.tree_util.tree_flatten(x)
-        except Exception:  # pragma: no cover - exotic optax states
-            return False
-        return struct == p_struct and [jnp.shape(v) for v in leaves] == shapes
 
     def wrap(x: Any) -> Any:
-        if mirrors(x):
-            leaves = jax.tree_util.tree_leaves(x)
-            return jax.tree_util.tree_unflatten(
-                p_struct, [OptVariable(v, **m) for v, m in zip(leaves, metas)]
-            )
+        if isinstance(x, Variable):
+            meta = dict(x._meta)
+            if "optimizer_sharding" in meta:
+                meta["out_sharding"] = meta.pop("optimizer_sharding")
+            return OptVariable(x._raw, **meta)
         return OptArray(x)
 
-    return jax.tree_util.tree_map(wrap, tree, is_leaf=mirrors)
+    return jax.tree_util.tree_map(wrap, tree, is_leaf=_is_var)
 
 
-def _as_arrays(tree: Any) -> Any:
-    """The optax state as optax built it: plain containers of arrays."""
-    return to_plain(tree, lambda x: x._raw if isinstance(x, Variable) else x)
+def _is_var(x: Any) -> bool:
+    return isinstance(x, Variable)
 
 
 class Optimizer(Pytree):
@@ -123,7 +101,7 @@ class Optimizer(Pytree):
         >>> optimizer = ramie.Optimizer(model, optax.sgd(0.1), wrt=ramie.Param)
         >>> loss_fn = lambda m: (m(jnp.ones((1, 2))) ** 2).mean()
         >>> grads = ramie.grad(loss_fn)(model)
-        >>> optimizer.update(model, grads)
+        >>> _ = optimizer.update(model, grads)  # returns the updates
         >>> int(optimizer.step.value)
         1
     """
@@ -145,22 +123,33 @@ class Optimizer(Pytree):
         params = api.state(model, wrt)
         if not params:
             _warn_empty(model, wrt)
-        self.opt_state = to_opt_state(tx.init(to_pure_dict(params)), params)
+        self.opt_state = to_opt_state(tx.init(params))
         if legacy:
             self.model = model
 
-    def update(self, model: Any, grads: Any = MISSING, /, **kwargs: Any) -> None:
+    def update(self, model: Any, grads: Any = MISSING, /, **kwargs: Any) -> Any:
         """Apply one optimisation step to ``model`` in place.
+
+        optax sees the same structures as the model's State: ``tx.update``
+        receives the gradients, the optimizer state and the parameters as States
+        of arrays (Variables replaced by their values, also in ``kwargs``).
 
         Args:
             model: The module (omit it with the older ``update(grads)`` form).
-            grads: Gradients as returned by ``ramie.grad`` (a State of the
-                ``wrt`` Variables), or a nested dict with the same paths.
-            **kwargs: Extra arguments for ``tx.update`` (e.g. ``value=`` for
-                ``optax.contrib`` line searches).
+            grads: Gradients as returned by ``ramie.grad`` (a State), or a
+                nested dict with the same paths. Gradients of Variables outside
+                the ``wrt`` filter are ignored (e.g. the frozen base weights when
+                only ``LoRAParam`` is optimised).
+            **kwargs: Extra arguments for ``tx.update`` (e.g. ``value=``,
+                ``grad=`` and ``value_fn=`` for optax line searches).
+
+        Returns:
+            The updates optax computed, a State of arrays shaped like the
+            optimised parameters.
 
         Raises:
-            StateLoadError: the gradients do not match the optimised Variables.
+            StateLoadError: the gradients do not match the optimised Variables;
+                nothing is changed.
         """
         if grads is MISSING:
             grads = model
@@ -172,11 +161,55 @@ class Optimizer(Pytree):
                     "      optimizer.update(model, grads)"
                 )
         params = api.state(model, self.wrt)
+        if not isinstance(grads, Mapping) and isinstance(grads, Pytree):
+            # gradients from plain `jax.grad(loss)(model)`: a module of grads
+            grads = api.state(grads, self.wrt)
         p_flat = list(iter_flat(params))
-        g_flat = dict(iter_flat(grads))
-        p_paths = [p for p, _ in p_flat]
+        path_of = {id(v): p for p, v in p_flat}
+        variables = jax.tree_util.tree_leaves(params, is_leaf=_is_var)
+        grad_values = self._matching_grads(p_flat, grads)
+        param_arrays = as_pure(params)
+        treedef = jax.tree_util.tree_structure(param_arrays)
+        grad_arrays = jax.tree_util.tree_unflatten(
+            treedef, [grad_values[path_of[id(v)]] for v in variables]
+        )
+        opt_state_arrays = as_pure(self.opt_state)
+        updates, new_opt_state = self.tx.update(
+            grad_arrays, opt_state_arrays, param_arrays, **as_pure(kwargs)
+        )
+        new_params = optax.apply_updates(param_arrays, updates)
+        new_leaves, new_def = jax.tree_util.tree_flatten(new_opt_state)
+        old_vars, old_def = jax.tree_util.tree_flatten(self.opt_state, is_leaf=_is_var)
+        if len(new_leaves) != len(old_vars):
+            raise GraphStructureError(
+                "Optimizer.update(): the optax state changed structure during "
+                f"update ({len(old_vars)} leaves before, {len(new_leaves)} after; "
+                f"before: {old_def}, after: {new_def})"
+            )
+        for var, value in zip(variables, jax.tree_util.tree_leaves(new_params)):
+            var.set_value(value)
+        for var, value in zip(old_vars, new_leaves):
+            if isinstance(var, Variable):
+                var.set_value(value)
+        self.step.value = self.step._raw + 1
+        return updates
+
+    def _matching_grads(self, p_flat: list, grads: Any) -> dict:
+        """The gradient value for each optimised path; a clear error otherwise.
+
+        Gradients held by Variables the ``wrt`` filter does not select are
+        skipped; plain arrays must sit exactly at the optimised paths.
+        """
+        pred = to_predicate(self.wrt)
+        p_paths = {p: v for p, v in p_flat}
+        g_flat = {}
+        unexpected = []
+        for path, g in iter_flat(grads):
+            if path in p_paths:
+                g_flat[path] = g
+            elif not (isinstance(g, Variable) and not pred(path, g)):
+                unexpected.append(path)
         missing = [p for p in p_paths if p not in g_flat]
-        unexpected = [p for p in g_flat if p not in set(p_paths)]
         # The loading policy (docs/guides/state_safety.md#loading-policy):
         # a gradient has its parameter's shape; any floating dtype is fine,
         # as optax casts each update to its parameter's dtype.
@@ -184,6 +217,7 @@ class Optimizer(Pytree):
         for path, var in p_flat:
             g = g_flat.get(path)
             if g is not None:
+                g = g._raw if isinstance(g, Variable) else g
                 pairs.append((path, _grad_target(var, g), g))
         values = check_load(
             pairs,
@@ -196,28 +230,7 @@ class Optimizer(Pytree):
             "# Params by default\n"
             "      optimizer.update(model, grads)",
         )
-        if any(v is not g for (_, _, g), v in zip(pairs, values)):
-            grads = from_flat_state([(p, v) for (p, _, _), v in zip(pairs, values)])
-        p_tree = to_pure_dict(params)
-        g_tree = to_pure_dict(grads)
-        opt_state = _as_arrays(self.opt_state)
-        updates, new_opt_state = self.tx.update(g_tree, opt_state, p_tree, **kwargs)
-        new_params = optax.apply_updates(p_tree, updates)
-        new_flat = dict(iter_flat(new_params))
-        for path, var in p_flat:
-            var.set_value(new_flat[path])
-        new_leaves = jax.tree_util.tree_leaves(new_opt_state)
-        old_leaves = jax.tree_util.tree_leaves(
-            self.opt_state, is_leaf=lambda x: isinstance(x, Variable)
-        )
-        if len(new_leaves) != len(old_leaves):
-            raise GraphStructureError(
-                "Optimizer.update(): the optax state changed structure during update"
-            )
-        for var, value in zip(old_leaves, new_leaves):
-            if isinstance(var, Variable):
-                var.set_value(value)
-        self.step.value = self.step._raw + 1
+        return {path: v for (path, _, _), v in zip(pairs, values)}
 
 
 def _warn_empty(model: Any, wrt: Any) -> None:
@@ -262,7 +275,8 @@ class ModelAndOptimizer(Optimizer):
         >>> import jax.numpy as jnp, optax, ramie
         >>> model = ramie.Linear(2, 1, rngs=ramie.Rngs(0))
         >>> state = ramie.ModelAndOptimizer(model, optax.sgd(0.1))
-        >>> state.update(ramie.grad(lambda m: m(jnp.ones((1, 2))).sum())(state.model))
+        >>> grads = ramie.grad(lambda m: m(jnp.ones((1, 2))).sum())(state.model)
+        >>> _ = state.update(grads)
         >>> int(state.step.value)
         1
     """
@@ -278,8 +292,10 @@ class ModelAndOptimizer(Optimizer):
         super().__init__(model, tx, wrt=wrt)
         self.model = model
 
+    def update(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """``update(grads, **kwargs)`` on the held model (``update(model, grads)``
+        works as well)."""
+        return super().update(*args, **kwargs)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
-
-
-_ = (to_predicate, _set_raw, State)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph.flatten import to_state
@@ -23,6 +24,7 @@ from ramie._src.core.variables import Param, Variable, new_variable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.axes import DiffState
 from ramie._src.transforms.lifting import Extracted, is_node
+from ramie._src.transforms.simple import is_simple, modal
 
 
 def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
@@ -79,7 +81,13 @@ class _DiffPlan:
         self.diff_graph: list[int] = []
         for j, (path, leaf) in enumerate(zip(ext.flat.paths, ext.flat.leaves)):
             a = node_arg[path[0]]
-            if a in preds and preds[a](path[1:], leaf):
+            # A Variable passed on its own (or inside a State/dict) is
+            # differentiated whatever the filter, as in Flax: the filter
+            # selects among a module's Variables.
+            if a in preds and (
+                (len(path) == 1 and isinstance(leaf, Variable))
+                or preds[a](path[1:], leaf)
+            ):
                 self.diff_graph.append(j)
         node_set = set(ext.node_pos)
         other_pos = [
@@ -157,6 +165,7 @@ def _interleave(a: list, b: list, a_idx: list[int]) -> list:
     return out
 
 
+@modal("ramie.value_and_grad", ("argnums",))
 def value_and_grad(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -187,9 +196,13 @@ def value_and_grad(
             holomorphic=holomorphic,
             allow_int=allow_int,
         )
+    lifting.reject_bound_method(f, "ramie.value_and_grad")
+    if is_simple(graph, graph_updates):
+        return _tree_grad(f, argnums, has_aux, holomorphic, allow_int, True)
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=True)
 
 
+@modal("ramie.grad", ("argnums",))
 def grad(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -231,7 +244,68 @@ def grad(
             holomorphic=holomorphic,
             allow_int=allow_int,
         )
+    lifting.reject_bound_method(f, "ramie.grad")
+    if is_simple(graph, graph_updates):
+        return _tree_grad(f, argnums, has_aux, holomorphic, allow_int, False)
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=False)
+
+
+def _inexact_variable(path: tuple, x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _tree_grad(
+    f: Callable[..., Any],
+    argnums: Any,
+    has_aux: bool,
+    holomorphic: bool,
+    allow_int: bool,
+    return_value: bool,
+) -> Callable[..., Any]:
+    """Tree mode / ``graph_updates=False``: the gradient of a module argument is
+    a module of the same type (all its floating-point Variables differentiated,
+    the others keep their values), as ``jax.grad`` gives for a pytree."""
+    from ramie._src.core.graph.api import clone, update
+
+    single = isinstance(argnums, int)
+    idx = (argnums,) if single else tuple(argnums)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        specs = tuple(
+            DiffState(i, _inexact_variable) if lifting.is_node(args[i]) else i
+            for i in idx
+        )
+        inner = _grad_impl(
+            f,
+            specs[0] if single else specs,
+            has_aux,
+            holomorphic,
+            allow_int,
+            return_value=return_value,
+        )
+        res = inner(*args, **kwargs)
+        if return_value:
+            value, grads = res
+        elif has_aux:
+            grads, aux = res
+        else:
+            grads = res
+        gs = [grads] if single else list(grads)
+        out = []
+        for i, g in zip(idx, gs):
+            if lifting.is_node(args[i]):
+                m = clone(args[i])
+                update(m, g)
+                g = m
+            out.append(g)
+        grads = out[0] if single else tuple(out)
+        if return_value:
+            return value, grads
+        return (grads, aux) if has_aux else grads
+
+    return wrapper
 
 
 def _grad_impl(
@@ -302,6 +376,7 @@ def vjp(
     Returns ``(out, vjp_fn)`` (and ``aux`` with ``has_aux``); ``vjp_fn(ct)``
     returns one cotangent per primal: a State for module primals.
     """
+    lifting.reject_bound_method(f, "ramie.vjp")
     ext = lifting.extract((primals, {}))
     lifting.check_traces(ext, "ramie.vjp")
     plan = _DiffPlan(
@@ -346,6 +421,7 @@ def jvp(
     The tangent of a module primal is a State of tangents for (some of) its
     Params, by path; Params not in it get zero tangents.
     """
+    lifting.reject_bound_method(f, "ramie.jvp")
     import jax.numpy as jnp
 
     ext = lifting.extract((tuple(primals), {}))
@@ -417,6 +493,7 @@ class CustomVJP:
     """
 
     def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple[int, ...] = ()):
+        lifting.reject_bound_method(fun, "ramie.custom_vjp")
         self.fun = fun
         self.nondiff_argnums = tuple(nondiff_argnums)
         self.fwd: Callable[..., Any] | None = None
@@ -534,6 +611,7 @@ def _cotangents_to_leaves(ext: Extracted, args: tuple, cts: tuple) -> tuple[list
     return g_values, g_other
 
 
+@modal("ramie.custom_vjp", ("nondiff_argnums",))
 def custom_vjp(
     fun: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,

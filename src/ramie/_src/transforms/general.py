@@ -10,8 +10,10 @@ from typing import Any
 
 import jax
 
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import lifting
+from ramie._src.transforms.simple import check_inputs, checked_inner, is_simple, modal
 
 
 def lifted_call(
@@ -66,8 +68,17 @@ def eval_shape(
         ... )
         >>> abstract.kernel.value
         ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
+
+    Under a mesh (``jax.set_mesh``), Variables annotated with a sharding get a
+    ``NamedSharding`` on the concrete mesh, which checkpoint restore accepts
+    directly.
     """
-    return lifted_call(
+    lifting.reject_bound_method(f, "ramie.eval_shape")
+    if is_simple(graph, graph_updates):
+        tree = not resolve_graph(graph)
+        check_inputs("ramie.eval_shape", args, kwargs, tree)
+        f = checked_inner(f, "ramie.eval_shape", tree)
+    out = lifted_call(
         lambda pure: functools.partial(jax.eval_shape, pure),
         f,
         args,
@@ -75,8 +86,12 @@ def eval_shape(
         "ramie.eval_shape",
         write_back=False,
     )
+    from ramie._src.spmd.sharding import concrete_abstract_shardings
+
+    return concrete_abstract_shardings(out)
 
 
+@modal("ramie.remat", ())
 def remat(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -99,6 +114,7 @@ def remat(
         return lambda fn: remat(
             fn, prevent_cse=prevent_cse, static_argnums=static_argnums, policy=policy
         )
+    lifting.reject_bound_method(f, "ramie.remat")
     statics = (
         (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     )
@@ -139,6 +155,7 @@ def make_jaxpr(
     if f is MISSING:
         return lambda fn: make_jaxpr(fn, static_argnums=static_argnums, **kwargs)
 
+    lifting.reject_bound_method(f, "ramie.make_jaxpr")
     statics = (
         (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     )
@@ -176,6 +193,7 @@ def checkify(
 
     Returns ``(error, output)`` like checkify; Variable updates are applied.
     """
+    lifting.reject_bound_method(f, "ramie.checkify")
     from jax.experimental import checkify as ck
 
     errs = ck.user_checks if errors is None else errors
@@ -218,31 +236,6 @@ def transform_metadata(
         return lambda fn: transform_metadata(
             fn, in_axes=in_axes, out_axes=out_axes, partition=partition
         )
-    from ramie._src.core.variables import Variable
-    from ramie._src.transforms.lifting import is_node
+    from ramie._src.spmd.sharding import PARTITION_NAME, stacking_metadata
 
-    def variables_of(args: Any) -> list[Any]:
-        from ramie._src.core.graph.api import leaves_with_paths
-
-        out = []
-        for leaf in jax.tree_util.tree_leaves(args, is_leaf=is_node):
-            if is_node(leaf):
-                out.extend(
-                    v for v in leaves_with_paths(leaf)[1] if isinstance(v, Variable)
-                )
-        return out
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        vs = variables_of((args, kwargs))
-        axis = in_axes if isinstance(in_axes, int) else 0
-        for v in vs:
-            v.remove_axis(axis, partition)
-        try:
-            return f(*args, **kwargs)
-        finally:
-            oaxis = out_axes if isinstance(out_axes, int) else 0
-            for v in vs:
-                v.add_axis(oaxis, partition)
-
-    return wrapper
+    return stacking_metadata(f, in_axes, out_axes, {PARTITION_NAME: partition})

@@ -33,12 +33,15 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.flatten import container_unchanged, flatten
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.variable_modes import REFS_USED, _RefType, read_cell, write_cell
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.lifting import Extracted, is_node, raw
+from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 
 # Counters that tests use to assert the fast path does no extra work.
 STATS = {"traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0}
@@ -121,6 +124,7 @@ class _Entry:
     __slots__ = (
         "roots", "ext", "vars", "objs", "vers", "containers", "epoch", "meta",
         "trace", "jitted", "dyn_pos", "dyn_kw", "targets", "fast", "donated",
+        "cells",
     )  # fmt: skip
 
     def valid(self) -> bool:
@@ -317,6 +321,11 @@ class JitWrapped:
         entry.meta = EPOCH.meta
         entry.trace = current_trace()
         entry.fast = all(isinstance(v, Variable) for v in flat.leaves)
+        entry.cells = (
+            [i for i, v in enumerate(flat.leaves) if type(_raw_or(v)) is _RefType]
+            if REFS_USED[0]
+            else []
+        )
         entry.dyn_pos = dyn_pos
         entry.dyn_kw = dyn_kw
         entry.targets = {}
@@ -430,8 +439,20 @@ class JitWrapped:
                 out = lifting.build_outputs(out, aux.value, index_map)
             return out
         STATS["fast_calls"] += 1
+        # ref/hijax Variables pass their jax.Ref cells: jax.jit updates them in
+        # place, so they are never among the written-back values.
         vals = list(map(_get_raw, entry.vars))
-        out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
+        cells = entry.cells
+        if cells:  # ref/hijax Variables: pass and take back their cells' arrays
+            for i in cells:
+                vals[i] = read_cell(vals[i])
+        try:
+            out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
+        except (RuntimeError, ValueError) as e:  # costs nothing unless raised
+            err = _deleted_error(entry.vars, e)
+            if err is None:
+                raise
+            raise err from e
         static = aux.value
         st = static[0]
         if st[0] == "same":
@@ -441,7 +462,10 @@ class JitWrapped:
                 if targets is None:
                     vs = entry.vars
                     targets = entry.targets[idx] = [vs[i] for i in idx]
-                deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
+                if cells:
+                    _write_back_cells(targets, state_vals)
+                else:
+                    deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
             index_map = entry.ext.flat.objects
         else:
             index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
@@ -508,6 +532,8 @@ class JitWrapped:
             )
         entry = self._build_entry(args, kwargs)
         vals = list(map(_get_raw, entry.vars))
+        for i in entry.cells:
+            vals[i] = read_cell(vals[i])
         dyn = tuple(args[i] for i in entry.dyn_pos)
         kw = {n: kwargs[n] for n in entry.dyn_kw}
         return entry.jitted.lower(vals, dyn, kw)
@@ -516,6 +542,19 @@ class JitWrapped:
         from ramie._src.transforms.general import eval_shape
 
         return eval_shape(self.fun, *args, **kwargs)
+
+
+def _raw_or(v: Any) -> Any:
+    return _get_raw(v) if isinstance(v, Variable) else v
+
+
+def _write_back_cells(targets: list, values: list) -> None:
+    for var, value in zip(targets, values):
+        cell = _get_raw(var)
+        if type(cell) is _RefType:
+            write_cell(cell, value)
+        else:
+            _set_raw(var, value)
 
 
 class _DonatingCall:
@@ -606,6 +645,7 @@ def jit(
         >>> model.bias.value
         Array([2., 2., 2.], dtype=float32)
     """
+    lifting.reject_bound_method(fun, "ramie.jit")
     kwargs = dict(
         in_shardings=in_shardings,
         out_shardings=out_shardings,
@@ -620,7 +660,16 @@ def jit(
         abstracted_axes=abstracted_axes,
     )
     if fun is MISSING:
-        return lambda f: jit(f, **kwargs)  # type: ignore[arg-type]
+        return lambda f: jit(f, graph=graph, graph_updates=graph_updates, **kwargs)  # type: ignore[arg-type]
+    if is_simple(graph, graph_updates):
+        for name in ("in_shardings", "out_shardings"):
+            check_prefix(kwargs[name], name, "ramie.jit")
+        if not (is_node(fun) and callable(fun)):
+            # Checked inside the trace: the cached fast path pays nothing per call.
+            tree = not resolve_graph(graph)
+            checked = checked_inner(fun, "ramie.jit", tree)
+            functools.update_wrapper(checked, fun)
+            return JitWrapped(checked, **kwargs)  # type: ignore[arg-type]
     if is_node(fun) and callable(fun):
         node = fun
         wrapped = JitWrapped(lambda m, *a, **k: m(*a, **k), **kwargs)  # type: ignore[arg-type]
@@ -667,3 +716,25 @@ def _static(a: Any, where: int | str, jitted: Any) -> Any:
             "static_argnums), or pass a Python value, e.g. int(x) or tuple(x.tolist())"
         )
     return hashable(a)
+
+
+def _deleted_error(variables: list, error: Exception) -> Exception | None:
+    """Name the first Variable holding a deleted (donated) array, if any."""
+    from ramie._src.core.links import path_of
+    from ramie._src.core.paths import format_path
+    from ramie.errors import DeletedArrayError
+
+    for var in variables:
+        raw = var._raw
+        if isinstance(raw, jax.Array) and raw.is_deleted():
+            path = path_of(var)
+            where = f" at {format_path(path)}" if path else ""
+            return DeletedArrayError(
+                f"ramie.jit: the {type(var).__name__}{where} holds an array of shape "
+                f"{tuple(raw.shape)} that was deleted, typically donated to a "
+                "jitted call (donate_argnums) whose result was not stored back "
+                f"({error}).\n"
+                "  Fix: use the value the donating call returned, or stop donating:\n"
+                "      model = step(model, ...)   # keep what the call returns"
+            )
+    return None

@@ -23,6 +23,8 @@ structure is applied to the caller's objects in place (``apply_graph_update``).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -45,12 +47,15 @@ from ramie._src.core.graph.defs import (
 )
 from ramie._src.core.graph.flatten import Flat, _holds_data, flatten, unflatten
 from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
+from ramie._src.core.module import Module
 from ramie._src.core.paths import format_path
 from ramie._src.core.pytree import Pytree, init_slots
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import TrackedDict, TrackedList
+from ramie._src.core.variable_modes import REFS_USED, is_ref_value, set_raw_through
 from ramie._src.core.variables import (
     Variable,
+    _get_raw,
     _Hashed,
     _outer_trace_error,
     _set_meta,
@@ -58,7 +63,52 @@ from ramie._src.core.variables import (
     new_variable,
     thaw_metadata,
 )
-from ramie.errors import GraphStructureError
+from ramie.errors import GraphStructureError, TransformError
+
+
+def reject_bound_method(f: Any, api: str) -> None:
+    """Raise if ``f`` is (a partial of) a method bound to a Module.
+
+    The module would be captured as a constant of the trace, so its Variables
+    would not be lifted and their updates would be lost.
+    """
+    g = f
+    while isinstance(g, functools.partial):
+        g = g.func
+    owner = getattr(g, "__self__", None)
+    if not inspect.ismethod(g) or not isinstance(owner, Module):
+        return
+    cls = type(owner).__name__
+    name = g.__func__.__name__
+    raise TransformError(
+        f"{api}({cls.lower()}.{name}): {api} does not support bound methods of a "
+        f"Module; found the method {name!r} bound to a {cls}. The {cls} would be a "
+        "captured constant and its Variable updates lost.\n"
+        "  Fix: pass the module as an argument, with the unbound method:\n"
+        f"      {api}({cls}.{name})({cls.lower()}, ...)\n"
+        f"  or decorate the method in the class body with @{api}."
+    )
+
+
+def resolve_kwargs(f: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Turn keyword arguments that name positional parameters of ``f`` into
+    positional ones, so per-argument specs (``in_axes``) apply to them.
+
+    Keywords that cannot be positional (``**kwargs``, keyword-only) stay.
+    """
+    if not kwargs or isinstance(f, functools.partial):
+        return args, kwargs
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is None:
+        return args, kwargs
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError:
+        return args, kwargs  # let the call itself raise Python's error
+    return tuple(bound.args), dict(bound.kwargs)
 
 
 def is_node(x: Any) -> bool:
@@ -183,7 +233,19 @@ def collect(
         and all(a is b for a, b in zip(flat2.objects, objs))
     )
     if same:
-        new_vals = [raw(v) for v in flat2.leaves]
+        if mode == "changed":
+            # the stored value: a Ref cell written in place is unchanged
+            new_vals = [
+                _get_raw(v) if isinstance(v, Variable) else v for v in flat2.leaves
+            ]
+            vin = inner.values_in
+            if REFS_USED[0]:
+                new_vals = [
+                    raw(v) if n is not vin[i] and is_ref_value(n) else n
+                    for i, (n, v) in enumerate(zip(new_vals, flat2.leaves))
+                ]
+        else:
+            new_vals = [raw(v) for v in flat2.leaves]
         if mode == "changed":
             vin = inner.values_in
             idx = tuple(
@@ -272,8 +334,9 @@ def apply_state(ext: Extracted, static: tuple, values: list, api: str) -> list[A
                 writes.append((leaf, v))
             else:
                 _write_raw_leaf(ext, flat.paths[i], v)
+        setter = set_raw_through if REFS_USED[0] else _set_raw
         for leaf, v in writes:
-            _set_raw(leaf, v)
+            setter(leaf, v)
         return flat.objects
     _, graphdef2, outer_of = state_static
     return apply_graph_update(ext, graphdef2, outer_of, values, api)
@@ -355,7 +418,7 @@ def apply_graph_update(
             meta = thaw_metadata(defn[3]) if defn[3] else {}
             if oi is not None:
                 var = old[oi]
-                _set_raw(var, value)
+                set_raw_through(var, value)
                 if var._meta != meta:
                     _set_meta(var, meta)
             else:

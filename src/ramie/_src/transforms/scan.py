@@ -29,7 +29,8 @@ from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
 from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
-from ramie.errors import CarryStructureError
+from ramie._src.transforms.simple import modal
+from ramie.errors import CarryStructureError, TransformError
 
 
 def _moveaxis(tree: Any, src: int, dst: int) -> Any:
@@ -38,6 +39,7 @@ def _moveaxis(tree: Any, src: int, dst: int) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, src, dst), tree)
 
 
+@modal("ramie.scan", ("in_axes", "out_axes"), check_out=False)
 def scan(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -71,6 +73,7 @@ def scan(
         >>> ys.shape
         (7, 4)
     """
+    _check_axes(in_axes, out_axes)
     if f is MISSING:
         return lambda fn: scan(
             fn,
@@ -81,13 +84,22 @@ def scan(
             out_axes=out_axes,
             transform_metadata=transform_metadata,
         )
+    lifting.reject_bound_method(f, "ramie.scan")
     api = "ramie.scan"
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = lifting.resolve_kwargs(f, args, kwargs)
         if kwargs:
             raise TypeError(
                 f"{api}: pass arguments positionally (got keywords {sorted(kwargs)})"
+            )
+        if is_carry(in_axes) and len(args) != 1:
+            raise TransformError(
+                f"{api}: When in_axes=Carry, the function must take exactly one "
+                f"argument (the carry); it was called with {len(args)}.\n"
+                "  Fix: give every argument an entry, e.g. "
+                "in_axes=(ramie.Carry, 0) for f(carry, x)"
             )
         axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
         axes = tuple(axes)
@@ -259,7 +271,62 @@ def scan(
         out_list.insert(carry_out_index, carry_result)
         return tuple(out_list)
 
+    if "partition_name" in transform_metadata:
+        from ramie._src.spmd.sharding import stacking_metadata
+
+        return stacking_metadata(wrapper, in_axes, out_axes, transform_metadata)
     return wrapper
+
+
+def _check_axes(in_axes: Any, out_axes: Any) -> None:
+    """Errors in the axes specs, raised when the function is decorated."""
+    api = "ramie.scan"
+
+    def carries(axes: Any) -> int:
+        if is_carry(axes):
+            return 1
+        if isinstance(axes, (tuple, list)):
+            return sum(1 for a in axes if is_carry(a))
+        return 0
+
+    n_in, n_out = carries(in_axes), carries(out_axes)
+    if n_in > 1:
+        raise TransformError(
+            f"{api}: Found multiple Carry definitions in in_axes={in_axes!r}; at most "
+            "one argument can be the carry.\n"
+            "  Fix: pack the carried values into one argument (a tuple or a module), "
+            "e.g. in_axes=(ramie.Carry, 0) for f((a, b), x)"
+        )
+    if (n_in == 0) != (n_out == 0):
+        raise TransformError(
+            f"{api}: If one of in_axes or out_axes has Carry, the other must also have "
+            f"Carry; got in_axes={in_axes!r}, out_axes={out_axes!r}.\n"
+            "  Fix: in_axes=(ramie.Carry, 0), out_axes=(ramie.Carry, 0) for "
+            "f(carry, x) -> (carry, y)"
+        )
+    ys = out_axes if isinstance(out_axes, (tuple, list)) else (out_axes,)
+    for spec in ys:
+        if is_carry(spec):
+            continue
+        if isinstance(spec, StateAxes):
+            if any(ax is None for ax in spec.axes):
+                raise TransformError(
+                    f"{api}: Cannot broadcast output state. Got StateAxes {spec!r} "
+                    "in out_axes: scan outputs are stacked over the steps.\n"
+                    "  Fix: give every filter an int axis, or return the broadcast "
+                    "module in the carry"
+                )
+        elif any(ax is None for ax in jax.tree_util.tree_leaves(spec, is_leaf=_none)):
+            raise TransformError(
+                f"{api}: Cannot broadcast output state: out_axes={out_axes!r} has None "
+                "where scan stacks an output over the steps.\n"
+                "  Fix: use an int axis (e.g. out_axes=(ramie.Carry, 0)) or return "
+                "the value in the carry"
+            )
+
+
+def _none(x: Any) -> bool:
+    return x is None
 
 
 def _carry_nodes(args: tuple, carry_pos: list[int]) -> list[Any]:
@@ -302,10 +369,11 @@ def _check_carry(
     if len(nodes) != len(inner_nodes) or any(
         a is not b for a, b in zip(nodes, inner_nodes)
     ):
-        raise ValueError(
+        raise TransformError(
             f"{api}: the carry returned by the function must contain the same modules "
-            "as the carry argument (return the module you were given, e.g. "
-            "`return model, y`)"
+            "as the carry argument (Carry references must be the same between "
+            "iterations); found a different object. Update the module you were given "
+            "in place and return it, e.g. `return model, y`"
         )
     return [x for x in leaves if not is_node(x)]
 

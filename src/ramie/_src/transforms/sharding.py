@@ -15,6 +15,13 @@ from ramie._src.core.state import iter_flat
 from ramie._src.transforms.axes import StateSharding
 
 
+def _unwrap(s: Any) -> Any:
+    """A sharding from a State entry (``get_named_sharding`` gives Variables)."""
+    from ramie._src.core.variables import Variable
+
+    return s._raw if isinstance(s, Variable) else s
+
+
 def _per_arg(spec: Any, n_args: int) -> list[Any]:
     if isinstance(spec, (tuple, list)):
         if len(spec) != n_args:
@@ -49,7 +56,7 @@ def leaf_shardings_for_jit(
     per_arg = _per_arg(spec, len(args))
     node_specs = [per_arg[i] for i in node_pos] + [None for _ in node_kw]
     tables = [
-        {p: s for p, s in iter_flat(ns)}
+        {p: _unwrap(s) for p, s in iter_flat(ns)}
         if isinstance(ns, Mapping) and not isinstance(ns, StateSharding)
         else None
         for ns in node_specs

@@ -11,7 +11,9 @@ this is how the guides build N layers at once::
         return Block(64, 64, rngs=rngs)
 
 Changes to argument Variables made inside are written back, with the argument's
-own axis. Structural changes to arguments are not allowed inside ``vmap``.
+own axis. Structural changes are carried out too: Variables an argument gains
+inside (``@ramie.vmap`` on ``__init__`` building a stack of weights) take the
+axis the argument's ``in_axes`` entry gives them.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import Any
 
 import jax
 
+from ramie._src.core.graph.flatten import flatten
 from ramie._src.core.sentinels import MISSING
-from ramie._src.core.variables import Variable
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
 from ramie._src.transforms.lifting import is_node
+from ramie._src.transforms.simple import modal
 
 
 def _convert_out_axes(out_axes: Any) -> Any:
@@ -40,25 +43,30 @@ def _convert_out_axes(out_axes: Any) -> Any:
     return jax.tree_util.tree_map(conv, out_axes, is_leaf=is_axis_leaf)
 
 
-def _add_axes(out: Any, out_axes: Any, axis_name: Any, api: str) -> None:
-    """Record the new axis in sharding metadata of Variables of output modules."""
-    if axis_name is None:
-        return
-    try:
-        specs = lifting.broadcast_prefix(out_axes, out, is_node, api)
-    except ValueError:
-        return
-    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node)
-    from ramie._src.core.graph.api import leaves_with_paths
-
-    for leaf, spec in zip(leaves, specs):
-        if is_node(leaf) and isinstance(spec, int):
-            _, vs = leaves_with_paths(leaf)
-            for v in vs:
-                if isinstance(v, Variable):
-                    v.add_axis(spec, axis_name)
+def _mesh_has_axis(name: Any) -> bool:
+    mesh = jax.sharding.get_abstract_mesh()
+    return mesh is not None and not mesh.empty and name in mesh.axis_names
 
 
+def _new_state_axes(
+    nodes: Any, node_specs: list[Any], api: str
+) -> tuple[list[tuple], list[Any]]:
+    """Paths and axes of every leaf of argument graphs whose structure changed.
+
+    New Variables take the axis their argument's spec gives them (a
+    StateAxes resolves them by filter), as existing ones do.
+    """
+    flat = flatten(nodes)
+    out = []
+    for path, leaf in zip(flat.paths, flat.leaves):
+        spec = node_specs[path[0]]
+        if isinstance(spec, _FilterMap):
+            spec = spec.lookup(path[1:], leaf, api)
+        out.append(spec)
+    return list(flat.paths), out
+
+
+@modal("ramie.vmap", ("in_axes", "out_axes"))
 def vmap(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -101,11 +109,13 @@ def vmap(
             spmd_axis_name=spmd_axis_name,
             transform_metadata=transform_metadata,
         )
+    lifting.reject_bound_method(f, "ramie.vmap")
     api = "ramie.vmap"
     partition = transform_metadata.get("partition_name")
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = lifting.resolve_kwargs(f, args, kwargs)
         ext = lifting.extract((args, kwargs))
         lifting.check_traces(ext, api)
         axes_args = (
@@ -135,18 +145,30 @@ def vmap(
             return lifting.broadcast_prefix(out_axes, out, is_node, api)
 
         broadcast_changed: list[tuple] = []  # filled at trace time, for error messages
+        # The out axes of the argument state. jax.vmap reads out_axes after
+        # tracing, so when the function changes an argument's structure (an
+        # ``__init__`` creating attributes) this list is refilled at trace time.
+        state_out_axes = list(graph_axes)
+        node_specs = [specs[p] for p in ext.node_pos]
 
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
             out = f(*a, **k)
             result = lifting.collect(
-                inner,
-                out,
-                mode="all",
-                out_specs=out_specs,
-                allow_structure_change=False,
-                api=api,
+                inner, out, mode="all", out_specs=out_specs, api=api
             )
+            state_static = result[1][0].value[0]
+            if state_static[0] == "new":
+                paths, axes = _new_state_axes(inner.nodes, node_specs, api)
+                state_out_axes[:] = axes
+                in_ids = {id(v) for v in values}
+                broadcast_changed[:] = [
+                    p[1:]
+                    for p, ax, v in zip(paths, axes, result[1][1])
+                    if ax is None and id(v) not in in_ids
+                ]
+                return result
+            state_out_axes[:] = graph_axes
             new_vals = result[1][1]
             broadcast_changed[:] = [
                 ext.flat.paths[j][1:]
@@ -155,10 +177,13 @@ def vmap(
             ]
             return result
 
-        jax_out_axes = (_convert_out_axes(out_axes), (0, graph_axes))
+        jax_out_axes = (_convert_out_axes(out_axes), (0, state_out_axes))
         kw = {}
         if spmd_axis_name is not None:
             kw["spmd_axis_name"] = spmd_axis_name
+        elif partition is not None and _mesh_has_axis(partition):
+            # stacking layers along a mesh axis: shard the new axis over it
+            kw["spmd_axis_name"] = partition
 
         def build() -> Any:
             return jax.vmap(
@@ -177,7 +202,7 @@ def vmap(
             out_axes,
             axis_name,
             axis_size,
-            spmd_axis_name,
+            kw.get("spmd_axis_name"),
         )
         try:
             out, (aux, state_vals) = eager_cache.cached("vmap", f, key, build)(
@@ -202,13 +227,16 @@ def vmap(
             raise
         index_map = lifting.apply_state(ext, aux.value, state_vals, api)
         result = lifting.build_outputs(out, aux.value, index_map)
-        if partition is not None:
-            _add_axes(result, out_axes, partition, api)
         return result
 
+    if "partition_name" in transform_metadata:
+        from ramie._src.spmd.sharding import stacking_metadata
+
+        return stacking_metadata(wrapper, in_axes, out_axes, transform_metadata)
     return wrapper
 
 
+@modal("ramie.pmap", ("in_axes", "out_axes"))
 def pmap(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -240,6 +268,7 @@ def pmap(
             backend=backend,
             axis_size=axis_size,
         )
+    lifting.reject_bound_method(f, "ramie.pmap")
     api = "ramie.pmap"
 
     @functools.wraps(f)

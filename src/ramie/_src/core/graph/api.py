@@ -42,6 +42,7 @@ from ramie._src.core.graph.registry import (
     VARIABLE,
     kind_of,
 )
+from ramie._src.core.graph.tree_mode import maybe_check
 from ramie._src.core.nogc import no_gc
 from ramie._src.core.paths import format_path, format_paths
 from ramie._src.core.pytree import Pytree, bump
@@ -56,6 +57,7 @@ from ramie._src.core.state import (
     unmatched_error,
 )
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.variable_modes import REFS_USED, set_raw_through
 from ramie._src.core.variables import (
     Variable,
     _get_meta,
@@ -105,6 +107,7 @@ def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:
         >>> ramie.merge(graphdef, params)(jnp.ones((1, 2))).shape
         (1, 3)
     """
+    maybe_check(node, graph, "ramie.split")
     if not filters or (
         len(filters) == 1 and (filters[0] is Ellipsis or filters[0] is True)
     ):
@@ -238,7 +241,8 @@ def leaves_with_paths(node: Any) -> tuple[list[tuple], list[Any]]:
 def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
     """The State of ``node`` (its live Variables), optionally filtered.
 
-    With several filters, returns one State per filter; unlike ``split`` the
+    With several filters, returns one State per filter; each Variable goes to
+    the first filter it matches (as in ``split``), but unlike ``split`` the
     filters need not cover every Variable.
 
     Example:
@@ -247,6 +251,7 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
         >>> sorted(ramie.state(bn, ramie.BatchStat))
         ['mean', 'var']
     """
+    maybe_check(node, graph, "ramie.state")
     if not filters:
         if kind_of(node) is VARIABLE:
             return node  # as split(variable) does
@@ -255,14 +260,14 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
         return out
     paths, leaves = leaves_with_paths(node)
     preds = [to_predicate(f) for f in filters]
-    outs = []
-    for pred in preds:
-        ps, ls = [], []
-        for p, v in zip(paths, leaves):
+    groups: list[tuple[list, list]] = [([], []) for _ in preds]
+    for p, v in zip(paths, leaves):
+        for pred, (ps, ls) in zip(preds, groups):
             if pred(p, v):
                 ps.append(p)
                 ls.append(v)
-        outs.append(to_state(ps, ls))
+                break
+    outs = [to_state(ps, ls) for ps, ls in groups]
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
@@ -272,6 +277,7 @@ variables = state
 @no_gc
 def graphdef(node: A, /, *, graph: bool | None = None) -> GraphDef[A]:
     """Only the GraphDef of ``node``."""
+    maybe_check(node, graph, "ramie.graphdef")
     return flatten(node, with_paths=False).graphdef
 
 
@@ -576,8 +582,26 @@ def _unexpected_paths(val: Any, path: tuple, out: list) -> None:
         out.append(path)
 
 
+def _apply_plan_through(plan: _UpdatePlan, raws: list) -> None:
+    """``_apply_plan`` when ref/hijax Variables exist: write into their cells."""
+    for var, val, raw in zip(plan.targets, plan.values, raws):
+        set_raw_through(var, raw)
+        if isinstance(val, Variable) and val._meta != var._meta:
+            meta = dict(val._meta)
+            for mode in ("hijax", "ref"):  # the target keeps its own modes
+                meta.pop(mode, None)
+                if mode in var._meta:
+                    meta[mode] = True
+            _set_meta(var, meta)
+            EPOCH.meta += 1
+
+
 def _apply_plan(plan: _UpdatePlan, raws: list) -> None:
     targets, values = plan.targets, plan.values
+    if REFS_USED[0]:
+        _apply_plan_through(plan, raws)
+        _apply_items(plan)
+        return
     _consume(_map(_set_raw, targets, raws))  # a C loop
     # metadata only where it differs
     if all(_map(isinstance, values, repeat(Variable))):
@@ -592,6 +616,11 @@ def _apply_plan(plan: _UpdatePlan, raws: list) -> None:
             if isinstance(val, Variable) and val._meta != var._meta:
                 _set_meta(var, dict(val._meta))
                 EPOCH.meta += 1
+    _apply_items(plan)
+
+
+def _apply_items(plan: _UpdatePlan) -> None:
+    """Write plain (non-Variable) values into their nodes."""
     for node, k, key, val, *_ in plan.items:
         if isinstance(val, Variable):
             val = val._raw
@@ -624,6 +653,7 @@ def clone(
         >>> other.kernel is model.kernel, same_values
         (False, True)
     """
+    maybe_check(node, graph, "ramie.clone")
     flat = flatten(node)
     leaves = flat.leaves
     if variables or arrays:
@@ -734,6 +764,7 @@ def iter_graph(
         ...  if isinstance(v, ramie.Variable)]
         ['bias', 'kernel']
     """
+    maybe_check(node, graph, "ramie.iter_graph")
     seen: set[int] = set()
 
     def walk(value: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:
@@ -771,6 +802,7 @@ def iter_children(
     node: Any, /, *, graph: bool | None = None
 ) -> Iterator[tuple[Hashable, Any]]:
     """Yield ``(key, child)`` for the immediate graph-object children of ``node``."""
+    maybe_check(node, graph, "ramie.iter_children")
     for key, value in node._graph_children():
         if kind_of(value) in (OBJECT, VARIABLE):
             yield key, value
@@ -842,6 +874,7 @@ def map(
 
 def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:
     """Rebuild ``node`` bottom-up, each node and leaf replaced by ``f(path, x)``."""
+    maybe_check(node, graph, "ramie.recursive_map")
     memo: dict[int, Any] = {}
 
     def rec(value: Any, path: tuple) -> Any:

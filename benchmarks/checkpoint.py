@@ -1,0 +1,227 @@
+"""Checkpoint save/restore speed and peak memory, side by side with orbax and the disk.
+
+Two states: 25 x ``Linear(2048, 2048)`` (~420 MB) and a 2 MB one. For each,
+every method runs in a fresh subprocess (so that the RSS high-water mark,
+``resource.getrusage``, measures that method alone) and reports the best and
+median wall time over ``--repeats`` runs and the peak extra resident memory:
+
+* ``ramie``: ``ramie.checkpoint.save`` / ``restore`` into an ``eval_shape`` model;
+* ``orbax``: ``ocp.StandardCheckpointer().save(path, nnx.state(model))`` / restore
+  into ``nnx.state(eval_shape model)`` then ``nnx.update`` (orbax's NNX recipe);
+* ``orbax_fast``: orbax set up for speed on one host: a synchronous
+  ``Checkpointer(StandardCheckpointHandler(use_ocdbt=False))`` (one file per
+  array, no OCDBT merge, no background thread);
+* ``safetensors``: ``safetensors.numpy.save_file`` (+ fsync) / ``load_file`` +
+  ``jax.device_put``;
+* ``floor``: ``dd if=/dev/zero bs=1M conv=fsync`` for the same bytes (save), and
+  one raw ``readinto`` per array into preallocated buffers + ``jax.device_put``
+  (restore).
+
+Restores read files that were just written (page cache warm) for every method.
+
+Run: ``python benchmarks/checkpoint.py`` (``--quick``: the 2 MB state only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+CHILD = textwrap.dedent(
+    r"""
+    import gc, json, os, resource, shutil, statistics, subprocess, sys, time
+    import numpy as np, jax, jax.numpy as jnp
+    import ramie as nnx
+
+    method, op, size, root, repeats = sys.argv[1:6]
+    repeats = int(repeats)
+
+    def make(seed=0):
+        if size == "big":
+            n, width = 25, 2048
+            layers = [
+                nnx.Linear(width, width, rngs=nnx.Rngs(seed + i)) for i in range(n)
+            ]
+        else:
+            layers = [nnx.Linear(512, 512, rngs=nnx.Rngs(seed + i)) for i in range(2)]
+        return nnx.Sequential(*layers)
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def arrays(model):
+        return [v.get_value() for _, v in nnx.to_flat_state(nnx.state(model))]
+
+    def block(xs):
+        for x in xs:
+            x.block_until_ready()
+
+    src = os.path.join(root, f"src-{method}")
+    if op == "save":
+        model = make()
+        block(arrays(model))
+        nbytes = sum(x.nbytes for x in arrays(model))
+    else:
+        abstract = nnx.eval_shape(make)
+        nbytes = sum(
+            int(np.prod(v.get_value().shape)) * 4
+            for _, v in nnx.to_flat_state(nnx.state(abstract))
+        )
+
+    if method == "orbax":
+        import orbax.checkpoint as ocp
+        ckptr = ocp.StandardCheckpointer()
+    if method == "orbax_fast":
+        import orbax.checkpoint as ocp
+        fast = ocp.Checkpointer(ocp.StandardCheckpointHandler(use_ocdbt=False))
+
+    n_targets = repeats + 1 if op == "restore" else 0
+    targets = [nnx.eval_shape(make) for _ in range(n_targets)]
+
+    def run(i):
+        dst = os.path.join(root, f"out-{method}-{i}")
+        if op == "save":
+            if method == "ramie":
+                nnx.checkpoint.save(dst, model)
+            elif method == "orbax":
+                ckptr.save(dst, nnx.state(model))
+                ckptr.wait_until_finished()
+            elif method == "orbax_fast":
+                fast.save(dst, args=ocp.args.StandardSave(nnx.state(model)))
+            elif method == "safetensors":
+                from safetensors.numpy import save_file
+                flat = {str(i): np.asarray(x) for i, x in enumerate(arrays(model))}
+                save_file(flat, dst)
+                fd = os.open(dst, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+            elif method == "floor":
+                subprocess.run(
+                    ["dd", "if=/dev/zero", f"of={dst}", "bs=1M",
+                     f"count={(nbytes + (1 << 20) - 1) >> 20}", "conv=fsync"],
+                    check=True, capture_output=True)
+            return dst
+        target = targets.pop()
+        if method == "ramie":
+            nnx.checkpoint.restore(src, target)
+            out = arrays(target)
+        elif method == "orbax":
+            restored = ckptr.restore(src, nnx.state(target))
+            nnx.update(target, restored)
+            out = arrays(target)
+        elif method == "orbax_fast":
+            args = ocp.args.StandardRestore(nnx.state(target))
+            nnx.update(target, fast.restore(src, args=args))
+            out = arrays(target)
+        elif method == "safetensors":
+            from safetensors.numpy import load_file
+            out = [jax.device_put(x) for x in load_file(src).values()]
+        elif method == "floor":
+            out = []
+            with open(src, "rb", buffering=0) as f:
+                for _, v in nnx.to_flat_state(nnx.state(target)):
+                    sds = v.get_value()
+                    buf = np.empty(sds.shape, sds.dtype)
+                    f.readinto(memoryview(buf.reshape(-1).view(np.uint8)))
+                    out.append(jax.device_put(buf))
+                    del buf
+        block(out)
+        return out
+
+    base = rss()
+    times = []
+    for i in range(-1, repeats):  # run -1 warms up (imports, first dispatch)
+        gc.collect()
+        t0 = time.perf_counter()
+        result = run(i)
+        if i >= 0:
+            times.append(time.perf_counter() - t0)
+        if op == "save":
+            if i == repeats - 1 and not os.path.exists(src):
+                os.rename(result, src)
+            elif os.path.isdir(result):
+                shutil.rmtree(result)
+            elif os.path.exists(result):
+                os.remove(result)
+        del result
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({
+        "best": min(times), "median": statistics.median(times),
+        "peak_extra": max(0, peak - base), "nbytes": nbytes,
+    }))
+    """
+)
+
+METHODS = ("floor", "ramie", "orbax", "orbax_fast", "safetensors")
+
+
+def child(method: str, op: str, size: str, root: str, repeats: int) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, method, op, size, root, str(repeats)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{method} {op} {size} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fmt_time(s: float) -> str:
+    return f"{s * 1e3:9.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 MB state only")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="where to write (default: tmp)")
+    args = parser.parse_args()
+    import jax
+
+    print(
+        f"python {platform.python_version()}, jax {jax.__version__}, "
+        f"{platform.machine()} {os.cpu_count()} cores, backend "
+        f"{os.environ.get('JAX_PLATFORMS', 'cpu')}"
+    )
+    sizes = ["small"] if args.quick else ["small", "big"]
+    for size in sizes:
+        root = tempfile.mkdtemp(prefix="ramie-ckpt-bench-", dir=args.dir)
+        try:
+            rows = {}
+            for op in ("save", "restore"):
+                for method in METHODS:
+                    repeats = args.repeats if size == "big" else 5 * args.repeats
+                    rows[(method, op)] = child(method, op, size, root, repeats)
+            nbytes = rows[("ramie", "save")]["nbytes"]
+            print(f"\n{size}: {nbytes / 1e6:.1f} MB of float32")
+            print(
+                f"  {'op':8} {'method':12} {'best':>12} {'median':>12} "
+                f"{'MB/s':>8} {'x floor':>8} {'peak extra':>12} {'x data':>7}"
+            )
+            for op in ("save", "restore"):
+                floor = rows[("floor", op)]["best"]
+                for method in METHODS:
+                    r = rows[(method, op)]
+                    print(
+                        f"  {op:8} {method:12} {fmt_time(r['best']):>12} "
+                        f"{fmt_time(r['median']):>12} "
+                        f"{nbytes / r['best'] / 1e6:8.0f} {r['best'] / floor:8.2f} "
+                        f"{r['peak_extra'] / 1e6:9.1f} MB "
+                        f"{r['peak_extra'] / nbytes:7.2f}"
+                    )
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

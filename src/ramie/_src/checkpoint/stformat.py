@@ -1,0 +1,209 @@
+"""Reading and writing the safetensors file format, fast and fsynced.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header
+(``{"name": {"dtype": "F32", "shape": [...], "data_offsets": [b, e]}}``) padded
+with spaces to a multiple of 8, and the raw little-endian bytes of every
+tensor. Any safetensors reader opens the files ramie writes. This module writes
+them straight from the arrays' buffers with ``os.write`` (no copy into one big
+bytes object), fsyncs them, and reads each tensor with one ``readinto`` into its
+final buffer; checksums are computed by :mod:`.checksum` while the previous
+tensor is being written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ramie._src.checkpoint import checksum as checksum_lib
+from ramie.errors import CheckpointError
+
+_TO_ST = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
+    "uint8": "U8",
+    "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+}
+_FROM_ST = {v: k for k, v in _TO_ST.items()}
+
+
+def st_dtype(dtype: Any) -> str | None:
+    """The safetensors dtype code of a NumPy dtype, None if it has none."""
+    return _TO_ST.get(np.dtype(dtype).name)
+
+
+def np_dtype(code: str) -> np.dtype:
+    """The NumPy dtype of a safetensors dtype code."""
+    name = _FROM_ST[code]
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)
+
+
+def _bytes_view(arr: np.ndarray) -> memoryview:
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while len(data):
+        n = os.write(fd, data[: 1 << 30])
+        data = data[n:]
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so that the names in it are durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(
+    path: str,
+    tensors: Sequence[tuple[str, np.ndarray]],
+    *,
+    metadata: dict[str, str] | None = None,
+    algorithm: str | None = None,
+    fsync: bool = True,
+) -> dict[str, dict]:
+    """Write ``tensors`` as one safetensors file; return where each one went.
+
+    Args:
+        path: the file to create (it must not exist).
+        tensors: ``(name, array)`` in file order; arrays are host NumPy arrays.
+        metadata: the ``__metadata__`` string map of the header.
+        algorithm: checksum algorithm (see :mod:`.checksum`), None for none.
+        fsync: fsync the file before returning.
+
+    Returns:
+        ``{name: {"offsets": [begin, end], "checksum": str | None}}`` where the
+        offsets are absolute positions in the file.
+    """
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    views = []
+    pos = 0
+    for name, arr in tensors:
+        code = st_dtype(arr.dtype)
+        if code is None:
+            raise CheckpointError(
+                f"safetensors cannot store dtype {arr.dtype} (entry {name})."
+            )
+        view = _bytes_view(arr)
+        header[name] = {
+            "dtype": code,
+            "shape": list(arr.shape),
+            "data_offsets": [pos, pos + len(view)],
+        }
+        views.append(view)
+        pos += len(view)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    start = 8 + len(head)
+    out: dict[str, dict] = {}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, memoryview(len(head).to_bytes(8, "little") + head))
+        sums = _Checksums(views, algorithm) if algorithm else None
+        for name, _ in tensors:
+            _write_all(fd, views[len(out)])
+            b, e = header[name]["data_offsets"]
+            out[name] = {"offsets": [start + b, start + e], "checksum": None}
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    if sums is not None:
+        for rec, digest in zip(out.values(), sums.result()):
+            rec["checksum"] = digest
+    return out
+
+
+class _Checksums:
+    """Checksums computed on a helper thread while the caller writes.
+
+    A plain thread rather than an executor: async saves may run while the
+    interpreter shuts down, when executors refuse new work. If no thread can
+    be started the checksums are computed on the calling thread.
+    """
+
+    def __init__(self, views: list[memoryview], algorithm: str):
+        self._fn = checksum_lib.function(algorithm)
+        self._views = views
+        self._out: list[str | None] = [None] * len(views)
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="ramie-checksum", daemon=True
+        )
+        try:
+            self._thread.start()
+        except RuntimeError:
+            self._thread = None
+            self._run()
+
+    def _run(self) -> None:
+        for i, view in enumerate(self._views):
+            self._out[i] = self._fn(view)
+
+    def result(self) -> list[str | None]:
+        if self._thread is not None:
+            self._thread.join()
+        return self._out
+
+
+def read_header(path: str) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the offset its data starts at."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            n = int.from_bytes(f.read(8), "little")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise
+    if len(raw) != n or n == 0:
+        raise CheckpointError(f"{path}: truncated safetensors header.")
+    try:
+        return json.loads(raw), 8 + n
+    except ValueError as e:
+        raise CheckpointError(f"{path}: corrupted safetensors header ({e}).") from None
+
+
+def read_into(
+    f: Any, path: str, name: str, offsets: Sequence[int], out: np.ndarray
+) -> None:
+    """Read the bytes ``offsets`` of an open file into ``out`` (C-contiguous)."""
+    begin, end = offsets
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    if len(view) != end - begin:
+        raise CheckpointError(
+            f"{path}: entry {name} holds {end - begin} bytes, expected {len(view)}."
+        )
+    f.seek(begin)
+    got = f.readinto(view)
+    if got != len(view):
+        raise CheckpointError(
+            f"{path}: file is truncated: entry {name} needs bytes {begin}..{end} "
+            f"but the file ends at byte {begin + (got or 0)}. The checkpoint is "
+            "incomplete or was damaged after it was written; restore an older one."
+        )
