@@ -193,6 +193,7 @@ def test_to_haiku_linear_params_and_outputs():
         ),
     )
     close(f.apply(params, None, x), ours(x))
+    close(jax.jit(f.apply)(params, None, x), ours(x))  # traces under jax.jit
     # gradients through Haiku equal ramie's own
     g = jax.grad(lambda p: f.apply(p, None, x).sum())(params)
     g_ours = nnx.grad(lambda m: m(x).sum())(ours)

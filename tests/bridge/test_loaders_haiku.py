@@ -185,6 +185,11 @@ def test_autoencoder_multi_transform():
     model = AutoEncoder(6, 3, 6, rngs=nnx.Rngs(0))
     nnx.bridge.load_haiku(model, params)
     encode, decode = f.apply
+    # a checkpoint whose keys were sorted (decoder first) pairs by name
+    model.encoder.kernel.value = jnp.zeros_like(model.encoder.kernel.value)
+    sorted_params = jax.tree.map(lambda a: a, params)
+    assert list(sorted_params)[0] == "auto_encoder/~/decoder"
+    nnx.bridge.load_haiku(model, sorted_params)
     z = model.encode(x)
     close(z, encode(params, None, x))
     close(model.decode(z), decode(params, None, z))

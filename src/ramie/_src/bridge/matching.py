@@ -261,6 +261,16 @@ def _match(
             t_rest.append(k)
     s_rest = [k for k in natural_order(list(s.children)) if k not in s_used]
     sigs = {k: _signature(s.children[k]) for k in s_rest}
+    if _positional(t, t_rest, s, s_rest):
+        # a layer lacks an entry: keep creation order, so the error names the
+        # entry missing from its own layer instead of shifting every pairing
+        for k, sk in zip(t_rest, s_rest):
+            a, b = _match(
+                t.children[k], tpath + (k,), s.children[sk], spath + (sk,), res, fits
+            )
+            t_left += a
+            s_left += b
+        t_rest, s_rest = [], []
     unpaired_t = []
     for k in t_rest:
         c = t.children[k]
@@ -283,6 +293,31 @@ def _match(
     for k in s_rest:
         s_left += _layers(s.children[k], spath + (k,))
     return _align_level(t_left, s_left, res, fits)
+
+
+def _positional(t: TNode, t_rest: list, s: SNode, s_rest: list) -> bool:
+    """Whether to pair leftover children by position: same count, every pair
+    of the same layer kinds except some layers that lack entries."""
+    if len(t_rest) != len(s_rest) or not t_rest:
+        return False
+    partial = False
+    for k, sk in zip(t_rest, s_rest):
+        lt, ls = _layers(t.children[k], ()), _layers(s.children[sk], ())
+        if len(lt) != len(ls):
+            return False
+        for a, b in zip(lt, ls):
+            ka, kb = a.kind, b.kind
+            if ka == kb:
+                continue
+            if (
+                isinstance(ka, frozenset)
+                and isinstance(kb, frozenset)
+                and (ka < kb or kb < ka)
+            ):
+                partial = True
+                continue
+            return False
+    return partial
 
 
 def _align_level(
