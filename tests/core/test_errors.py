@@ -38,6 +38,10 @@ ERROR_CLASSES = {
     errors.TransformError: ValueError,
     errors.SharedReferenceError: ValueError,
     errors.PrefixModeError: ValueError,
+    errors.CheckpointError: ValueError,
+    errors.BridgeError: ValueError,
+    errors.ShardingError: ValueError,
+    errors.MissingExtraError: ImportError,
     errors.RamieInternalError: RuntimeError,
 }
 
