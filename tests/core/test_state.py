@@ -379,3 +379,17 @@ def test_replace_by_pure_dict_replace_fn_and_non_strict():
     np.testing.assert_array_equal(s.bias.value, np.ones(3))
     with pytest.raises(StateLoadError, match="Mismatched"):
         nnx.replace_by_pure_dict(s, {"bias": jnp.ones(4)}, strict=False)
+
+
+def test_replace_by_pure_dict_lossy_dtype_needs_allow_cast():
+    model = nnx.Linear(2, 3, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    s = nnx.state(model)
+    pure = {"kernel": jnp.full((2, 3), 1.5, jnp.float32), "bias": np.zeros(3)}
+    with pytest.raises(StateLoadError) as e:
+        s.replace_by_pure_dict(pure)
+    assert "kernel: dtype bfloat16 vs float32" in str(e.value)
+    assert "ramie.replace_by_pure_dict(..., allow_cast=True)" in str(e.value)
+    assert float(model.kernel.value.sum()) != 9.0  # nothing changed
+    s.replace_by_pure_dict(pure, allow_cast=True)
+    assert model.kernel.value.dtype == jnp.bfloat16
+    assert float(model.kernel.value.sum()) == 9.0

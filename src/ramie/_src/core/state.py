@@ -170,9 +170,17 @@ class State(dict):
         return to_pure_dict(self, extract_fn)
 
     def replace_by_pure_dict(
-        self, pure_dict: Mapping, replace_fn: Callable[..., Any] | None = None
+        self,
+        pure_dict: Mapping,
+        replace_fn: Callable[..., Any] | None = None,
+        *,
+        strict: bool = True,
+        allow_cast: bool = False,
     ) -> None:
-        replace_by_pure_dict(self, pure_dict, replace_fn)
+        """In-place :func:`replace_by_pure_dict` (see it for the loading policy)."""
+        replace_by_pure_dict(
+            self, pure_dict, replace_fn, strict=strict, allow_cast=allow_cast
+        )
 
     @classmethod
     def from_flat_path(
