@@ -251,7 +251,6 @@ def _overhead_one(name: str, n_dev: int, rounds: int, steps: int) -> dict[str, A
             h = jax.nn.relu(x @ p["a"]["kernel"] + p["a"]["bias"])
             return jnp.mean((h @ p["b"]["kernel"] + p["b"]["bias"] - y) ** 2)
 
-        @jax.jit
         def raw_step(p: Any, s: Any, x: Any, y: Any) -> Any:
             loss, g = jax.value_and_grad(raw_loss)(p, x, y)
             u, s = tx.update(g, s, p)
