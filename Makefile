@@ -34,6 +34,7 @@ test-all: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/graph_ops.py
 	$(BIN)/python benchmarks/jit_overhead.py
+	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/checkpoint.py
 
 # Flax NNX's own test suite (core tier) and its guides, run against ramie. They

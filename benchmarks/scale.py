@@ -208,107 +208,105 @@ def _overhead_one(name: str, n_dev: int, rounds: int, steps: int) -> dict[str, A
 
     import ramie
 
-    if True:
-        mesh = jax.make_mesh(
-            (n_dev,),
-            ("data",),
-            axis_types=(AxisType.Auto,),
-            devices=jax.devices()[:n_dev],
-        )
-        axes = ("data", None)
-        tx = optax.adam(1e-3)
-        with jax.set_mesh(mesh):
-            init = ramie.with_partitioning(ramie.initializers.lecun_normal(), axes)
+    mesh = jax.make_mesh(
+        (n_dev,),
+        ("data",),
+        axis_types=(AxisType.Auto,),
+        devices=jax.devices()[:n_dev],
+    )
+    axes = ("data", None)
+    tx = optax.adam(1e-3)
+    with jax.set_mesh(mesh):
+        init = ramie.with_partitioning(ramie.initializers.lecun_normal(), axes)
 
-            class MLP(ramie.Module):
+        class MLP(ramie.Module):
+            def __init__(self, rngs: Any):
+                self.a = ramie.Linear(16, 16, kernel_init=init, rngs=rngs)
+                self.b = ramie.Linear(16, 16, kernel_init=init, rngs=rngs)
+
+            def __call__(self, x: Any) -> Any:
+                return self.b(jax.nn.relu(self.a(x)))
+
+        model = MLP(ramie.Rngs(0))
+        opt = ramie.Optimizer(model, tx, wrt=ramie.Param)
+        x = jax.device_put(jnp.ones((32, 16)), NamedSharding(mesh, P("data")))
+        y = jax.device_put(jnp.zeros((32, 16)), NamedSharding(mesh, P("data")))
+
+        @ramie.jit
+        def ramie_step(model: Any, opt: Any, x: Any, y: Any) -> Any:
+            def loss_fn(m: Any) -> Any:
+                return jnp.mean((m(x) - y) ** 2)
+
+            loss, grads = ramie.value_and_grad(loss_fn)(model)
+            opt.update(model, grads)
+            return loss
+
+        params = jax.tree.map(
+            lambda v: v, ramie.state(model, ramie.Param).to_pure_dict()
+        )
+        opt_state = tx.init(params)
+        shardings = jax.tree.map(lambda a: a.sharding, (params, opt_state))
+
+        def raw_loss(p: Any, x: Any, y: Any) -> Any:
+            h = jax.nn.relu(x @ p["a"]["kernel"] + p["a"]["bias"])
+            return jnp.mean((h @ p["b"]["kernel"] + p["b"]["bias"] - y) ** 2)
+
+        def raw_step(p: Any, s: Any, x: Any, y: Any) -> Any:
+            loss, g = jax.value_and_grad(raw_loss)(p, x, y)
+            u, s = tx.update(g, s, p)
+            return optax.apply_updates(p, u), s, loss
+
+        raw_step = jax.jit(
+            raw_step,
+            in_shardings=(*shardings, x.sharding, y.sharding),
+            out_shardings=(*shardings, NamedSharding(mesh, P())),
+        )
+        box = {"p": params, "s": opt_state}
+
+        def raw_call() -> Any:
+            box["p"], box["s"], loss = raw_step(box["p"], box["s"], x, y)
+            return loss
+
+        fns = {"raw": raw_call, "ramie": lambda: ramie_step(model, opt, x, y)}
+        try:
+            from flax import nnx as fnnx
+
+            finit = fnnx.with_partitioning(fnnx.initializers.lecun_normal(), axes)
+
+            class FMLP(fnnx.Module):
                 def __init__(self, rngs: Any):
-                    self.a = ramie.Linear(16, 16, kernel_init=init, rngs=rngs)
-                    self.b = ramie.Linear(16, 16, kernel_init=init, rngs=rngs)
+                    self.a = fnnx.Linear(16, 16, kernel_init=finit, rngs=rngs)
+                    self.b = fnnx.Linear(16, 16, kernel_init=finit, rngs=rngs)
 
                 def __call__(self, x: Any) -> Any:
                     return self.b(jax.nn.relu(self.a(x)))
 
-            model = MLP(ramie.Rngs(0))
-            opt = ramie.Optimizer(model, tx, wrt=ramie.Param)
-            x = jax.device_put(jnp.ones((32, 16)), NamedSharding(mesh, P("data")))
-            y = jax.device_put(jnp.zeros((32, 16)), NamedSharding(mesh, P("data")))
+            fmodel = FMLP(fnnx.Rngs(0))
+            fopt = fnnx.Optimizer(fmodel, tx, wrt=fnnx.Param)
 
-            @ramie.jit
-            def ramie_step(model: Any, opt: Any, x: Any, y: Any) -> Any:
+            @fnnx.jit
+            def flax_step(model: Any, opt: Any, x: Any, y: Any) -> Any:
                 def loss_fn(m: Any) -> Any:
                     return jnp.mean((m(x) - y) ** 2)
 
-                loss, grads = ramie.value_and_grad(loss_fn)(model)
+                loss, grads = fnnx.value_and_grad(loss_fn)(model)
                 opt.update(model, grads)
                 return loss
 
-            params = jax.tree.map(
-                lambda v: v, ramie.state(model, ramie.Param).to_pure_dict()
-            )
-            opt_state = tx.init(params)
-            shardings = jax.tree.map(lambda a: a.sharding, (params, opt_state))
-
-            def raw_loss(p: Any, x: Any, y: Any) -> Any:
-                h = jax.nn.relu(x @ p["a"]["kernel"] + p["a"]["bias"])
-                return jnp.mean((h @ p["b"]["kernel"] + p["b"]["bias"] - y) ** 2)
-
-            @jax.jit
-            def raw_step(p: Any, s: Any, x: Any, y: Any) -> Any:
-                loss, g = jax.value_and_grad(raw_loss)(p, x, y)
-                u, s = tx.update(g, s, p)
-                return optax.apply_updates(p, u), s, loss
-
-            raw_step = jax.jit(
-                raw_step,
-                in_shardings=(*shardings, x.sharding, y.sharding),
-                out_shardings=(*shardings, NamedSharding(mesh, P())),
-            )
-            box = {"p": params, "s": opt_state}
-
-            def raw_call() -> Any:
-                box["p"], box["s"], loss = raw_step(box["p"], box["s"], x, y)
-                return loss
-
-            fns = {"raw": raw_call, "ramie": lambda: ramie_step(model, opt, x, y)}
-            try:
-                from flax import nnx as fnnx
-
-                finit = fnnx.with_partitioning(fnnx.initializers.lecun_normal(), axes)
-
-                class FMLP(fnnx.Module):
-                    def __init__(self, rngs: Any):
-                        self.a = fnnx.Linear(16, 16, kernel_init=finit, rngs=rngs)
-                        self.b = fnnx.Linear(16, 16, kernel_init=finit, rngs=rngs)
-
-                    def __call__(self, x: Any) -> Any:
-                        return self.b(jax.nn.relu(self.a(x)))
-
-                fmodel = FMLP(fnnx.Rngs(0))
-                fopt = fnnx.Optimizer(fmodel, tx, wrt=fnnx.Param)
-
-                @fnnx.jit
-                def flax_step(model: Any, opt: Any, x: Any, y: Any) -> Any:
-                    def loss_fn(m: Any) -> Any:
-                        return jnp.mean((m(x) - y) ** 2)
-
-                    loss, grads = fnnx.value_and_grad(loss_fn)(model)
-                    opt.update(model, grads)
-                    return loss
-
-                fns["flax"] = lambda: flax_step(fmodel, fopt, x, y)
-            except ImportError:
-                pass
-            times: dict[str, list[float]] = {k: [] for k in fns}
-            for fn in fns.values():  # compile
-                jax.block_until_ready(fn())
-            for _ in range(rounds):
-                for k, fn in fns.items():
-                    t0 = time.perf_counter()
-                    for _ in range(steps):
-                        out = fn()
-                    jax.block_until_ready(out)
-                    times[k].append((time.perf_counter() - t0) / steps * 1e6)
-        med = {k: statistics.median(v) for k, v in times.items()}
+            fns["flax"] = lambda: flax_step(fmodel, fopt, x, y)
+        except ImportError:
+            pass
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for fn in fns.values():  # compile
+            jax.block_until_ready(fn())
+        for _ in range(rounds):
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    out = fn()
+                jax.block_until_ready(out)
+                times[k].append((time.perf_counter() - t0) / steps * 1e6)
+    med = {k: statistics.median(v) for k, v in times.items()}
     return {"setting": name, **med}
 
 

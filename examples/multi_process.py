@@ -67,14 +67,19 @@ def save_and_restore(fsdp: dict, model: Any, path: str) -> dict[str, Any]:
     with jax.set_mesh(mesh), nnx.logical_axis_rules(fsdp["RULES"]["fsdp"]):
         abstract = nnx.eval_shape(lambda: fsdp["Block"](64, 8, rngs=nnx.Rngs(1)))
     restored = nnx.checkpoint.restore(path, abstract)
-    same = True
-    for a, b in zip(
-        jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(restored))
-    ):
-        same &= a.sharding == b.sharding
+    restored_flat = dict(nnx.state(restored).flat_state())
+    differ = []
+    for path, var in nnx.state(model).flat_state():
+        a, b = var.value, restored_flat[path].value
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        if not a.sharding.is_equivalent_to(b.sharding, a.ndim):
+            differ.append(f"{path}: sharding {a.sharding} vs {b.sharding}")
         for sa, sb in zip(a.addressable_shards, b.addressable_shards):
-            same &= bool(np.array_equal(np.asarray(sa.data), np.asarray(sb.data)))
-    return {"restored_equal": bool(same)}
+            if not np.array_equal(np.asarray(sa.data), np.asarray(sb.data)):
+                differ.append(f"{path}: values")
+                break
+    return {"restored_equal": not differ, "differ": differ}
 
 
 def free_port() -> int:

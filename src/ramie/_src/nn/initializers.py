@@ -166,8 +166,8 @@ def _sharded(init: Any, key: Any, shape: Any, dtype: Any, metadata: Any) -> Any:
     target = placement.target_sharding(
         meta,
         tuple(shape),
-        f"value created in {placement.creator_name() or 'an initializer'}",
-        api="initializer",
+        f"Param created in {placement.creator_name() or 'an initializer'}",
+        api="sharded initialization",
     )
     if not isinstance(target, jax.sharding.NamedSharding):
         return None

@@ -115,18 +115,25 @@ def _describe(what: str, shape: tuple, spec: Any, mesh: Any) -> str:
 
 
 def creator_name() -> str:
-    """``Class.__init__`` of the module being built by the caller, if any."""
+    """The modules being built by the caller, outermost first.
+
+    ``"MLP.__init__ > Linear.__init__"`` for a Linear created in an MLP's
+    constructor; empty outside any module.
+    """
     from ramie._src.core.pytree import Pytree
 
+    names: list[str] = []
     frame = sys._getframe(2)
-    for _ in range(12):
+    for _ in range(40):
         if frame is None:
             break
         obj = frame.f_locals.get("self")
         if isinstance(obj, Pytree):
-            return f"{type(obj).__name__}.{frame.f_code.co_name}"
+            name = f"{type(obj).__name__}.{frame.f_code.co_name}"
+            if not names or names[-1] != name:
+                names.append(name)
         frame = frame.f_back
-    return ""
+    return " > ".join(reversed(names))
 
 
 def check_spec(

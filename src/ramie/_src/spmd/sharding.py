@@ -310,7 +310,8 @@ def concrete_abstract_shardings(tree: Any) -> Any:
 
     ``jax.eval_shape`` reports shardings on an ``AbstractMesh`` (Explicit
     meshes) or none at all (Auto meshes); checkpoint restore needs concrete
-    devices. Used by ``ramie.eval_shape``; a no-op without a concrete mesh.
+    devices. Variables without an annotation are replicated over the mesh.
+    Used by ``ramie.eval_shape``; a no-op without a concrete mesh.
     """
     from ramie._src.core.graph.api import iter_graph
 
@@ -322,10 +323,16 @@ def concrete_abstract_shardings(tree: Any) -> Any:
     except Exception:  # not a graph: plain pytree outputs
         return tree
     for _path, v in items:
-        if not isinstance(v, Variable) or "out_sharding" not in v._meta:
+        if not isinstance(v, Variable) or not isinstance(v._raw, jax.ShapeDtypeStruct):
             continue
         raw = v._raw
-        if not isinstance(raw, jax.ShapeDtypeStruct):
+        if "out_sharding" not in v._meta:
+            # not annotated: replicated over the mesh, as jit leaves it
+            if raw.sharding is None or not isinstance(
+                getattr(raw.sharding, "mesh", None), jax.sharding.Mesh
+            ):
+                replicated = NamedSharding(mesh, PartitionSpec())
+                v._raw = jax.ShapeDtypeStruct(raw.shape, raw.dtype, sharding=replicated)
             continue
         vmesh = v._meta.get("mesh") or mesh
         if not isinstance(vmesh, jax.sharding.Mesh):
