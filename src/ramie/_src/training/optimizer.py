@@ -23,6 +23,7 @@ import optax
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph import api
+from ramie._src.core.graph.registry import OBJECT, kind_of
 from ramie._src.core.pytree import Pytree
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.state import State, iter_flat, load_error, to_pure_dict
@@ -170,6 +171,9 @@ class Optimizer(Pytree):
                 )
         params = api.state(model, self.wrt)
         p_flat = list(iter_flat(params))
+        if kind_of(grads) is OBJECT:
+            # tree-mode gradients have the model's own type: take its wrt state
+            grads = api.state(grads, self.wrt)
         g_flat = dict(iter_flat(grads))
         p_paths = [p for p, _ in p_flat]
         missing = [p for p in p_paths if p not in g_flat]
