@@ -161,3 +161,15 @@ def test_update_writes_into_cells():
     nnx.update(m, state)
     assert m.kernel.get_raw_value() is cell
     np.testing.assert_array_equal(cell[...], state["kernel"].value)
+
+
+def test_with_vars_mutable_false_is_a_frozen_plain_copy_for_jax_grad():
+    model = nnx.with_vars(nnx.Linear(2, 1, rngs=nnx.Rngs(0)), hijax=True)
+    frozen = nnx.with_vars(model, mutable=False)
+    assert not frozen.kernel.mutable and not frozen.kernel.hijax
+    with pytest.raises(nnx.errors.TraceContextError, match="immutable copy"):
+        frozen.kernel.value = jnp.zeros((2, 1))
+    x = jnp.ones((3, 2))
+    grads = jax.grad(lambda m: m(x).sum())(frozen)
+    np.testing.assert_allclose(grads.kernel.value, np.full((2, 1), 3.0))
+    assert nnx.with_vars(frozen, mutable=True).kernel.ref
