@@ -161,3 +161,41 @@ def test_update_writes_into_cells():
     nnx.update(m, state)
     assert m.kernel.get_raw_value() is cell
     np.testing.assert_array_equal(cell[...], state["kernel"].value)
+
+
+def test_with_vars_mutable_false_is_a_frozen_plain_copy_for_jax_grad():
+    model = nnx.with_vars(nnx.Linear(2, 1, rngs=nnx.Rngs(0)), hijax=True)
+    frozen = nnx.with_vars(model, mutable=False)
+    assert not frozen.kernel.mutable and not frozen.kernel.hijax
+    with pytest.raises(nnx.errors.TraceContextError, match="immutable copy"):
+        frozen.kernel.value = jnp.zeros((2, 1))
+    x = jnp.ones((3, 2))
+    grads = jax.grad(lambda m: m(x).sum())(frozen)
+    np.testing.assert_allclose(grads.kernel.value, np.full((2, 1), 3.0))
+    assert nnx.with_vars(frozen, mutable=True).kernel.ref
+
+
+def test_hijax_train_step_takes_the_cached_fast_path():
+    from ramie._src.transforms.jit import STATS
+
+    with nnx.var_defaults(hijax=True):
+        m = nnx.Sequential(
+            nnx.Linear(4, 4, rngs=nnx.Rngs(0)), nnx.BatchNorm(4, rngs=nnx.Rngs(0))
+        )
+    opt = nnx.Optimizer(m, optax.adam(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(m, opt, x):
+        loss, g = nnx.value_and_grad(lambda m: (m(x) ** 2).mean())(m)
+        opt.update(m, g)
+        return loss
+
+    x = jnp.arange(8.0).reshape(2, 4)
+    step(m, opt, x)
+    before = dict(STATS)
+    for _ in range(3):
+        step(m, opt, x)
+    assert STATS["fast_calls"] - before["fast_calls"] == 3
+    assert STATS["traces"] == before["traces"]
+    assert STATS["flattens"] == before["flattens"]
+    assert int(opt.step.value) == 4 and m.layers[1].mean.hijax

@@ -20,7 +20,7 @@ class Tied(nnx.Module):
 # ------------------------------------------------------------ graph functions
 @pytest.mark.parametrize("fn", [nnx.split, nnx.state, nnx.graphdef, nnx.clone])
 def test_shared_reference_error_names_both_paths(fn):
-    with pytest.raises(ValueError, match=r"found at paths 'a' and 'b'"):
+    with pytest.raises(ValueError, match=r"found at paths 'a.bias' and 'b.bias'"):
         fn(Tied(), graph=False)
     fn(Tied())  # graph mode keeps the sharing
 
@@ -147,3 +147,17 @@ def test_with_rngs_rules():
         return r.params.key.shape
 
     assert shapes(rngs) == (3,)
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_vjp_cotangents_have_the_module_type(graph):
+    m = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    x = jnp.arange(6.0).reshape(2, 3)
+    out, vjp_fn = nnx.vjp(lambda m: m(x).sum(), m, graph=graph, graph_updates=False)
+    (m_ct,) = vjp_fn(jnp.ones_like(out))
+    assert isinstance(m_ct, nnx.Linear)
+    ref_k, ref_b = jax.grad(lambda k, b: (x @ k + b).sum(), argnums=(0, 1))(
+        m.kernel.value, m.bias.value
+    )
+    np.testing.assert_allclose(m_ct.kernel.value, ref_k, rtol=1e-6)
+    np.testing.assert_allclose(m_ct.bias.value, ref_b, rtol=1e-6)

@@ -200,7 +200,9 @@ def with_vars(
     ``ref=True``/``hijax=True`` make the Variables keep their values in
     ``jax.Ref`` cells that plain JAX transforms update in place; ``False``
     turns them back into plain Variables holding arrays. A mode left as
-    ``None`` is kept. ``node`` may be a Module, a Variable, a State or any
+    ``None`` is kept. ``mutable=False`` makes frozen plain copies (writes
+    raise; the form to hand to ``jax.grad``), ``mutable=True`` mutable
+    ``ref`` copies. ``node`` may be a Module, a Variable, a State or any
     pytree of them. Variables shared between paths are an error unless
     ``allow_duplicates=True``.
 
@@ -220,6 +222,7 @@ def with_vars(
         node,
         hijax=hijax,
         ref=ref,
+        mutable=mutable,
         only=only,
         allow_duplicates=allow_duplicates,
         api="ramie.with_vars",

@@ -123,6 +123,7 @@ def convert_variables(
     hijax: bool | None,
     ref: bool | None,
     only: Any,
+    mutable: bool | None = None,
     allow_duplicates: bool,
     api: str,
 ) -> Any:
@@ -153,6 +154,14 @@ def convert_variables(
     def convert(path: tuple, x: Any) -> Any:
         if not pred(path, x):
             return x
+        if mutable is False:
+            v = x.copy(hijax=False, ref=False)
+            v._meta["mutable"] = False
+            return v
+        if mutable is True:
+            v = x.copy(hijax=hijax, ref=True if ref is None else ref)
+            v._meta.pop("mutable", None)
+            return v
         return x.copy(hijax=hijax, ref=ref)
 
     is_var = lambda x: isinstance(x, Variable)  # noqa: E731

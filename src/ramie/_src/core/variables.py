@@ -255,6 +255,11 @@ class Variable(Generic[A]):
         return "ref" in self._meta
 
     @property
+    def mutable(self) -> bool:
+        """False for a frozen copy (``ramie.with_vars(v, mutable=False)``)."""
+        return self._meta.get("mutable", True) is not False
+
+    @property
     def value(self) -> A:
         """The held value (read and write). ``v.value`` is never deprecated."""
         return self._raw
@@ -309,6 +314,8 @@ class Variable(Generic[A]):
         _set_raw(self, value)
 
     def _check_mutable(self) -> None:
+        if self._meta.get("mutable", True) is False:
+            raise _immutable_error(self)
         trace = current_trace()
         if trace is not self._trace:
             raise _outer_trace_error(self, trace)
@@ -738,6 +745,15 @@ def _outer_trace_error(var: Variable, trace: Any) -> TraceContextError:
         "      graphdef, state = ramie.split(model)\n"
         "      state = jax.jit(f)(graphdef, state)   # f merges, updates, splits\n"
         "      ramie.update(model, state)"
+    )
+
+
+def _immutable_error(var: Variable) -> TraceContextError:
+    return TraceContextError(
+        f"Cannot change {links.describe(var)}: it is an immutable copy (made with "
+        "ramie.with_vars(..., mutable=False), e.g. to pass to jax.grad).\n"
+        "  Fix: change the original Variable, or make a mutable copy:\n"
+        "      v = ramie.with_vars(v, mutable=True)"
     )
 
 

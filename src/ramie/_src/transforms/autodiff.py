@@ -255,6 +255,17 @@ def _inexact_variable(path: tuple, x: Any) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
 
 
+def _as_module_type(primal: Any, grads: Any) -> Any:
+    """Gradients (a State) for a module primal, as a module of the same type."""
+    if not lifting.is_node(primal):
+        return grads
+    from ramie._src.core.graph.api import clone, update
+
+    m = clone(primal)
+    update(m, grads)
+    return m
+
+
 def _tree_grad(
     f: Callable[..., Any],
     argnums: Any,
@@ -364,7 +375,7 @@ def _grad_impl(
 
 
 def vjp(
-    f: Callable[..., Any],
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *primals: Any,
     has_aux: bool = False,
     reduce_axes: Sequence[Any] = (),
@@ -374,13 +385,23 @@ def vjp(
     """``jax.vjp`` with modules among the primals (their Params are differentiated).
 
     Returns ``(out, vjp_fn)`` (and ``aux`` with ``has_aux``); ``vjp_fn(ct)``
-    returns one cotangent per primal: a State for module primals.
+    returns one cotangent per primal: a State for module primals in graph mode,
+    a module of the primal's type (all its floating-point Variables) with
+    ``graph=False`` or ``graph_updates=False``. Without ``f``, a decorator.
     """
+    simple = is_simple(graph, graph_updates)
+    if f is MISSING:
+        return lambda fn: functools.wraps(fn)(
+            lambda *p: vjp(
+                fn, *p, has_aux=has_aux, graph=graph, graph_updates=graph_updates
+            )
+        )
     lifting.reject_bound_method(f, "ramie.vjp")
     ext = lifting.extract((primals, {}))
     lifting.check_traces(ext, "ramie.vjp")
+    filt = _inexact_variable if simple else Param
     plan = _DiffPlan(
-        ext, primals, [(i, Param) for i in range(len(primals))], "ramie.vjp"
+        ext, primals, [(i, filt) for i in range(len(primals))], "ramie.vjp"
     )
     static = ext.static
     dg, do, rg, ro = plan.split(ext.values, ext.other)
@@ -402,7 +423,10 @@ def vjp(
 
     def vjp_fn(ct: Any) -> tuple:
         g_graph, g_other = vjp_fun(ct)
-        return plan.grads(g_graph, g_other, single=False)
+        grads = plan.grads(g_graph, g_other, single=False)
+        if simple:
+            grads = tuple(_as_module_type(p, g) for p, g in zip(primals, grads))
+        return grads
 
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 

@@ -76,7 +76,7 @@ def eval_shape(
     lifting.reject_bound_method(f, "ramie.eval_shape")
     if is_simple(graph, graph_updates):
         tree = not resolve_graph(graph)
-        check_inputs("ramie.eval_shape", args, kwargs, tree)
+        check_inputs("ramie.eval_shape", args, kwargs, True)
         f = checked_inner(f, "ramie.eval_shape", tree)
     out = lifted_call(
         lambda pure: functools.partial(jax.eval_shape, pure),

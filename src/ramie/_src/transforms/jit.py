@@ -677,9 +677,43 @@ def jit(
     return JitWrapped(fun, **kwargs)  # type: ignore[arg-type]
 
 
+class JitPartial:
+    """``jit(fun)`` with leading arguments bound; also ``.lower(*rest)``."""
+
+    def __init__(self, jitted: Any, args: tuple):
+        self.jitted = jitted
+        self.args = args
+        functools.update_wrapper(self, jitted, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted(*self.args, *args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted.lower(*self.args, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<ramie.jit_partial of {self.jitted!r}>"
+
+
 def jit_partial(fun: Callable[..., Any], *partial_args: Any, **jit_kwargs: Any) -> Any:
-    """``jit(fun)`` with leading arguments bound (ramie caches every call anyway)."""
-    return functools.partial(jit(fun, **jit_kwargs), *partial_args)
+    """``jit(fun)`` with leading arguments bound (ramie caches every call anyway).
+
+    In tree mode (``graph=False``) the bound arguments are checked at once: a
+    Variable shared between them is an error naming both paths.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 1, rngs=ramie.Rngs(0))
+        >>> forward = ramie.jit_partial(lambda m, x: m(x), model)
+        >>> forward(jnp.ones((3, 2))).shape
+        (3, 1)
+    """
+    graph = jit_kwargs.get("graph")
+    if is_simple(graph, jit_kwargs.get("graph_updates")) and not resolve_graph(graph):
+        from ramie._src.transforms.simple import check_inputs
+
+        check_inputs("ramie.jit_partial", partial_args, {}, True)
+    return JitPartial(jit(fun, **jit_kwargs), partial_args)
 
 
 def cached_partial(

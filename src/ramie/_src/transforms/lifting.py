@@ -527,15 +527,31 @@ def leaf_specs(
     convert: Callable[[Any], Any] = lambda x: x,
 ) -> list[Any]:
     """Per graph-leaf spec from per-argument-leaf specs (StateAxes resolved)."""
+    from ramie._src.core.state import State, iter_flat
     from ramie._src.transforms.axes import _FilterMap
 
     node_specs = [arg_specs[p] for p in ext.node_pos]
     out = []
     seen: dict[int, Any] = {}
+    tables: dict[int, dict] = {}
     for path, leaf in zip(ext.flat.paths, ext.flat.leaves):
         spec = node_specs[path[0]]
         if isinstance(spec, _FilterMap):
             spec = spec.lookup(path[1:], leaf, api)
+        elif isinstance(spec, State):  # from ramie.prefix: one value per path
+            table = tables.get(id(spec))
+            if table is None:
+                table = tables[id(spec)] = {
+                    p: (v._raw if isinstance(v, Variable) else v)
+                    for p, v in iter_flat(spec)
+                }
+            if path[1:] not in table:
+                raise GraphStructureError(
+                    f"{api}: the prefix (from ramie.prefix) has no entry for the "
+                    f"Variable at {format_path(path[1:])}; build it from the same "
+                    "module you pass: ramie.prefix(model, {...})"
+                )
+            spec = table[path[1:]]
         out.append(convert(spec))
         seen[id(leaf)] = spec
     return out

@@ -103,10 +103,12 @@ def check_inputs(api: str, args: tuple, kwargs: dict, tree: bool) -> dict[int, A
         _check_tree_transform({"args": tuple(args), "kwargs": dict(kwargs)}, api, ())
     API[0] = api
     found: dict[int, Any] = {}
+    # graph mode keeps sharing between arguments: record, don't refuse
+    top = ("a", 0) if not tree else None
     for i, a in enumerate(args):
-        _variables(a, ("args", i), found, ("a", i))
+        _variables(a, ("args", i), found, top or ("a", i))
     for k, a in kwargs.items():
-        _variables(a, ("kwargs", k), found, ("k", k))
+        _variables(a, ("kwargs", k), found, top or ("k", k))
     return found
 
 
@@ -128,8 +130,10 @@ def _check_tree_transform(node: Any, api: str, prefix: tuple) -> None:
         raise
 
 
-def check_outputs(api: str, out: Any, inputs: dict[int, Any]) -> None:
-    """Raise if ``out`` returns an input Variable or one Variable twice."""
+def check_outputs(
+    api: str, out: Any, inputs: dict[int, Any], tree: bool = True
+) -> None:
+    """Raise if ``out`` returns an input Variable (or, in tree mode, one twice)."""
     API[0] = api
     found: dict[int, Any] = {}
 
@@ -139,7 +143,7 @@ def check_outputs(api: str, out: Any, inputs: dict[int, Any]) -> None:
             i = id(value)
             if i in inputs:
                 raise duplicate_error(api, value, inputs[i][1], p, transform=True)
-            if i in found:
+            if tree and i in found:
                 raise duplicate_error(api, value, found[i], p, transform=True)
             found[i] = p
         elif k is OBJECT:
@@ -174,7 +178,7 @@ class Checked:
         inputs = check_inputs(self._api, args, kwargs, self._tree)
         out = self.__wrapped__(*args, **kwargs)
         if self._check_out:
-            check_outputs(self._api, out, inputs)
+            check_outputs(self._api, out, inputs, self._tree)
         return out
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -188,11 +192,38 @@ class Checked:
         return getattr(self.__wrapped__, name)
 
 
+def check_scan_axes(kwargs: dict[str, Any]) -> None:
+    """Tree-mode ``scan``: one ``Carry`` at most, and no broadcast outputs."""
+    from ramie._src.transforms.axes import is_axis_leaf, is_carry
+
+    def leaves(tree: Any) -> list[Any]:
+        return jax.tree_util.tree_leaves(
+            tree, is_leaf=lambda x: x is None or is_axis_leaf(x)
+        )
+
+    in_axes = kwargs.get("in_axes", MISSING)
+    if in_axes is not MISSING and sum(map(is_carry, leaves(in_axes))) > 1:
+        raise PrefixModeError(
+            f"ramie.scan: Found multiple Carry definitions in in_axes={in_axes!r}; "
+            "a scan has one carry.\n"
+            "  Fix: group the carried values in one argument, e.g. "
+            "in_axes=(ramie.Carry, 0) with f((a, b), x)"
+        )
+    out_axes = kwargs.get("out_axes", MISSING)
+    if out_axes is not MISSING and any(x is None for x in leaves(out_axes)):
+        raise PrefixModeError(
+            f"ramie.scan: Cannot broadcast output state: out_axes={out_axes!r} "
+            "contains None, but every output of a scan is stacked (or carried).\n"
+            "  Fix: use an axis, e.g. out_axes=(ramie.Carry, 0)"
+        )
+
+
 def modal(
     api: str,
     prefixes: tuple[str, ...] = (),
     *,
     check_out: bool = True,
+    validate: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a transform factory ``factory(f=MISSING, ..., graph=...)``."""
 
@@ -205,6 +236,8 @@ def modal(
                 return factory(*args, **kwargs)
             for name in prefixes:
                 check_prefix(kwargs.get(name), name, api)
+            if validate is not None:
+                validate(kwargs)
             if not args or args[0] is MISSING:
                 rest = args[1:]
                 return lambda fn: wrapper(fn, *rest, **kwargs)
@@ -223,7 +256,7 @@ def checked_inner(f: Callable[..., Any], api: str, tree: bool) -> Callable[..., 
     def inner(*args: Any, **kwargs: Any) -> Any:
         inputs = check_inputs(api, args, kwargs, tree)
         out = f(*args, **kwargs)
-        check_outputs(api, out, inputs)
+        check_outputs(api, out, inputs, tree)
         return out
 
     return inner

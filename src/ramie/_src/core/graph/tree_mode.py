@@ -67,6 +67,25 @@ def duplicate_error(
     )
 
 
+def _first_variable(node: Any) -> tuple[Any, tuple]:
+    """The first Variable inside ``node`` and its relative path (else ``node``)."""
+    if kind_of(node) is VARIABLE:
+        return node, ()
+    stack = [(node, ())]
+    seen: set[int] = set()
+    while stack:
+        value, rel = stack.pop(0)
+        k = kind_of(value)
+        if k is VARIABLE:
+            return value, rel
+        if k is OBJECT and id(value) not in seen:
+            seen.add(id(value))
+            stack.extend((c, rel + (key,)) for key, c in value._graph_children())
+        elif k in registry.CONTAINERS:
+            stack.extend((c, rel + (key,)) for key, c in _items(value, k))
+    return node, ()
+
+
 def check_tree(node: Any, api: str, *, prefix: tuple = ()) -> None:
     """Raise if ``node`` shares an object, Variable or Ref, has a cycle, or holds
     an object declared with ``pytree=False``."""
@@ -85,7 +104,8 @@ def check_tree(node: Any, api: str, *, prefix: tuple = ()) -> None:
                     "  Fix: break the cycle, or use graph mode (graph=True)."
                 )
             if i in seen:
-                raise duplicate_error(api, value, seen[i], path)
+                x, rel = _first_variable(value)
+                raise duplicate_error(api, x, seen[i] + rel, path + rel)
             seen[i] = path
             if k is VARIABLE:
                 return
