@@ -644,7 +644,8 @@ def _outer_trace_error(var: Variable, trace: Any) -> TraceContextError:
     created = describe_trace(var._trace)
     now = describe_trace(trace)
     return TraceContextError(
-        f"Cannot change {where}: it was created under {created} and is being "
+        f"Cannot mutate {type(var).__name__} from a different trace level: "
+        f"{where} was created under {created} and is being "
         f"changed inside {now}.\n"
         "  A JAX transform traces a pure function; a value assigned to a Variable "
         "from outside the transform would be a tracer that escapes it.\n"
