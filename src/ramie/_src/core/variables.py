@@ -123,6 +123,13 @@ class VariableMetadata(Generic[A]):
         return f"VariableMetadata({array_repr(self.raw_value)}, {self.metadata!r})"
 
 
+# Metadata every Variable reports (as Flax does) without storing it.
+DEFAULT_METADATA: dict[str, Any] = {
+    "hijax": False,
+    "ref": False,
+    "eager_sharding": True,
+}
+
 _SLOTS = ("_raw", "_meta", "_trace", "_link", "_watch")
 _OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__"}
 
@@ -158,6 +165,7 @@ class Variable(Generic[A]):
     """
 
     __slots__ = (*_SLOTS, "__weakref__")
+    _ramie_hooks: tuple[bool, bool] = (False, False)  # get_value/set_value overridden
     required_metadata: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
@@ -198,7 +206,7 @@ class Variable(Generic[A]):
     @property
     def value(self) -> A:
         """The held value (read and write). ``v.value`` is never deprecated."""
-        return self._raw
+        return self.get_value() if self._ramie_hooks[0] else self._raw
 
     @value.setter
     def value(self, value: A) -> None:
@@ -248,9 +256,10 @@ class Variable(Generic[A]):
             _arm_watch(self, watch, trace)
 
     def __getitem__(self, index: Any) -> Any:
-        if index is Ellipsis and not hasattr(self._raw, "shape"):
-            return self._raw
-        return self._raw[index]  # type: ignore[index]
+        raw = self.get_value() if self._ramie_hooks[0] else self._raw
+        if index is Ellipsis and not hasattr(raw, "shape"):
+            return raw
+        return raw[index]  # type: ignore[index]
 
     def __setitem__(self, index: Any, value: Any) -> None:
         value = _unwrap(value)
@@ -264,6 +273,9 @@ class Variable(Generic[A]):
                 new = jnp.asarray(value, dtype)
         else:
             new = _set_at(old, index, value)
+        if self._ramie_hooks[1]:  # a subclass transforms values on the way in
+            self.set_value(new)
+            return
         self._check_mutable()
         _set_raw(self, new)
 
@@ -284,6 +296,9 @@ class Variable(Generic[A]):
     ) -> Any:
         """All metadata as a dict, or one entry by name.
 
+        Entries never set read as Flax's defaults (:data:`DEFAULT_METADATA`:
+        ``hijax=False``, ``ref=False``, ``eager_sharding=True``).
+
         Example:
             >>> import jax.numpy as jnp, ramie
             >>> p = ramie.Param(jnp.ones(2), sharding=("model",))
@@ -291,7 +306,7 @@ class Variable(Generic[A]):
             (('model',), ('model',))
         """
         if name is None:
-            meta = dict(self._meta)
+            meta = {**DEFAULT_METADATA, **self._meta}
             if exclude_required:
                 for k in self.required_metadata:
                     meta.pop(k, None)
@@ -299,6 +314,8 @@ class Variable(Generic[A]):
         name = canonical_metadata_name(name)
         if name in self._meta:
             return self._meta[name]
+        if name in DEFAULT_METADATA:
+            return DEFAULT_METADATA[name]
         if default is MISSING:
             raise KeyError(
                 f"{type(self).__name__}.get_metadata({name!r}): no such metadata; "
@@ -524,6 +541,12 @@ class Variable(Generic[A]):
     # ------------------------------------------------------ subclassing
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Subclasses overriding get_value/set_value see v[...] and .value go
+        # through them; plain ones keep the direct slot access.
+        cls._ramie_hooks = (
+            cls.get_value is not Variable.get_value,
+            cls.set_value is not Variable.set_value,
+        )
         _register_variable_pytree(cls)
 
 
