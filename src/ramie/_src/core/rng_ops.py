@@ -290,7 +290,7 @@ def reseed(
 
 
 def with_rngs(
-    node: Any,
+    node: Any = MISSING,
     /,
     *,
     split: Any = None,
@@ -300,19 +300,67 @@ def with_rngs(
     graph: Any = None,
     graph_updates: Any = None,
 ) -> Any:
-    """A copy of ``node`` whose selected streams are split, forked or broadcast."""
-    new = api.clone(node, variables=True)
-    streams = _selected(find_streams(new), only)
-    for s in streams:
-        if split is not None:
-            key = jax.random.split(s(), split)
-        elif fork is not None:
-            key = s()
-        elif broadcast is not None:
-            shape = _as_shape(broadcast)
-            key = jnp.broadcast_to(s(), shape)
-        else:
+    """A copy of ``node`` whose selected streams are split, forked or broadcast.
+
+    ``split`` and ``broadcast`` are a shape for every selected stream or a
+    mapping from filters (stream tags such as ``"dropout"``, ``...``) to shapes;
+    ``fork`` is a filter or a list of filters. Each stream takes the first rule
+    that matches it, trying split, then broadcast, then fork; streams matching
+    none are copied as they are. ``only`` restricts the streams considered.
+    The original's streams advance by one key each stream that was used.
+
+    Without ``node`` it returns a decorator that applies the same to the
+    arguments of each call: ``@ramie.with_rngs(split=5, only="dropout")``.
+
+    Example:
+        >>> import ramie
+        >>> rngs = ramie.Rngs(params=0, dropout=1)
+        >>> new = ramie.with_rngs(rngs, split={"params": 4}, fork=...)
+        >>> new.params.key.shape, new.dropout.key.shape
+        ((4,), ())
+    """
+    if node is MISSING:
+
+        def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(f)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                args, kwargs = with_rngs(
+                    (args, kwargs),
+                    split=split,
+                    fork=fork,
+                    broadcast=broadcast,
+                    only=only,
+                )
+                return f(*args, **kwargs)
+
+            return wrapper
+
+        return decorator
+    rules: list[tuple[str, Any, Any]] = []
+    for kind, spec in (("split", split), ("broadcast", broadcast)):
+        if spec is None:
             continue
+        items = spec.items() if isinstance(spec, dict) else [(..., spec)]
+        rules += [(kind, f, shape) for f, shape in items]
+    if fork is not None:
+        filters = fork if isinstance(fork, (list, tuple)) else [fork]
+        rules += [("fork", f, None) for f in filters]
+    preds = [(kind, to_predicate(f), shape) for kind, f, shape in rules]
+    new = api.clone(node, variables=True)
+    only_pred = to_predicate(only)
+    for path, s in find_streams(new):
+        if not (only_pred(path, s.key) or only_pred(path, s)):
+            continue
+        rule = next((r for r in preds if r[1](path, s.key) or r[1](path, s)), None)
+        if rule is None:
+            continue
+        kind, _, shape = rule
+        if kind == "split":
+            key = jax.random.split(s(), shape)
+        elif kind == "broadcast":
+            key = jnp.broadcast_to(s(), _as_shape(shape))
+        else:
+            key = s()
         s.key.set_value(key)
         s.count.set_value(jnp.zeros(key.shape, jnp.uint32))
     return new
