@@ -221,3 +221,21 @@ def test_list_items_marked_data_or_static():
     assert len(jax.tree.leaves(ls)) == 2
     ls[0] = 6  # an unmarked int is static again
     assert len(jax.tree.leaves(ls)) == 1
+
+
+def test_dict_item_assignment_updates_variables_and_checks_the_trace():
+    d = nnx.Dict(a=nnx.Param(jnp.array(1.0)))
+    param = d.a
+    d.a = jnp.array(2.0)  # like a module attribute: the Param keeps its identity
+    assert d.a is param and float(param.value) == 2.0
+
+    @jax.jit
+    def f():
+        with pytest.raises(
+            nnx.errors.TraceContextError,
+            match=r"Cannot mutate 'Dict' from different trace level \(setting 'a'\)",
+        ):
+            d.a = 3.0
+
+    f()
+    assert float(d.a.value) == 2.0

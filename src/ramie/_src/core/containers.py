@@ -22,8 +22,10 @@ from typing import Any
 
 from ramie._src.core import links
 from ramie._src.core.data import Marked
+from ramie._src.core.graph.registry import ARRAY, kind_of
 from ramie._src.core.module import Module
-from ramie._src.core.pytree import _SLOT_SET, bump
+from ramie._src.core.pytree import _SLOT_SET, bump, set_variable
+from ramie._src.core.variables import Variable
 
 
 class List(Module, MutableSequence):
@@ -197,6 +199,14 @@ class Dict(Module, MutableMapping):
         if type(value) is Marked:  # Dict keys are classified by value
             value = value.value
         m = self._map
+        old = m.get(key)
+        if (
+            isinstance(old, Variable)
+            and not isinstance(value, Variable)
+            and (kind_of(value) is ARRAY or isinstance(value, (int, float, bool)))
+        ):
+            set_variable(self, key, old, value)  # as for module attributes
+            return
         if m.get(key, _NOTSET) is value:
             return
         m[key] = value
