@@ -178,6 +178,15 @@ def test_sharding_aliases_map_to_out_sharding(alias):
     assert p.has_metadata("sharding_names")
 
 
+def test_sharding_attribute_is_the_array_placement_as_in_flax():
+    from flax import nnx as fnnx
+
+    ours = nnx.Param(jnp.ones(2), sharding=("a",), eager_sharding=False)
+    ref = fnnx.Param(jnp.ones(2), sharding_names=("a",), eager_sharding=False)
+    assert ours.sharding == ref.sharding == jnp.ones(2).sharding
+    assert ours.get_metadata("sharding") == ours.out_sharding == ("a",)
+
+
 def test_sharding_names_setter():
     p = nnx.Param(jnp.ones(2))
     assert p.sharding_names is None

@@ -483,10 +483,17 @@ class Variable(Generic[A]):
             meta = object.__getattribute__(self, "_meta")
         except AttributeError:
             raise AttributeError(name) from None
+        raw = object.__getattribute__(self, "_raw")
+        if (
+            name == "sharding"
+            and isinstance(raw, jax.Array)
+            and not isinstance(raw, jax.core.Tracer)
+        ):
+            # As in Flax: the array's placement; the names are ``out_sharding``.
+            return raw.sharding
         cname = canonical_metadata_name(name)
         if cname in meta:
             return meta[cname]
-        raw = object.__getattribute__(self, "_raw")
         try:
             return getattr(raw, name)
         except AttributeError:
