@@ -236,12 +236,12 @@ def bump(obj: Pytree) -> None:
 def set_variable(owner: Pytree, name: Any, var: Variable, value: Any) -> None:
     """``var.set_value(value)`` for ``owner.<name> = value``, naming the owner
     in the error when the Variable belongs to another trace."""
-    from ramie.errors import TraceContextError
+    from ramie.errors import TraceContextError, flax_compatible
 
     try:
         var.set_value(value)
     except TraceContextError as e:
-        raise TraceContextError(
+        raise flax_compatible(TraceContextError)(
             f"Cannot mutate {type(owner).__name__!r} from different trace level "
             f"(setting {name!r}). {e.args[0]}"
         ) from None

@@ -35,7 +35,7 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace, describe_trace
 from ramie._src.display.arrays import array_repr
-from ramie.errors import LostStateWarning, TraceContextError
+from ramie.errors import LostStateWarning, TraceContextError, flax_compatible
 
 A = TypeVar("A")
 
@@ -673,7 +673,7 @@ def _outer_trace_error(var: Variable, trace: Any) -> TraceContextError:
     where = links.describe(var)
     created = describe_trace(var._trace)
     now = describe_trace(trace)
-    return TraceContextError(
+    return flax_compatible(TraceContextError)(
         f"Cannot mutate {type(var).__name__} from a different trace level: "
         f"{where} was created under {created} and is being "
         f"changed inside {now}.\n"
