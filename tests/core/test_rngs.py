@@ -228,6 +228,22 @@ def test_mutating_a_stream_under_another_trace_names_the_trace_level():
     f()
 
 
+def test_rngs_created_inside_a_trace_cannot_be_used_outside():
+    made = []
+
+    @jax.jit
+    def h():
+        made.append(nnx.Rngs(1))
+
+    h()
+    with pytest.raises(
+        nnx.errors.TraceContextError,
+        match=r"Cannot mutate RngCount from a different trace level: .*created "
+        r"under jax\.jit",
+    ):
+        made[0].params()
+
+
 def test_rng_state_is_state():
     rngs = nnx.Rngs(params=0)
     graphdef, state = nnx.split(rngs)

@@ -120,6 +120,7 @@ class RngStream(Pytree):
                 "      @ramie.vmap(in_axes=(0,))\n"
                 "      def create(rngs): ..."
             )
+        self.count._check_mutable()  # before touching a key from another trace
         new_key, new_count = _next_key(key, self.count._raw)
         self.count.set_value(new_count)
         return new_key
