@@ -73,3 +73,17 @@ def test_initializers_importable_as_a_module():
     assert lecun_normal is initializers.lecun_normal
     assert set(initializers.__all__) <= set(dir(initializers))
     assert "jax" not in initializers.__all__
+
+
+def test_flax_module_paths_exist():
+    # nnx.graph.Key in type hints, nnx.nn.<submodule>.X as in flax.nnx.nn
+    key_path = tuple[ramie.graph.Key, ...]
+    assert key_path == ramie.graph.PathParts
+    assert ramie.nn.linear.Linear is ramie.Linear
+    assert ramie.nn.attention.MultiHeadAttention is ramie.MultiHeadAttention
+    assert ramie.nn.stochastic.Dropout is ramie.Dropout
+    for sub in ("activations", "dtypes", "lora", "normalization", "recurrent"):
+        mod = getattr(ramie.nn, sub)
+        names = [n for n in dir(mod) if not n.startswith("_")]
+        assert names and all(getattr(mod, n) is getattr(ramie.nn, n, getattr(mod, n))
+                             for n in names)  # fmt: skip

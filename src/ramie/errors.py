@@ -9,6 +9,34 @@ the builtin exception users would naturally catch (``ValueError``,
 
 from __future__ import annotations
 
+import sys
+
+_TWINS: dict[type, type] = {}
+
+
+def flax_compatible(cls: type[Exception]) -> type[Exception]:
+    """``cls``, or a subclass of it that is also Flax's error of the same name.
+
+    Code migrated from Flax catches ``flax.errors.TraceContextError``; when Flax
+    is already imported, ramie raises a class that is both. Flax is never
+    imported for this.
+
+    Example:
+        >>> issubclass(flax_compatible(TraceContextError), TraceContextError)
+        True
+    """
+    if cls in _TWINS:
+        return _TWINS[cls]
+    flax_errors = sys.modules.get("flax.errors")
+    twin = getattr(flax_errors, cls.__name__, None)
+    if not (isinstance(twin, type) and issubclass(twin, Exception)):
+        return cls
+    both = type(cls.__name__, (cls, twin), {"__module__": cls.__module__})
+    both.__qualname__ = cls.__qualname__
+    _TWINS[cls] = both
+    return both
+
+
 DOCS_ROOT = "https://github.com/ramie-nn/ramie/blob/main/docs"
 """Where the documentation lives; error messages link into it.
 

@@ -193,8 +193,49 @@ def test_sequential_passes_rngs_to_layers_that_accept_them():
     assert bool(jnp.any(y == 0)) and bool(jnp.any(y == 2))
 
 
-def test_sequential_rejects_non_callables_and_empty_call():
+def test_sequential_rejects_non_callables():
     with pytest.raises(TypeError, match="argument 1 is a int, not a callable"):
         nnx.Sequential(jax.nn.relu, 3)
-    with pytest.raises(ValueError, match="empty Sequential"):
-        nnx.Sequential()(jnp.ones(1))
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [((7,), {}), ((1, "a"), {}), ((), {}), ((), {"k": 2})],
+    ids=["one", "several", "none", "keywords"],
+)
+def test_empty_sequential_is_the_identity_like_flax(args, kwargs):
+    from flax import nnx as fnnx
+
+    assert nnx.Sequential()(*args, **kwargs) == fnnx.Sequential()(*args, **kwargs)
+
+
+def test_list_items_marked_data_or_static():
+    ls = nnx.List([nnx.data(1), nnx.static("s"), nnx.data(jnp.array(2))])
+    leaves, treedef = jax.tree.flatten(ls)
+    assert leaves[0] == 1 and int(leaves[1]) == 2 and len(leaves) == 2
+    doubled = jax.tree.unflatten(treedef, [x * 2 for x in leaves])
+    assert doubled[0] == 2 and doubled[1] == "s" and int(doubled[2]) == 4
+    ls.insert(0, nnx.data(5))  # marks follow their items
+    del ls[1]
+    assert list(ls)[:2] == [5, "s"] and jax.tree.leaves(ls)[0] == 5
+    assert len(jax.tree.leaves(ls)) == 2
+    ls[0] = 6  # an unmarked int is static again
+    assert len(jax.tree.leaves(ls)) == 1
+
+
+def test_dict_item_assignment_updates_variables_and_checks_the_trace():
+    d = nnx.Dict(a=nnx.Param(jnp.array(1.0)))
+    param = d.a
+    d.a = jnp.array(2.0)  # like a module attribute: the Param keeps its identity
+    assert d.a is param and float(param.value) == 2.0
+
+    @jax.jit
+    def f():
+        with pytest.raises(
+            nnx.errors.TraceContextError,
+            match=r"Cannot mutate 'Dict' from different trace level \(setting 'a'\)",
+        ):
+            d.a = 3.0
+
+    f()
+    assert float(d.a.value) == 2.0

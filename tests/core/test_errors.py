@@ -149,3 +149,30 @@ def test_structure_error_rendering():
     extra = str(_structure_error("ramie.merge()", graphdef, [], [("x", "y")], 2))
     assert "1 value(s) the GraphDef has no place for:\n    x.y" in extra
     assert "the 2 State(s) hold 3" in extra and "definition probably changed" in extra
+
+
+def test_trace_errors_are_also_flax_errors_once_flax_is_loaded():
+    import jax
+    import jax.numpy as jnp
+    from flax import errors as flax_errors
+
+    import ramie
+
+    rngs = ramie.Rngs(0)
+    box = ramie.Dict(w=ramie.Param(jnp.ones(1)))
+    caught = []
+
+    @jax.jit
+    def f():
+        for action in (lambda: rngs.params(), lambda: setattr(box, "w", 2.0)):
+            try:
+                action()
+            except flax_errors.TraceContextError as e:  # code migrated from Flax
+                caught.append(e)
+
+    f()
+    assert len(caught) == 2
+    assert all(isinstance(e, ramie.errors.TraceContextError) for e in caught)
+    assert "Cannot mutate RngCount from a different trace level" in str(caught[0])
+    assert "Cannot mutate 'Dict' from different trace level" in str(caught[1])
+    assert "docs/errors.md#tracecontexterror" in str(caught[1])

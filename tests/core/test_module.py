@@ -139,7 +139,11 @@ def test_dropout_without_rngs_in_train_mode_names_path():
 
 def test_dropout_without_rngs_in_train_mode_raises():
     drop = nnx.Dropout(0.5)
-    with pytest.raises(ValueError, match=r"(?s)no RNG stream.*model\.eval\(\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)`deterministic` is False, but no `rngs` argument was provided "
+        r"to Dropout.*no RNG stream.*model\.eval\(\)",
+    ):
         drop(jnp.ones(3))
     drop.eval()
     np.testing.assert_array_equal(drop(jnp.ones(3)), np.ones(3))

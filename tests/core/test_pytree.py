@@ -269,3 +269,13 @@ def test_graph_replace_installs_children_and_bumps():
     n._graph_replace({"b": 2})
     assert vars(n) == {"b": 2}
     assert version_of(n) == v0 + 1
+
+
+def test_flax_bookkeeping_attribute_reports_the_version():
+    class Box(nnx.Pytree):
+        pass
+
+    b = Box()
+    v0 = b._pytree__state.version
+    b.x = 1
+    assert b._pytree__state.version == v0 + 1

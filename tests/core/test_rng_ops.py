@@ -288,3 +288,43 @@ def test_with_rngs_returns_a_modified_copy():
     assert keys.shape[0] == 2 and np.array_equal(keys[0], keys[1])
     same = nnx.with_rngs(rngs)
     assert same is not rngs and same.params.key.shape == ()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"split": {"params": 4}, "fork": "dropout"},
+        {"split": {"params": 4, ...: (2, 3)}},
+        {"broadcast": {"dropout": 3}, "split": {"params": 2}},
+        {"split": 2, "only": "noise"},
+    ],
+)
+def test_with_rngs_rules_give_flax_key_shapes(kwargs):
+    from flax import nnx as fnnx
+
+    def shapes(lib):
+        rngs = lib.Rngs(params=0, dropout=1, noise=2)
+        extra = {"graph": False} if lib is fnnx else {}
+        new = lib.with_rngs(rngs, **kwargs, **extra)
+        return {n: tuple(new[n].key.shape) for n in ("params", "dropout", "noise")}
+
+    assert shapes(nnx) == shapes(fnnx)
+
+
+def test_with_rngs_as_a_decorator_splits_the_arguments_streams():
+    class M(nnx.Module):
+        def __init__(self):
+            self.drop = nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=1))
+            self.rngs = nnx.Rngs(params=0)
+
+    seen = []
+
+    @nnx.with_rngs(split=5, only="dropout")
+    def run(model, scale):
+        seen.append((model.drop.rngs.key.shape, model.rngs.params.key.shape, scale))
+        return model
+
+    m = M()
+    out = run(m, scale=2)
+    assert seen == [((5,), (), 2)]
+    assert out is not m and m.drop.rngs.key.shape == ()

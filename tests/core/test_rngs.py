@@ -49,7 +49,10 @@ def test_unknown_stream_falls_back_to_default():
 # misuse: a stream that does not exist and no default to fall back to
 def test_missing_stream_without_default_names_stream():
     rngs = nnx.Rngs(params=0)
-    with pytest.raises(RngError, match=r"no stream 'dropout'.*streams: \['params'\]"):
+    with pytest.raises(
+        AttributeError,
+        match=r"No RngStream named 'dropout'.*no 'default'.*streams: \['params'\]",
+    ):
         rngs.dropout()
     with pytest.raises(RngError, match="'dropout'"):
         rngs["dropout"]
@@ -175,6 +178,70 @@ def test_samplers_on_rngs_and_streams():
     np.testing.assert_array_equal(
         nnx.Rngs(0).normal((3,)), jax.random.normal(nnx.Rngs(0)(), (3,))
     )
+
+
+@pytest.mark.parametrize("name", ["lecun_normal", "glorot_uniform", "he_normal"])
+def test_initializer_methods_match_flax(name):
+    from flax import nnx as fnnx
+
+    def draw(lib):
+        rngs = lib.Rngs(0, params=1)
+        rngs.normal((1,))  # advance the default stream first
+        a = getattr(rngs, name)()((3, 4))
+        b = getattr(rngs.params, name)()((2, 5), jnp.float32)
+        return a, b, int(rngs.default.count.get_value())
+
+    (a, b, n), (fa, fb, fn) = draw(nnx), draw(fnnx)
+    np.testing.assert_array_equal(a, fa)
+    np.testing.assert_array_equal(b, fb)
+    assert n == fn == 2
+
+
+@pytest.mark.parametrize(
+    "shape", [5, (2, 3), {"params": 4, ...: None}, {"dropout": None, ...: 3}]
+)
+def test_broadcast_and_split_per_stream_match_flax(shape):
+    from flax import nnx as fnnx
+
+    def shapes(lib, method):
+        out = getattr(lib.Rngs(params=1, dropout=2), method)(shape)
+        return {n: out[n].key.shape for n in ("params", "dropout")}
+
+    for method in ("broadcast", "split"):
+        assert shapes(nnx, method) == shapes(fnnx, method)
+    b = nnx.Rngs(params=1).broadcast(3)
+    assert bool((b.params.key[0] == b.params.key[2]).all())
+
+
+def test_mutating_a_stream_under_another_trace_names_the_trace_level():
+    rngs = nnx.Rngs(0)
+
+    @jax.jit
+    def f():
+        with pytest.raises(
+            nnx.errors.TraceContextError,
+            match=r"(?s)Cannot mutate RngCount from a different trace level: "
+            r"RngCount at default\.count.*ramie\.jit",
+        ):
+            rngs.params()
+
+    f()
+
+
+def test_rngs_created_inside_a_trace_cannot_be_used_outside():
+    made = []
+
+    @jax.jit
+    def h():
+        made.append(nnx.Rngs(1))
+
+    h()
+    with pytest.raises(
+        nnx.errors.TraceContextError,
+        match=r"Cannot mutate RngCount from a different trace level: .*created "
+        r"under jax\.jit",
+    ):
+        made[0].params()
 
 
 def test_rng_state_is_state():

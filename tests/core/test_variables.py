@@ -12,6 +12,7 @@ import pytest
 
 import ramie as nnx
 from ramie._src.core.epoch import EPOCH
+from ramie._src.core.variables import DEFAULT_METADATA
 from ramie.errors import StateLoadError, TraceContextError
 
 
@@ -119,9 +120,41 @@ def test_value_change_is_not_structural():
 
 
 # --------------------------------------------------------------- metadata
+def test_default_metadata_matches_flax():
+    from flax import nnx as fnnx
+
+    ours = nnx.Variable(jnp.array(1.0))
+    ref = fnnx.Variable(jnp.array(1.0))
+    assert ours.get_metadata() == ref.get_metadata()
+    assert ours.get_metadata("eager_sharding") is True
+    assert "hijax" not in ours._meta  # reported, not stored
+    nnx.set_metadata(m := nnx.Dict(v=ours), foo="bar")
+    assert m.v.get_metadata()["foo"] == "bar" and "ref" in m.v.get_metadata()
+
+
+def test_get_value_and_set_value_overrides_apply_to_indexing():
+    class Shifted(nnx.Param):
+        def get_value(self, **kwargs):
+            return super().get_value(**kwargs) + 3
+
+    class Clamped(nnx.Param):
+        def set_value(self, value, **kwargs):
+            super().set_value(jnp.minimum(value, 10), **kwargs)
+
+    s = Shifted(jnp.array(1))
+    assert int(s[...]) == 4 and int(s.value) == 4 and int(s.get_raw_value()) == 1
+    c = Clamped(jnp.array(1))
+    c[...] = 50
+    assert int(c.get_raw_value()) == 10
+    m = nnx.Module()
+    m.c = c
+    m.c = jnp.array(70)  # attribute assignment goes through set_value too
+    assert int(m.c.get_raw_value()) == 10
+
+
 def test_metadata_from_kwargs_and_attribute_access():
     p = nnx.Param(jnp.ones(2), tag="w", note=[1, 2])
-    assert p.get_metadata() == {"tag": "w", "note": [1, 2]}
+    assert p.get_metadata() == {"tag": "w", "note": [1, 2], **DEFAULT_METADATA}
     assert p.tag == "w"
     assert p.get_metadata("tag") == "w"
     assert p.has_metadata("note")
@@ -131,11 +164,20 @@ def test_metadata_from_kwargs_and_attribute_access():
 @pytest.mark.parametrize("alias", ["sharding", "sharding_names", "out_sharding"])
 def test_sharding_aliases_map_to_out_sharding(alias):
     p = nnx.Param(jnp.ones((2, 2)), **{alias: ("data", None)})
-    assert p.get_metadata() == {"out_sharding": ("data", None)}
+    assert p.get_metadata() == DEFAULT_METADATA | {"out_sharding": ("data", None)}
     assert p.out_sharding == ("data", None)
     assert p.sharding_names == ("data", None)
     assert p.get_metadata("sharding") == ("data", None)
     assert p.has_metadata("sharding_names")
+
+
+def test_sharding_attribute_is_the_array_placement_as_in_flax():
+    from flax import nnx as fnnx
+
+    ours = nnx.Param(jnp.ones(2), sharding=("a",), eager_sharding=False)
+    ref = fnnx.Param(jnp.ones(2), sharding_names=("a",), eager_sharding=False)
+    assert ours.sharding == ref.sharding == jnp.ones(2).sharding
+    assert ours.get_metadata("sharding") == ours.out_sharding == ("a",)
 
 
 def test_sharding_names_setter():
@@ -159,17 +201,22 @@ def test_get_metadata_exclude_required():
         required_metadata = frozenset({"name"})
 
     v = Named(jnp.ones(1), name="n", other=1)
-    assert v.get_metadata(exclude_required=True) == {"other": 1}
-    assert v.get_metadata() == {"name": "n", "other": 1}
+    assert v.get_metadata(exclude_required=True) == DEFAULT_METADATA | {"other": 1}
+    assert v.get_metadata() == DEFAULT_METADATA | {"name": "n", "other": 1}
 
 
 def test_set_metadata_forms():
     p = nnx.Param(jnp.ones(1), a=1)
     p.set_metadata("b", 2)
     p.set_metadata(c=3, sharding=("x",))
-    assert p.get_metadata() == {"a": 1, "b": 2, "c": 3, "out_sharding": ("x",)}
+    assert p.get_metadata() == DEFAULT_METADATA | {
+        "a": 1,
+        "b": 2,
+        "c": 3,
+        "out_sharding": ("x",),
+    }
     p.set_metadata({"only": True})  # a mapping replaces everything
-    assert p.get_metadata() == {"only": True}
+    assert p.get_metadata() == DEFAULT_METADATA | {"only": True}
     with pytest.raises(TypeError, match="3 positional"):
         p.set_metadata("a", 1, 2)
 
@@ -190,7 +237,7 @@ def test_setattr_and_delattr_are_metadata():
     p.tag = "x"
     assert p.get_metadata("tag") == "x"
     del p.tag
-    assert p.get_metadata() == {}
+    assert p.get_metadata() == DEFAULT_METADATA | {}
 
 
 def test_missing_attribute_error_mentions_value_type():
@@ -216,7 +263,7 @@ def test_metadata_property_is_a_copy():
 
 def test_variable_metadata_wrapper():
     p = nnx.Param(nnx.VariableMetadata(jnp.ones(2), metadata={"tag": "w"}, extra=1))
-    assert p.get_metadata() == {"tag": "w", "extra": 1}
+    assert p.get_metadata() == DEFAULT_METADATA | {"tag": "w", "extra": 1}
     assert isinstance(p.value, jax.Array)
     assert "VariableMetadata(" in repr(nnx.VariableMetadata(jnp.ones(1), {"a": 1}))
 
@@ -225,7 +272,7 @@ def test_variable_from_variable_copies_metadata():
     src = nnx.BatchStat(jnp.ones(2), tag="s")
     dst = nnx.Param(src, extra=1)
     assert type(dst) is nnx.Param
-    assert dst.get_metadata() == {"tag": "s", "extra": 1}
+    assert dst.get_metadata() == DEFAULT_METADATA | {"tag": "s", "extra": 1}
 
 
 def test_with_metadata_initializer():
@@ -344,7 +391,7 @@ def test_copy_from_and_update_from_state():
     assert a.tag == "b"
     c = nnx.Param(jnp.full(2, 5.0))
     a.update_from_state(c)
-    assert a.get_metadata() == {} and float(a.value[0]) == 5.0
+    assert a.get_metadata() == DEFAULT_METADATA | {} and float(a.value[0]) == 5.0
 
 
 def test_from_metadata_and_create_value():
@@ -398,7 +445,7 @@ def test_pickle_round_trip_keeps_type_value_and_metadata():
     c = Counter(jnp.arange(3), tag="c", names=["x"])
     c2 = pickle.loads(pickle.dumps(c))
     assert type(c2) is Counter
-    assert c2.get_metadata() == {"tag": "c", "names": ["x"]}
+    assert c2.get_metadata() == DEFAULT_METADATA | {"tag": "c", "names": ["x"]}
     np.testing.assert_array_equal(c2.value, [0, 1, 2])
     c2.value = jnp.zeros(3, jnp.int32)  # mutable after unpickling
     shared = pickle.loads(pickle.dumps([c, c]))
@@ -420,7 +467,7 @@ def test_tree_map_keeps_type_and_metadata_for_user_subclass():
     c = Counter(jnp.array(1), names=["unhashable"])
     d = jax.tree.map(lambda x: x + 1, c)
     assert type(d) is Counter and d is not c
-    assert d.get_metadata() == {"names": ["unhashable"]}
+    assert d.get_metadata() == DEFAULT_METADATA | {"names": ["unhashable"]}
     assert int(d.value) == 2 and int(c.value) == 1
     # treedefs with equal unhashable metadata compare equal
     assert jax.tree.structure(c) == jax.tree.structure(d)

@@ -91,7 +91,7 @@ def test_transformer_demo_trains_and_samples(tmp_path, capsys):
     assert _is_png(result.plot_path)
 
     out = capsys.readouterr().out
-    assert "CharTransformer" in out and "blocks[0]" in out and "blocks[1]" not in out
+    assert "CharTransformer" in out and "blocks/0" in out and "blocks/1" not in out
     assert "held-out loss" in out
     for sample in result.samples:
         assert sample.splitlines()[-1] in out  # the samples are printed

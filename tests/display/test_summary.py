@@ -76,55 +76,127 @@ def test_traces_the_model_once_and_leaves_it_untouched(net):
     assert "Net Summary" in text
 
 
-def test_rows_paths_types_outputs_and_width(net):
-    text = ramie.tabulate(net, jnp.ones((4, 6)))
-    lines = text.splitlines()
-    assert max(len(line) for line in lines) <= 80, text
+WIDE = {"width": 10_000}
+
+
+def _table(net, *args, **kwargs):
+    kwargs.setdefault("console_kwargs", WIDE)
+    return ramie.tabulate(net, *args, **kwargs)
+
+
+def test_rows_paths_types_inputs_and_outputs(net):
+    lines = _table(net, jnp.ones((4, 6))).splitlines()
     body = "\n".join(lines)
-    for path, typ, out in [
-        ("block1", "Block", "f32[4,8]"),
-        ("block1.linear", "Linear", "f32[4,8]"),
-        ("block2.bn", "BatchNorm", "f32[4,3]"),
-        ("block2.dropout", "Dropout", "f32[4,3]"),
+    header = ln_cells(next(ln for ln in lines if "path" in ln).replace("┃", "│"))
+    assert header == ["path", "type", "inputs", "outputs", "BatchStat", "Param",
+                      "RngState", "Variable"]  # fmt: skip
+    for path, typ, inp, out in [
+        ("block1", "Block", "float32[4,6]", "float32[4,8]"),
+        ("block1/linear", "Linear", "float32[4,6]", "float32[4,8]"),
+        ("block2/bn", "BatchNorm", "float32[4,3]", "float32[4,3]"),
+        ("block2/dropout", "Dropout", "float32[4,3]", "float32[4,3]"),
     ]:
-        assert any(path in ln and typ in ln and out in ln for ln in lines), (path, body)
-    root = next(
-        ln for ln in lines if ln.count("│") > 2 and ln.split("│")[2].strip() == "Net"
-    )
-    assert ln_cells(root)[:3] == ["", "Net", "f32[4,3]"]
+        row = next(ln for ln in lines if ln_cells(ln)[:1] == [path])
+        assert ln_cells(row)[:4] == [path, typ, inp, out], body
+    root = next(ln for ln in lines if ln_cells(ln)[1:2] == ["Net"])
+    assert ln_cells(root)[:4] == ["", "Net", "float32[4,6]", "float32[4,3]"]
     # pre-order: parents before their children
-    assert body.index("block1 ") < body.index("block1.linear") < body.index("block2 ")
+    assert body.index("block1 ") < body.index("block1/linear") < body.index("block2 ")
 
 
-def test_parameter_totals_match_the_state(net):
-    n_params = sum(x.size for x in jax.tree.leaves(ramie.state(net, ramie.Param)))
-    text = ramie.tabulate(net, jnp.ones((4, 6)))
-    assert f"Total: {n_params:,} trainable params" in text
-    total_row = next(ln for ln in text.splitlines() if "Total │" in ln)
-    assert f"{n_params:,} (" in total_row
+def test_each_variable_type_has_a_column_with_own_variables_and_totals(net):
+    lines = _table(net, jnp.ones((4, 6))).splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln_cells(ln)[:1] == ["block1/bn"])
+    cells = [ln_cells(ln) for ln in lines[start : start + 4]]
+    # BatchNorm(8): scale/bias Params and mean/var BatchStats, listed then counted
+    assert [c[4] for c in cells] == ["mean: float32[8]", "var: float32[8]", "",
+                                     "16 (64 B)"]  # fmt: skip
+    assert [c[5] for c in cells] == ["bias: float32[8]", "scale: float32[8]", "",
+                                     "16 (64 B)"]  # fmt: skip
+    dropout = ln_cells(next(ln for ln in lines if "block1/dropout" in ln))
+    assert dropout[5] == "" and dropout[6] == "2 (12 B)"  # RNG state, no Params
 
 
-def test_non_trainable_state_is_not_counted_as_parameters(net):
-    text = ramie.tabulate(net, jnp.ones((4, 6)))
-    lines = text.splitlines()
-    bn_row = next(ln for ln in lines if "block1.bn" in ln)
-    # BatchNorm(8): 16 Params (scale, bias) and 16 BatchStats (mean, var)
-    assert "16 (64 B)" in bn_row and "16 BatchStat" in bn_row
-    dropout_row = next(ln for ln in lines if "block1.dropout" in ln)
-    assert "2 RngState" in dropout_row
-    assert "(" not in dropout_row.split("│")[4]  # no Param count for Dropout
-    other = sum(
-        x.size for x in jax.tree.leaves(ramie.state(net, ramie.Not(ramie.Param)))
+def test_totals_match_the_state_per_type(net):
+    text = _table(net, jnp.ones((4, 6)))
+    total = ln_cells(next(ln for ln in text.splitlines() if "Total │" in ln))
+    for col, filt in [(5, ramie.Param), (4, ramie.BatchStat)]:
+        n = sum(x.size for x in jax.tree.leaves(ramie.state(net, filt)))
+        assert total[col].startswith(f"{n:,} (")
+    n_all = sum(
+        np.size(v.value)
+        for v in jax.tree.leaves(
+            ramie.state(net), is_leaf=lambda x: isinstance(x, ramie.Variable)
+        )
     )
-    assert f"non-trainable: {other:,} (" in text
+    assert f"Total Parameters: {n_all:,} (" in text
+
+
+def test_custom_variable_types_and_metadata_are_shown():
+    class Stat(ramie.Variable):
+        pass
+
+    class Custom(ramie.Module):
+        def __init__(self):
+            self.s = Stat(jnp.ones(3))
+            self.w = ramie.Param(jnp.ones((2, 2)), note=object.__new__(Marker))
+
+        def __call__(self, x):
+            return x @ self.w[...]
+
+    lines = _table(Custom(), jnp.ones((1, 2))).splitlines()
+    header = ln_cells(next(ln for ln in lines if "path" in ln).replace("┃", "│"))
+    assert header[4:] == ["Param", "Stat"]
+    text = "\n".join(lines)
+    assert "note: <marker>" in text and "value: float32[2,2]" in text
+    assert "s: float32[3]" in text
+
+
+class Marker:
+    def __repr__(self):
+        return "<marker>"
+
+
+@pytest.mark.parametrize(
+    "call, expected",
+    [
+        (lambda m, x: m.sub({}, x), "- {}"),
+        (lambda m, x: m.sub(x, {}), "- {}"),
+        (lambda m, x: m.sub(x, foo=None), "foo: None"),
+    ],
+)
+def test_inputs_show_empty_containers_and_keywords(call, expected):
+    class M(ramie.Module):
+        def sub(self, a, b=None, *, foo=1):
+            return a
+
+        def __call__(self, x):
+            return call(self, x)
+
+    text = _table(M(), jnp.ones((1, 2)), depth=1)
+    assert expected in text and "float32[1,2]" in text
+
+
+def test_a_forwarding_call_is_one_row_with_its_flops():
+    class Fwd(ramie.Module):
+        def g(self, x):
+            return x**2
+
+        def __call__(self, x):
+            return self.g(x)
+
+    lines = ramie.tabulate(Fwd(), jnp.ones(4), compute_flops=True).splitlines()
+    rows = [ln_cells(ln) for ln in lines if ln_cells(ln)[1:2] == ["Fwd"]]
+    assert [r[0] for r in rows] == ["g"] and rows[0][4] == "4"
 
 
 def test_depth_method_kwargs_and_abstract_inputs(net):
     x = jax.ShapeDtypeStruct((2, 6), jnp.float32)
-    shallow = ramie.tabulate(net, x, depth=1, scale=2.0)
-    assert "block1.linear" not in shallow and "block1 " in shallow
-    feats = ramie.tabulate(net, x, method="features")
-    assert "features()" in feats and "f32[2,8]" in feats
+    shallow = _table(net, x, depth=1, scale=2.0)
+    assert "block1/linear" not in shallow and "block1 " in shallow
+    assert "scale: 2.0" in shallow
+    feats = _table(net, x, method="features")
+    assert "features" in feats and "float32[2,8]" in feats
     assert "block2" not in feats
 
 
@@ -146,6 +218,7 @@ def test_compute_flops_adds_columns(net):
     header = next(ln for ln in text.splitlines() if "path" in ln)
     assert "flops" in header and "vjp_flops" in header
     row = next(ln for ln in text.splitlines() if "block1 " in ln)
+    assert "vjp_flops" in header
     assert any(
         c.strip().replace(",", "").isdigit() and int(c.strip().replace(",", "")) > 0
         for c in row.split("│")
@@ -190,7 +263,7 @@ def test_missing_method_error():
 def test_summary_prints(capsys):
     ramie.summary(ramie.Linear(3, 2, rngs=ramie.Rngs(0)), jnp.ones((5, 3)))
     out = capsys.readouterr().out
-    assert "Linear Summary" in out and "8 (32 B)" in out
+    assert "Linear Summary" in out and "8 (32 B)" in out and "Total Parameters" in out
 
 
 def test_call_info_row_filter_compat():

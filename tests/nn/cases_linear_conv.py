@@ -26,6 +26,7 @@ BF16 = {"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16}
 
 def wave(key, shape, dtype=jnp.float32):
     """A non-zero initializer that depends on ``key`` and needs no compilation."""
+    shape = (shape,) if isinstance(shape, int) else shape
     phase = float(np.asarray(jax.random.key_data(key), np.float64).sum())
     values = 0.5 * np.sin(np.arange(math.prod(shape)) * 1.37 + phase)
     return jnp.asarray(values.reshape(shape), dtype)

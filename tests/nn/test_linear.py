@@ -151,6 +151,7 @@ def test_einsum_matches_jnp_einsum_and_broadcasts_bias():
         ("nta,n...a->nt...", (2, 5, 6, 3), (2, 5, 6), (2, 4, 3)),
         ("...ta,...ab->...tb", (5, 1, 3, 4), (5, 1, 4), (2, 6, 3)),
         ("bi,bio->bo", (2, 3, 4), (2, 4), (2, 3)),
+        ("ik,kj->ij", (5, 4), 4, (3, 5)),  # an int bias shape
     ],
 )
 def test_einsum_bias_broadcast_matches_flax(eq, kernel_shape, bias_shape, x_shape):

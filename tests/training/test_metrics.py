@@ -61,7 +61,7 @@ def test_average_errors_name_the_argument_and_fix():
         TypeError, match=r"(?s)'values'.*\['loss'\].*metric.update\(values="
     ):
         rm.Average().update(loss=jnp.ones(2))
-    with pytest.raises(ValueError, match="mask needs an array"):
+    with pytest.raises(ValueError, match="with a mask it should be a jax array"):
         rm.Average().update(values=1.0, mask=jnp.ones(()))
 
 
@@ -98,12 +98,13 @@ def test_accuracy_accepts_int_threshold_and_bool_labels():
         (
             lambda: rm.Accuracy(),
             dict(logits=jnp.ones((4, 3)), labels=jnp.ones((4, 3), jnp.int32)),
-            r"(?s)one more axis.*\(4, 3\).*labels.argmax",
+            r"(?s)For multi-class classification.*one more axis.*\(4, 3\)"
+            r".*labels.argmax",
         ),
         (
             lambda: rm.Accuracy(threshold=0.5),
             dict(logits=jnp.ones((4, 2)), labels=jnp.ones(4, jnp.int32)),
-            r"same rank",
+            r"For binary classification, logits and labels need the same rank",
         ),
         (
             lambda: rm.Accuracy(),

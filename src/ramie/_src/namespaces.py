@@ -25,7 +25,7 @@ def _namespace(name: str, doc: str, members: dict[str, Any]) -> types.ModuleType
 def _build() -> dict[str, types.ModuleType]:
     from ramie._src.core import data as d
     from ramie._src.core import filters as f
-    from ramie._src.core import modes, rng_ops, rngs
+    from ramie._src.core import modes, paths, rng_ops, rngs
     from ramie._src.core import state as st
     from ramie._src.core import traversals as tv
     from ramie._src.core import variables as v
@@ -57,7 +57,8 @@ def _build() -> dict[str, types.ModuleType]:
         iter_modules=g.iter_modules, find_duplicates=g.find_duplicates,
         recursive_map=g.recursive_map, map=g.map, set_metadata=g.set_metadata,
         call=g.call, unpack=g.unpack, flatten=g.flatten_graph,
-        unflatten=g.unflatten_graph, GraphDef=GraphDef,
+        unflatten=g.unflatten_graph, GraphDef=GraphDef, Key=paths.Key,
+        PathParts=paths.PathParts,
         GraphState=st.GraphState, PureState=g.PureState, ApplyCaller=g.ApplyCaller,
         SplitContext=ctx.SplitContext, MergeContext=ctx.MergeContext,
         UpdateContext=ctx.UpdateContext,

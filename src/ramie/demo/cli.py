@@ -218,7 +218,7 @@ def _run_transformer(
         f"vocabulary of {len(data.VOCAB)}, windows of {model.max_len}"
     )
     example = jax.ShapeDtypeStruct((8, model.max_len), jnp.int32)
-    echo(model_summary(model, example, depth=2, width=100))
+    echo(model_summary(model, example, depth=2))
     history = transformer.train(
         model,
         tokens,

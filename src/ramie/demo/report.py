@@ -86,9 +86,9 @@ def count_params(model: Any) -> tuple[int, int]:
 
 
 def model_summary(
-    model: Any, *inputs: Any, depth: int | None = None, width: int = 80
+    model: Any, *inputs: Any, depth: int | None = None, width: int = 120
 ) -> str:
-    """``ramie.tabulate`` of ``model`` on ``inputs``, or a one-line count.
+    """``ramie.tabulate`` of ``model`` on ``inputs`` and a one-line count.
 
     Args:
         model: The model.
@@ -97,18 +97,20 @@ def model_summary(
         width: Width of the table in characters.
 
     Returns:
-        The table; without ``rich`` installed, the parameter count.
+        The table then the parameter count; without ``rich``, the count.
     """
     import ramie
 
+    params, other = count_params(model)
+    name = type(model).__name__
+    count = f"{name}: {params:,} trainable params, {other:,} other state values"
     try:
-        return ramie.tabulate(
+        table = ramie.tabulate(
             model, *inputs, depth=depth, console_kwargs={"width": width}
         )
     except ImportError:
-        params, other = count_params(model)
-        name = type(model).__name__
-        return f"{name}: {params:,} trainable parameters, {other:,} other values"
+        return count
+    return f"{table}\n{count}"
 
 
 def format_seconds(seconds: float) -> str:

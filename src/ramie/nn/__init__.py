@@ -63,4 +63,11 @@ from ramie._src.nn.rnn import Bidirectional as Bidirectional
 from ramie._src.nn.stochastic import Dropout as Dropout
 from ramie._src.nn.weight_norms import SpectralNorm as SpectralNorm
 from ramie._src.nn.weight_norms import WeightNorm as WeightNorm
+from ramie.nn import activations as activations
+from ramie.nn import attention as attention
+from ramie.nn import dtypes as dtypes
 from ramie.nn import linear as linear
+from ramie.nn import lora as lora
+from ramie.nn import normalization as normalization
+from ramie.nn import recurrent as recurrent
+from ramie.nn import stochastic as stochastic

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ramie as nnx
+from ramie._src.core.variables import DEFAULT_METADATA
 from ramie.errors import (
     FilterError,
     GraphStructureError,
@@ -128,6 +129,7 @@ def test_merge_from_pure_dict_recreates_types_and_metadata():
     assert type(new.w) is nnx.Param and new.w.get_metadata() == {
         "tag": "w",
         "out_sharding": ("a",),
+        **DEFAULT_METADATA,
     }
     assert type(new.c) is Counter and int(new.c.value) == 3
 

@@ -22,8 +22,10 @@ from typing import Any
 
 from ramie._src.core import links
 from ramie._src.core.data import Marked
+from ramie._src.core.graph.registry import ARRAY, kind_of
 from ramie._src.core.module import Module
-from ramie._src.core.pytree import _SLOT_SET, bump
+from ramie._src.core.pytree import _SLOT_SET, bump, set_variable
+from ramie._src.core.variables import Variable
 
 
 class List(Module, MutableSequence):
@@ -75,11 +77,21 @@ class List(Module, MutableSequence):
         return self._list[index]
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        self._list[index] = value
+        if isinstance(index, slice):
+            self._list[index] = [self._unmark(None, v) for v in value]
+            self._marks().clear()  # positions moved: slices keep no marks
+        else:
+            i = range(len(self._list))[index]
+            self._list[index] = self._unmark(i, value)
         self._changed()
 
     def __delitem__(self, index: Any) -> None:
+        n = len(self._list)
         del self._list[index]
+        if isinstance(index, slice):
+            self._marks().clear()
+        else:
+            self._shift(range(n)[index], -1)
         self._changed()
 
     def __len__(self) -> int:
@@ -89,8 +101,41 @@ class List(Module, MutableSequence):
         return iter(self._list)
 
     def insert(self, index: int, value: Any) -> None:
-        self._list.insert(index, value)
+        n = len(self._list)
+        i = min(max(index + n if index < 0 else index, 0), n)
+        self._shift(i, +1)
+        self._list.insert(index, self._unmark(i, value))
         self._changed()
+
+    # ``ramie.data(x)``/``ramie.static(x)`` items: marks by position, as for
+    # attributes (see ``data.py``), so ``jax.tree`` treats them accordingly.
+    def _marks(self) -> dict[Any, bool]:
+        marks = getattr(self, "_ramie_marks", None)
+        if marks is None:
+            marks = {}
+            object.__setattr__(self, "_ramie_marks", marks)
+        return marks
+
+    def _unmark(self, i: int | None, value: Any) -> Any:
+        if type(value) is Marked:
+            if i is not None:
+                self._marks()[i] = value.is_data
+            return value.value
+        if i is not None and getattr(self, "_ramie_marks", None):
+            self._marks().pop(i, None)
+        return value
+
+    def _shift(self, at: int, by: int) -> None:
+        """Renumber marks after inserting (``by=1``) or deleting (-1) at ``at``."""
+        marks = getattr(self, "_ramie_marks", None)
+        if marks:
+            moved = {
+                (k + by if k > at or (by > 0 and k == at) else k): v
+                for k, v in marks.items()
+                if not (by < 0 and k == at)
+            }
+            marks.clear()
+            marks.update(moved)
 
     def _changed(self) -> None:
         bump(self)
@@ -154,6 +199,14 @@ class Dict(Module, MutableMapping):
         if type(value) is Marked:  # Dict keys are classified by value
             value = value.value
         m = self._map
+        old = m.get(key)
+        if (
+            isinstance(old, Variable)
+            and not isinstance(value, Variable)
+            and (kind_of(value) is ARRAY or isinstance(value, (int, float, bool)))
+        ):
+            set_variable(self, key, old, value)  # as for module attributes
+            return
         if m.get(key, _NOTSET) is value:
             return
         m[key] = value
@@ -207,7 +260,9 @@ _NOTSET = object()
 class Sequential(Module):
     """Apply callables in order: the output of one is the input of the next.
 
-    A tuple output is unpacked into the next call's positional arguments.
+    A tuple output is unpacked into the next call's positional arguments. An
+    empty Sequential is the identity: it returns its one argument, the tuple
+    of several, the keyword arguments (a dict) or None.
 
     Example:
         >>> import jax, jax.numpy as jnp, ramie
@@ -231,8 +286,10 @@ class Sequential(Module):
         self.layers = List(fns)
 
     def __call__(self, *args: Any, rngs: Any = None, **kwargs: Any) -> Any:
-        if not self.layers:
-            raise ValueError("ramie.Sequential(): cannot call an empty Sequential")
+        if not self.layers:  # the identity, as in Flax
+            if args:
+                return args[0] if len(args) == 1 else args
+            return kwargs or None
         out: Any = args
         for i, f in enumerate(self.layers):
             call_args = out if isinstance(out, tuple) else (out,)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-PathParts = tuple[Hashable, ...]
+# One step of a path (an attribute name, index or dict key), and a whole path.
+Key = Hashable
+PathParts = tuple[Key, ...]
 
 
 def _is_identifier(key: str) -> bool:

@@ -110,7 +110,7 @@ class Pytree:
             and (kind_of(value) is ARRAY or isinstance(value, _SCALAR_CLASSES))
         ):
             # `self.count = self.count + 1`: keep the Variable, update its value.
-            old.set_value(value)
+            set_variable(self, name, old, value)
             return
         d[name] = value
         _VER_SET(self, version_of(self) + 1)
@@ -177,6 +177,13 @@ class Pytree:
     def _graph_del(self, key: Hashable) -> None:
         delattr(self, key)  # type: ignore[arg-type]
 
+    @property
+    def _pytree__state(self) -> Any:
+        """Flax's name for an object's bookkeeping; ramie's is its version."""
+        import types
+
+        return types.SimpleNamespace(version=version_of(self))
+
     # --------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -224,6 +231,20 @@ def bump(obj: Pytree) -> None:
     """Record a structural change made without ``__setattr__``."""
     _VER_SET(obj, version_of(obj) + 1)
     EPOCH.value += 1
+
+
+def set_variable(owner: Pytree, name: Any, var: Variable, value: Any) -> None:
+    """``var.set_value(value)`` for ``owner.<name> = value``, naming the owner
+    in the error when the Variable belongs to another trace."""
+    from ramie.errors import TraceContextError, flax_compatible
+
+    try:
+        var.set_value(value)
+    except TraceContextError as e:
+        raise flax_compatible(TraceContextError)(
+            f"Cannot mutate {type(owner).__name__!r} from different trace level "
+            f"(setting {name!r}). {e.args[0]}"
+        ) from None
 
 
 # --------------------------------------------------------- data/static marks

@@ -15,7 +15,7 @@ transforms like any other state, and every stream carries its name as the
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -156,6 +156,7 @@ class RngStream(Pytree):
                 "      @ramie.vmap(in_axes=(0,))\n"
                 "      def create(rngs): ..."
             )
+        self.count._check_mutable()  # before touching a key from another trace
         new_key, new_count = _next_key(key, self.count._raw)
         self.count.set_value(new_count)
         return new_key
@@ -223,7 +224,8 @@ class Rngs(Pytree):
         if isinstance(default, RngStream):
             return default
         raise RngStreamNotFoundError(
-            f"Rngs has no stream {name!r} and no 'default' stream to fall back to; "
+            f"No RngStream named {name!r} in Rngs, and no 'default' stream to fall "
+            "back to; "
             f"streams: {sorted(self._names())}.\n"
             f"  Create it: ramie.Rngs({name}=0, ...) or give a default: ramie.Rngs(0)"
         )
@@ -256,15 +258,79 @@ class Rngs(Pytree):
         return [(k, self.__dict__[k]) for k in self._names()]
 
     def fork(self, *, split: Any = None) -> Rngs:
-        """New independent streams (optionally split); this Rngs advances by one."""
-        return Rngs(**{name: s.fork(split=split) for name, s in self.items()})
+        """New independent streams (optionally split); this Rngs advances by one.
 
-    def split(self, k: int | tuple[int, ...]) -> Rngs:
-        """New Rngs whose every stream is split into shape ``k``."""
-        return self.fork(split=k)
+        ``split`` is a shape for every stream, or a mapping from filters
+        (stream names, ``...``) to shapes or None (forked, not split).
+        """
+        if not isinstance(split, Mapping):
+            return Rngs(**{name: s.fork(split=split) for name, s in self.items()})
+        return Rngs(
+            **{
+                name: s.fork(split=shape)
+                for name, s, shape in self._per_stream(split, "fork")
+            }
+        )
 
-    def broadcast(self, k: int | tuple[int, ...]) -> Rngs:
-        return Rngs(**{name: s.broadcast(k) for name, s in self.items()})
+    def split(self, k: Any) -> Rngs:
+        """New Rngs whose streams are split into shape ``k`` (for vmap/scan).
+
+        ``k`` is a shape, or a mapping from filters to shapes or None (that
+        stream is kept as it is).
+        """
+        if not isinstance(k, Mapping):
+            return self.fork(split=k)
+        return Rngs(
+            **{
+                name: s if shape is None else s.fork(split=shape)
+                for name, s, shape in self._per_stream(k, "split")
+            }
+        )
+
+    def broadcast(self, k: Any) -> Rngs:
+        """New Rngs whose streams hold one fresh key repeated to shape ``k``.
+
+        ``k`` is a shape, or a mapping from filters (stream names, ``...``) to
+        shapes or None (that stream is kept as it is).
+
+        Example:
+            >>> import ramie
+            >>> rngs = ramie.Rngs(params=0, dropout=1)
+            >>> out = rngs.broadcast({"params": 4, ...: None})
+            >>> out.params.key.shape, out.dropout.key.shape
+            ((4,), ())
+        """
+        if not isinstance(k, Mapping):
+            k = {...: k}
+        return Rngs(
+            **{
+                name: s if shape is None else s.broadcast(shape)
+                for name, s, shape in self._per_stream(k, "broadcast")
+            }
+        )
+
+    def _per_stream(
+        self, shapes: Mapping[Any, Any], api: str
+    ) -> list[tuple[str, RngStream, Any]]:
+        """``(name, stream, shape)``: the first filter matching each stream wins."""
+        from ramie._src.core.filters import to_predicate
+
+        rules = []
+        for f, shape in shapes.items():
+            if isinstance(f, str):
+                rules.append((lambda n, s, f=f: n == f or s.tag == f, shape))
+            else:
+                pred = to_predicate(f)
+                rules.append((lambda n, s, p=pred: p((n,), s), shape))
+        out = []
+        for name, stream in self.items():
+            for match, shape in rules:
+                if match(name, stream):
+                    out.append((name, stream, shape))
+                    break
+            else:
+                out.append((name, stream, None))
+        return out
 
 
 _add_methods(Rngs)

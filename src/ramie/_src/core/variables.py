@@ -44,7 +44,7 @@ from ramie._src.core.variable_modes import (
     write_ref,
 )
 from ramie._src.display.arrays import array_repr
-from ramie.errors import LostStateWarning, TraceContextError
+from ramie.errors import LostStateWarning, TraceContextError, flax_compatible
 
 A = TypeVar("A")
 
@@ -132,6 +132,13 @@ class VariableMetadata(Generic[A]):
         return f"VariableMetadata({array_repr(self.raw_value)}, {self.metadata!r})"
 
 
+# Metadata every Variable reports (as Flax does) without storing it.
+DEFAULT_METADATA: dict[str, Any] = {
+    "hijax": False,
+    "ref": False,
+    "eager_sharding": True,
+}
+
 _SLOTS = ("_store", "_meta", "_trace", "_link", "_watch")
 _OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__", "_raw"}
 
@@ -186,6 +193,7 @@ class Variable(Generic[A]):
     """
 
     __slots__ = (*_SLOTS, "__weakref__")
+    _ramie_hooks: tuple[bool, bool] = (False, False)  # get_value/set_value overridden
     required_metadata: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
@@ -262,7 +270,7 @@ class Variable(Generic[A]):
     @property
     def value(self) -> A:
         """The held value (read and write). ``v.value`` is never deprecated."""
-        return self._raw
+        return self.get_value() if self._ramie_hooks[0] else self._raw
 
     @value.setter
     def value(self, value: A) -> None:
@@ -324,9 +332,10 @@ class Variable(Generic[A]):
             _arm_watch(self, watch, trace)
 
     def __getitem__(self, index: Any) -> Any:
-        if index is Ellipsis and not hasattr(self._raw, "shape"):
-            return self._raw
-        return self._raw[index]  # type: ignore[index]
+        raw = self.get_value() if self._ramie_hooks[0] else self._raw
+        if index is Ellipsis and not hasattr(raw, "shape"):
+            return raw
+        return raw[index]  # type: ignore[index]
 
     def __setitem__(self, index: Any, value: Any) -> None:
         value = _unwrap(value)
@@ -340,6 +349,9 @@ class Variable(Generic[A]):
                 new = jnp.asarray(value, dtype)
         else:
             new = _set_at(old, index, value)
+        if self._ramie_hooks[1]:  # a subclass transforms values on the way in
+            self.set_value(new)
+            return
         s = _get_raw(self)
         if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
             write_ref(self, s, new)
@@ -364,6 +376,9 @@ class Variable(Generic[A]):
     ) -> Any:
         """All metadata as a dict, or one entry by name.
 
+        Entries never set read as Flax's defaults (:data:`DEFAULT_METADATA`:
+        ``hijax=False``, ``ref=False``, ``eager_sharding=True``).
+
         Example:
             >>> import jax.numpy as jnp, ramie
             >>> p = ramie.Param(jnp.ones(2), sharding=("model",))
@@ -371,7 +386,7 @@ class Variable(Generic[A]):
             (('model',), ('model',))
         """
         if name is None:
-            meta = dict(self._meta)
+            meta = {**DEFAULT_METADATA, **self._meta}
             if exclude_required:
                 for k in self.required_metadata:
                     meta.pop(k, None)
@@ -379,6 +394,8 @@ class Variable(Generic[A]):
         name = canonical_metadata_name(name)
         if name in self._meta:
             return self._meta[name]
+        if name in DEFAULT_METADATA:
+            return DEFAULT_METADATA[name]
         if default is MISSING:
             raise KeyError(
                 f"{type(self).__name__}.get_metadata({name!r}): no such metadata; "
@@ -614,6 +631,12 @@ class Variable(Generic[A]):
     # ------------------------------------------------------ subclassing
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Subclasses overriding get_value/set_value see v[...] and .value go
+        # through them; plain ones keep the direct slot access.
+        cls._ramie_hooks = (
+            cls.get_value is not Variable.get_value,
+            cls.set_value is not Variable.set_value,
+        )
         _register_variable_pytree(cls)
 
 
@@ -733,8 +756,9 @@ def _outer_trace_error(var: Variable, trace: Any) -> TraceContextError:
     where = links.describe(var)
     created = describe_trace(var._trace)
     now = describe_trace(trace)
-    return TraceContextError(
-        f"Cannot change {where}: it was created under {created} and is being "
+    return flax_compatible(TraceContextError)(
+        f"Cannot mutate {type(var).__name__} from a different trace level: "
+        f"{where} was created under {created} and is being "
         f"changed inside {now}.\n"
         "  A JAX transform traces a pure function; a value assigned to a Variable "
         "from outside the transform would be a tracer that escapes it.\n"

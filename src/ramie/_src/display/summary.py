@@ -7,10 +7,14 @@ touched (the trace runs on a merged copy). While that single trace runs, the
 temporarily wrapped to record which sub-module was called, in which order, and
 the shapes it returned; the originals are restored afterwards, even on error.
 
-Each row shows the module's path, type, output shapes (``f32[32,10]``), its
-trainable parameters (``Param`` and subclasses) and, separately, its other
-state (``BatchStat``, RNG state, caches...), counted once per shared Variable.
-The table is rendered with rich and fits in 80 columns by default.
+The layout follows Flax's: each row shows the path (``block1/linear``, or
+``block1/forward`` for a method other than ``__call__``), the type, the inputs
+and outputs (``float32[32,10]``), then one column per Variable type found in
+the model (``BatchStat``, ``Param``, ``RngState``, user types): the module's
+own Variables of that type and the total of its subtree, counted once per
+shared Variable. Every public method and ``__call__`` is recorded; a call
+with the same module and inputs as one inside it (``__call__`` forwarding to
+``g``) is shown once.
 """
 
 from __future__ import annotations
@@ -29,13 +33,9 @@ import jax
 
 from ramie._src.core.graph import api
 from ramie._src.core.graph.registry import OBJECT, kind_of
-from ramie._src.core.paths import format_path
-from ramie._src.core.variables import Param
-from ramie._src.display.arrays import shape_str
 from ramie._src.display.sizes import format_size, group_type, size_and_bytes
 
 _tls = threading.local()
-WIDTH = 80
 
 
 @dataclasses.dataclass
@@ -82,24 +82,49 @@ def filter_rng_streams(row: CallInfo) -> bool:
 def _leaf_text(x: Any) -> str:
     if isinstance(x, str):
         return x
-    s = shape_str(x)
-    if s is not None:
-        return s
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        try:
+            dtype = str(jax.numpy.dtype(x.dtype))
+        except TypeError:  # PRNG keys and other extended dtypes
+            dtype = str(x.dtype)
+        return f"{dtype}[{','.join(map(str, x.shape))}]"
     if kind_of(x) is OBJECT:
         return f"{type(x).__name__}(...)"
-    return " ".join(repr(x).split())[:40]
+    return " ".join(repr(x).split())[:60]
+
+
+def _text(x: Any, indent: str = "") -> str:
+    """YAML-like text of a value: leaves as ``float32[2,3]``, ``- item`` lists."""
+    if isinstance(x, Mapping) and kind_of(x) is not OBJECT:
+        if not x:
+            return "{}"
+        lines = []
+        for k, v in x.items():
+            t = _text(v, indent + "  ")
+            if "\n" in t or t.startswith("- "):
+                lines.append(f"{indent}{k}:\n{t}")
+            else:
+                lines.append(f"{indent}{k}: {t}")
+        return "\n".join(lines)
+    if isinstance(x, (list, tuple)) and kind_of(x) is not OBJECT:
+        if not x:
+            return "[]" if isinstance(x, list) else "()"
+        return "\n".join(f"{indent}- " + _text(v, indent + "  ").lstrip() for v in x)
+    return _leaf_text(x)
+
+
+def _inputs_text(args: tuple, kwargs: dict) -> str:
+    parts = []
+    if args:
+        parts.append(_text(args[0] if len(args) == 1 and not kwargs else list(args)))
+    if kwargs:
+        parts.append(_text(kwargs))
+    return "\n".join(parts)
 
 
 def _tree_text(tree: Any) -> str:
-    """Shapes of a pytree, one leaf a line: ``f32[32,10]`` or ``[0]: f32[..]``."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(
-        tree, is_leaf=lambda x: kind_of(x) is OBJECT
-    )
-    if not flat:
-        return ""
-    if len(flat) == 1 and not flat[0][0]:
-        return _leaf_text(flat[0][1])
-    return "\n".join(f"{jax.tree_util.keystr(p)}: {_leaf_text(x)}" for p, x in flat)
+    """Text of an output: one leaf, or ``- leaf`` lines for a tuple/list."""
+    return _text(tree)
 
 
 class _Recorder:
@@ -142,7 +167,7 @@ def _wrap(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
                     id(self),
                     type(self),
                     row_path,
-                    _tree_text((args, kwargs) if kwargs else args),
+                    _inputs_text(args, kwargs),
                     jax.tree.map(
                         _leaf_text, out, is_leaf=lambda x: kind_of(x) is OBJECT
                     ),
@@ -246,7 +271,12 @@ def _trace(obj: Any, method: str, rec: _Recorder, args: tuple, kwargs: dict) -> 
         # the rows hold the outputs; returning nothing lets any output type through
         getattr(root, method)(*a, **k)
 
-    restore = _patch_classes(classes, tuple(dict.fromkeys(("__call__", method))))
+    from ramie._src.core.module import _recordable_methods
+
+    names = {"__call__", method}
+    for c in classes:
+        names.update(name for _, name, _ in _recordable_methods(c))
+    restore = _patch_classes(classes, tuple(sorted(names)))
     _tls.recorder = rec
     try:
         jax.eval_shape(pure, state)
@@ -257,35 +287,44 @@ def _trace(obj: Any, method: str, rec: _Recorder, args: tuple, kwargs: dict) -> 
 
 
 # --------------------------------------------------------------- the table
-def _stats(module: Any) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
-    """``(params, {other type name: (size, bytes)})`` of a module, shared once."""
+def _type_stats(module: Any) -> dict[type, tuple[int, int]]:
+    """``{Variable type: (size, bytes)}`` of a module's subtree, shared once."""
     from ramie._src.core.state import iter_flat
     from ramie._src.core.variables import Variable
 
-    params = (0, 0)
-    other: dict[str, tuple[int, int]] = {}
+    out: dict[type, tuple[int, int]] = {}
     for _, var in iter_flat(api.state(module)):
-        if not isinstance(var, Variable):
+        if isinstance(var, Variable):
+            s, b = size_and_bytes(var._raw)
+            t = group_type(var)
+            s0, b0 = out.get(t, (0, 0))
+            out[t] = (s0 + s, b0 + b)
+    return out
+
+
+def _own_variables(module: Any, var_type: type) -> str:
+    """``name: float32[3]`` lines for the module's own Variables of a type."""
+    from ramie._src.core.variables import DEFAULT_METADATA, Variable
+
+    lines = []
+    for name, var in module._graph_children():
+        if not isinstance(var, Variable) or group_type(var) is not var_type:
             continue
-        s, b = size_and_bytes(var._raw)
-        if isinstance(var, Param):
-            params = (params[0] + s, params[1] + b)
-        else:
-            name = group_type(var).__name__
-            s0, b0 = other.get(name, (0, 0))
-            other[name] = (s0 + s, b0 + b)
-    return params, dict(sorted(other.items()))
-
-
-def _other_text(other: Mapping[str, tuple[int, int]]) -> str:
-    return "\n".join(f"{s:,} {name}" for name, (s, _) in other.items())
-
-
-def _path_text(row: CallInfo, module_path: tuple) -> str:
-    text = format_path(module_path) if module_path else ""
-    if len(row.path) > len(module_path):
-        text = f"{text}.{row.path[-1]}()" if text else f"{row.path[-1]}()"
-    return text
+        value = _leaf_text(var._raw) if hasattr(var._raw, "shape") else ""
+        meta = {
+            k: v
+            for k, v in var.get_metadata().items()
+            if k not in type(var).required_metadata
+            and not (k in DEFAULT_METADATA and DEFAULT_METADATA[k] == v)
+        }
+        if meta:
+            lines.append(f"{name}:")
+            if value:
+                lines.append(f"  value: {value}")
+            lines += [f"  {k}: {' '.join(repr(v).split())}" for k, v in meta.items()]
+        elif value:
+            lines.append(f"{name}: {value}")
+    return "\n".join(lines)
 
 
 def tabulate(
@@ -316,8 +355,8 @@ def tabulate(
         row_filter: ``row_filter(CallInfo) -> bool``; default hides RNG streams.
         table_kwargs: Extra arguments of ``rich.table.Table``.
         column_kwargs: Extra arguments of ``Table.add_column``.
-        console_kwargs: Extra arguments of ``rich.console.Console`` (default
-            ``width=80`` and plain text without colour codes).
+        console_kwargs: Extra arguments of ``rich.console.Console`` (default:
+            as wide as the table needs, plain text without colour codes).
         compute_flops: Add a column of XLA's FLOP estimate per call; each call
             is then also lowered on its own.
         compute_vjp_flops: Add a column of backward-pass FLOP estimates.
@@ -338,20 +377,26 @@ def tabulate(
         ...     ramie.Linear(8, 2, rngs=ramie.Rngs(1)),
         ... )
         >>> print(ramie.tabulate(model, jnp.ones((16, 4))))
-                                Sequential Summary
-        ┏━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┓
-        ┃ path      ┃ type       ┃ outputs   ┃ Param      ┃ non-trainable ┃
-        ┡━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━┩
-        │           │ Sequential │ f32[16,2] │ 58 (232 B) │               │
-        ├───────────┼────────────┼───────────┼────────────┼───────────────┤
-        │ layers[0] │ Linear     │ f32[16,8] │ 40 (160 B) │               │
-        ├───────────┼────────────┼───────────┼────────────┼───────────────┤
-        │ layers[2] │ Linear     │ f32[16,2] │ 18 (72 B)  │               │
-        ├───────────┼────────────┼───────────┼────────────┼───────────────┤
-        │           │            │     Total │ 58 (232 B) │               │
-        └───────────┴────────────┴───────────┴────────────┴───────────────┘
+                                       Sequential Summary
+        ┏━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━┓
+        ┃ path     ┃ type       ┃ inputs        ┃ outputs       ┃ Param                ┃
+        ┡━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━┩
+        │          │ Sequential │ float32[16,4] │ float32[16,2] │ 58 (232 B)           │
+        ├──────────┼────────────┼───────────────┼───────────────┼──────────────────────┤
+        │ layers/0 │ Linear     │ float32[16,4] │ float32[16,8] │ bias: float32[8]     │
+        │          │            │               │               │ kernel: float32[4,8] │
+        │          │            │               │               │                      │
+        │          │            │               │               │ 40 (160 B)           │
+        ├──────────┼────────────┼───────────────┼───────────────┼──────────────────────┤
+        │ layers/2 │ Linear     │ float32[16,8] │ float32[16,2] │ bias: float32[2]     │
+        │          │            │               │               │ kernel: float32[8,2] │
+        │          │            │               │               │                      │
+        │          │            │               │               │ 18 (72 B)            │
+        ├──────────┼────────────┼───────────────┼───────────────┼──────────────────────┤
+        │          │            │               │         Total │ 58 (232 B)           │
+        └──────────┴────────────┴───────────────┴───────────────┴──────────────────────┘
         <BLANKLINE>
-                        Total: 58 trainable params (232 B)
+                                  Total Parameters: 58 (232 B)
     """
     try:
         import rich.console
@@ -376,20 +421,25 @@ def tabulate(
     rec = _Recorder(method, compute_flops, compute_vjp_flops)
     _trace(obj, method, rec, input_args, input_kwargs)
 
+    # A call with the same module and inputs as one it made (``__call__``
+    # forwarding to ``g``) is one row: the first to finish, the innermost.
     seen: set[tuple] = set()
-    rows: list[CallInfo] = []
-    for row in sorted(rec.rows, key=lambda r: r.call_order):
-        ident = (row.path, row.inputs_repr, _tree_text(row.outputs))
-        if ident in seen:
-            continue
-        seen.add(ident)
-        if depth is not None and len(row.path) > depth:
-            continue
-        if row_filter(row):
-            rows.append(row)
+    kept: list[CallInfo] = []
+    for row in rec.rows:
+        ident = (row.object_id, row.inputs_repr)
+        if ident not in seen:
+            seen.add(ident)
+            kept.append(row)
+    rows = [
+        row
+        for row in sorted(kept, key=lambda r: r.call_order)
+        if (depth is None or len(row.path) <= depth) and row_filter(row)
+    ]
 
     modules = {p: m for p, m in api.iter_modules(obj)}
     modules[()] = obj
+    totals = _type_stats(obj)
+    var_types = sorted(totals, key=lambda t: t.__name__)
     table_options: dict[str, Any] = {
         "title": f"{type(obj).__name__} Summary",
         "show_header": True,
@@ -398,49 +448,45 @@ def tabulate(
     }
     table_options.update(table_kwargs)
     table = rich.table.Table(**table_options)
-    headers = ["path", "type", "outputs"]
+    headers = ["path", "type", "inputs", "outputs"]
     if compute_flops:
         headers.append("flops")
     if compute_vjp_flops:
         headers.append("vjp_flops")
-    headers += ["Param", "non-trainable"]
-    for h in headers:
+    for h in headers + [t.__name__ for t in var_types]:
         table.add_column(h, **dict(column_kwargs))
     for row in rows:
-        module_path = rec.module_paths[row.call_order]
-        params, other = _stats(modules.get(module_path, obj))
+        module = modules.get(rec.module_paths[row.call_order], obj)
+        stats = _type_stats(module)
         cells = [
-            _path_text(row, module_path),
+            "/".join(map(str, row.path)),
             row.type.__name__,
+            row.inputs_repr,
             _tree_text(row.outputs),
         ]
         if compute_flops:
             cells.append("" if row.flops is None else f"{row.flops:,}")
         if compute_vjp_flops:
             cells.append("" if row.vjp_flops is None else f"{row.vjp_flops:,}")
-        cells += [format_size(*params) if params[0] else "", _other_text(other)]
+        for t in var_types:
+            own = _own_variables(module, t)
+            size = format_size(*stats[t]) if t in stats else ""
+            cells.append(f"{own}\n\n{size}" if own else size)
         table.add_row(*(rich.text.Text(c) for c in cells))
 
-    params, other = _stats(obj)
     n = len(headers)
-    table.columns[n - 3].footer = rich.text.Text("Total", justify="right")
-    table.columns[n - 2].footer = rich.text.Text(
-        format_size(*params) if params[0] else "0"
-    )
-    table.columns[n - 1].footer = rich.text.Text(_other_text(other))
-    caption = f"Total: {params[0]:,} trainable params ({_bytes(params[1])})"
-    if other:
-        o_size = sum(s for s, _ in other.values())
-        o_bytes = sum(b for _, b in other.values())
-        caption += f"; non-trainable: {o_size:,} ({_bytes(o_bytes)})"
-    table.caption = rich.text.Text("\n" + caption)
+    table.columns[n - 1].footer = rich.text.Text("Total", justify="right")
+    for i, t in enumerate(var_types):
+        table.columns[n + i].footer = rich.text.Text(format_size(*totals[t]))
+    size = sum(sz for sz, _ in totals.values())
+    nbytes = sum(b for _, b in totals.values())
+    table.caption = rich.text.Text(f"\nTotal Parameters: {format_size(size, nbytes)}")
 
-    options: dict[str, Any] = {
-        "width": WIDTH,
-        "force_terminal": False,
-        "force_jupyter": False,
-    }
+    options: dict[str, Any] = {"force_terminal": False, "force_jupyter": False}
     options.update(console_kwargs)
+    if "width" not in options:  # as wide as the table needs, nothing wider
+        probe = rich.console.Console(file=io.StringIO(), width=10_000, **options)
+        options["width"] = probe.measure(table).maximum
     buf = io.StringIO()
     rich.console.Console(file=buf, **options).print(table)
     return "\n".join(line.rstrip() for line in buf.getvalue().splitlines())
@@ -467,7 +513,8 @@ def summary(model: Any, *inputs: Any, **kwargs: Any) -> None:
         >>> ramie.summary(layer, x)  # doctest: +ELLIPSIS
         Linear Summary
         ...
-        │        │ Linear │ f32[5,2] │ 8 (32 B) │               │
+        │      │ Linear │ float32[5,3] │ float32[5,2] │ bias: float32[2]     │
         ...
+        Total Parameters: 8 (32 B)
     """
     print(tabulate(model, *inputs, **kwargs))

@@ -403,8 +403,8 @@ class Einsum(Module):
     Args:
         einsum_str: Equation ``"INPUT,KERNEL->OUTPUT"`` such as
             ``"nta,hab->nthb"``, or None to pass one on every call.
-        kernel_shape: Shape of ``kernel``.
-        bias_shape: Shape of ``bias``; None for no bias.
+        kernel_shape: Shape of ``kernel`` (an int for one axis).
+        bias_shape: Shape of ``bias`` (an int for one axis); None for no bias.
         dtype: Computation dtype (``None``: inferred from inputs and params).
         param_dtype: Dtype of the parameters.
         precision: Precision passed to ``einsum_op``.
@@ -433,8 +433,8 @@ class Einsum(Module):
     def __init__(
         self,
         einsum_str: str | None,
-        kernel_shape: Sequence[int],
-        bias_shape: Sequence[int] | None = None,
+        kernel_shape: int | Sequence[int],
+        bias_shape: int | Sequence[int] | None = None,
         *,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
@@ -448,7 +448,7 @@ class Einsum(Module):
         kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
     ):
-        kernel_shape = tuple(kernel_shape)
+        kernel_shape = _as_shape(kernel_shape)
         if einsum_str is not None:
             einsum_str = einsum_str.replace(" ", "")
             self._check(einsum_str, kernel_shape)
@@ -460,7 +460,7 @@ class Einsum(Module):
         )
         self.bias: Param | None
         if bias_shape is not None:
-            bias_shape = tuple(bias_shape)
+            bias_shape = _as_shape(bias_shape)
             self.bias = Param(
                 initialize(
                     bias_init, rngs.params(), bias_shape, param_dtype, bias_metadata
@@ -594,3 +594,8 @@ class Einsum(Module):
             shape += [1] * (n_ell - n_k_ell) + list(ell_sizes)
         shape += [letter_size.get(c, 1) for c in out_tail]
         return tuple(shape)
+
+
+def _as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    """A shape given as an int (one axis) or a sequence of ints."""
+    return (shape,) if isinstance(shape, int) else tuple(shape)

@@ -101,9 +101,9 @@ class Dropout(Module):
             from ramie._src.core.links import describe
 
             raise ValueError(
-                f"Dropout: {describe(self)} is in training mode "
-                "(deterministic=False) but has no RNG stream and no rngs were "
-                "passed.\n"
+                f"Dropout: {describe(self)} is in training mode: `deterministic` "
+                "is False, but no `rngs` argument was provided to Dropout and it "
+                "has no RNG stream of its own.\n"
                 "  Give it one at construction: "
                 "Dropout(rate, rngs=ramie.Rngs(dropout=0))\n"
                 "  or per call: dropout(x, rngs=rngs), or call model.eval() for "

@@ -164,8 +164,8 @@ class Average(Metric):
             if mask is not None:
                 raise ValueError(
                     f"{type(self).__name__}.update(mask=...): {self.argname!r} is a "
-                    f"Python {type(values).__name__}; a mask needs an array of "
-                    "values.\n"
+                    f"Python {type(values).__name__}; with a mask it should be a jax "
+                    "array of values.\n"
                     f"  Fix: metric.update({self.argname}=jnp.asarray(values), "
                     "mask=mask)"
                 )
@@ -373,15 +373,15 @@ class Accuracy(Average):
         if self.threshold is not None:
             if logits.ndim != labels.ndim:
                 raise ValueError(
-                    f"Accuracy(threshold={self.threshold}).update(): binary "
-                    "classification needs logits and labels of the same rank; got "
+                    f"Accuracy(threshold={self.threshold}).update(): For binary "
+                    "classification, logits and labels need the same rank; got "
                     f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)}.\n"
                     "  Fix: squeeze the class axis, e.g. logits[..., 0], or use "
                     "Accuracy() for multi-class logits."
                 )
         elif logits.ndim != labels.ndim + 1:
             raise ValueError(
-                "Accuracy().update(): multi-class classification needs logits with "
+                "Accuracy().update(): For multi-class classification, logits need "
                 "one more axis than labels (the classes); got logits "
                 f"{tuple(logits.shape)} and labels {tuple(labels.shape)}.\n"
                 "  Fix: pass integer class labels, not one-hot (labels.argmax(-1)), or "

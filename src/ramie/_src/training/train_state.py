@@ -4,7 +4,9 @@ The functional counterpart of :class:`~ramie.Optimizer`: it bundles a GraphDef,
 the trainable ``params`` State, the optax state and a step counter, and is a
 JAX pytree, so a ``jax.jit`` step can take it and return a new one. It mirrors
 Flax's ``TrainState`` (and ``flax.training.train_state.TrainState`` with
-``apply_fn=graphdef.apply`` works too, see the guides).
+``apply_fn=graphdef.apply`` works too, see the guides). Subclasses add fields
+by annotation (``batch_stats: ramie.State``); they become dataclass fields and
+pytree children too.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class TrainState:
     step: Any
     tx: optax.GradientTransformation
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True)(cls)
+        _register(cls)
+
     @classmethod
     def create(
         cls,
@@ -60,10 +67,24 @@ class TrainState:
         )
 
     def apply(self, state: Any = None, *states: Any) -> Any:
-        """``graphdef.apply(params, *states)``: the pure caller of the model."""
-        return self.graphdef.apply(self.params if state is None else state, *states)
+        """``graphdef.apply(params, *states)``: the pure caller of the model.
 
-    def apply_gradients(self, *, grads: Any, **kwargs: Any) -> TrainState:
+        States may be given by field name: ``state.apply("params",
+        "batch_stats")``.
+        """
+        chosen = [self.params if state is None else state, *states]
+        for i, st in enumerate(chosen):
+            if isinstance(st, str):
+                if not hasattr(self, st):
+                    names = [f.name for f in dataclasses.fields(self)]
+                    raise AttributeError(
+                        f"{type(self).__name__}.apply({st!r}): no field {st!r}; "
+                        f"fields: {names}"
+                    )
+                chosen[i] = getattr(self, st)
+        return self.graphdef.apply(*chosen)
+
+    def apply_gradients(self, grads: Any, **kwargs: Any) -> TrainState:
         """One optax step; returns a new TrainState."""
         params = to_pure_dict(self.params)
         updates, opt_state = self.tx.update(to_pure_dict(grads), self.opt_state, params)
@@ -89,8 +110,16 @@ def _like(state: Any, pure: dict) -> Any:
     return from_flat_state([(p, flat[p]) for p, _ in iter_flat(state)])
 
 
-jax.tree_util.register_dataclass(
-    TrainState,
-    data_fields=["params", "opt_state", "step"],
-    meta_fields=["graphdef", "tx"],
-)
+def _register(cls: type) -> None:
+    """Register ``cls`` as a pytree: every field but graphdef and tx is a child."""
+    meta = ["graphdef", "tx"]
+    data = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in meta and f.metadata.get("pytree_node", True)
+    ]
+    meta += [f.name for f in dataclasses.fields(cls) if f.name not in (*meta, *data)]
+    jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
+
+
+_register(TrainState)
