@@ -179,6 +179,7 @@ def value_and_grad(
         >>> sorted(grads), grads.kernel.shape
         (['bias', 'kernel'], (2, 1))
     """
+    lifting.reject_node_prefix(argnums, "argnums", "ramie.value_and_grad")
     if f is MISSING:
         return lambda fn: value_and_grad(
             fn,
@@ -224,6 +225,7 @@ def grad(
         >>> float(model.mean.value[0])  # ...but their update is kept
         0.01
     """
+    lifting.reject_node_prefix(argnums, "argnums", "ramie.grad")
     if f is MISSING:
         return lambda fn: grad(
             fn,

@@ -619,6 +619,8 @@ def jit(
         inline=inline,
         abstracted_axes=abstracted_axes,
     )
+    lifting.reject_node_prefix(in_shardings, "in_shardings", "ramie.jit")
+    lifting.reject_node_prefix(out_shardings, "out_shardings", "ramie.jit")
     if fun is MISSING:
         return lambda f: jit(f, **kwargs)  # type: ignore[arg-type]
     if is_node(fun) and callable(fun):

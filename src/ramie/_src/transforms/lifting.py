@@ -88,6 +88,32 @@ def reject_bound_method(f: Any, api: str) -> None:
     )
 
 
+def reject_node_prefix(spec: Any, name: str, api: str) -> None:
+    """Raise if a graph object is used inside an axes/shardings/argnums spec.
+
+    Specs are prefixes of the arguments; a module or Variable there is almost
+    always a misplaced argument (``in_axes=model``).
+    """
+    if spec is None or isinstance(spec, (int, str)):
+        return
+    for leaf in jax.tree_util.tree_leaves(spec, is_leaf=is_node):
+        if is_node(leaf):
+            example = (
+                f"{name}=(ramie.StateAxes({{ramie.Param: 0, ...: None}}), 0)"
+                if name.endswith("axes")
+                else "argnums=ramie.DiffState(0, ramie.Param)"
+                if name == "argnums"
+                else f"{name}=(ramie.StateSharding({{ramie.Param: sharding}}), None)"
+            )
+            raise TransformError(
+                f"{api}({name}=...): Graph nodes are not allowed as prefixes; found "
+                f"a {type(leaf).__name__} in {name}. {name} describes the arguments "
+                "(one entry per argument), it does not hold them.\n"
+                "  Fix: pass the module as an argument and give it an entry, e.g.\n"
+                f"      {example}"
+            )
+
+
 def resolve_kwargs(f: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Turn keyword arguments that name positional parameters of ``f`` into
     positional ones, so per-argument specs (``in_axes``) apply to them.
@@ -505,6 +531,37 @@ def broadcast_prefix(
     return out
 
 
+def _check_aliasing(ext: Extracted, node_specs: list[Any], api: str) -> None:
+    """Raise if one Variable is reached through arguments with different specs."""
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.transforms.axes import _FilterMap
+
+    first: dict[int, tuple[tuple, Any]] = {}
+    for k, (node, spec) in enumerate(zip(ext.nodes, node_specs)):
+        if kind_of(node) is VARIABLE:
+            paths, leaves = [()], [node]
+        else:
+            paths, leaves = leaves_with_paths(node)
+        for path, leaf in zip(paths, leaves):
+            if not isinstance(leaf, Variable):
+                continue
+            s = spec.lookup(path, leaf, api) if isinstance(spec, _FilterMap) else spec
+            where = (k, *path)
+            seen = first.setdefault(id(leaf), (where, s))
+            if seen[1] != s:
+                a, b = format_path(seen[0]), format_path(where)
+                raise TransformError(
+                    f"{api}: Inconsistent aliasing detected: one "
+                    f"{type(leaf).__name__} is reached through two arguments with "
+                    "different specs (path: spec):\n"
+                    f"    args{a}: {seen[1]!r}\n"
+                    f"    args{b}: {s!r}\n"
+                    "  A shared Variable can only be mapped one way.\n"
+                    "  Fix: give both arguments the same spec, or pass the shared "
+                    "object once"
+                )
+
+
 def leaf_specs(
     ext: Extracted,
     arg_specs: list[Any],
@@ -515,6 +572,11 @@ def leaf_specs(
     from ramie._src.transforms.axes import _FilterMap
 
     node_specs = [arg_specs[p] for p in ext.node_pos]
+    if len(node_specs) > 1 and (
+        any(isinstance(sp, _FilterMap) for sp in node_specs)
+        or any(sp != node_specs[0] for sp in node_specs)
+    ):
+        _check_aliasing(ext, node_specs, api)
     out = []
     seen: dict[int, Any] = {}
     for path, leaf in zip(ext.flat.paths, ext.flat.leaves):

@@ -112,6 +112,8 @@ def vmap(
         >>> create(ramie.Rngs(0)).kernel.shape
         (3, 4, 4)
     """
+    lifting.reject_node_prefix(in_axes, "in_axes", "ramie.vmap")
+    lifting.reject_node_prefix(out_axes, "out_axes", "ramie.vmap")
     if f is MISSING:
         return lambda fn: vmap(
             fn,
@@ -265,6 +267,8 @@ def pmap(
     Implemented as ``vmap`` inside ``jax.pmap`` semantics: module arguments
     follow ``in_axes`` like in :func:`vmap`.
     """
+    lifting.reject_node_prefix(in_axes, "in_axes", "ramie.pmap")
+    lifting.reject_node_prefix(out_axes, "out_axes", "ramie.pmap")
     if f is MISSING:
         return lambda fn: pmap(
             fn,
