@@ -385,3 +385,19 @@ def test_vmap_keyword_arguments_take_their_parameter_in_axes():
     x, y = jnp.arange(3.0), jnp.ones(2)
     np.testing.assert_array_equal(f(x, y=y), f(x, y))
     np.testing.assert_array_equal(f(x=x, y=y), x[:, None] + y[None, :])
+
+
+def test_state_axes_from_a_state_of_axes():
+    model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+    axes_state = ramie.state(model)
+    axes_state["kernel"] = 0
+    axes_state["bias"] = 1
+    axes = ramie.StateAxes(axes_state)
+    assert axes.map_prefix(("kernel",), None) == 0
+    assert axes.map_prefix(("bias",), None) == 1
+
+    stack = ramie.vmap(
+        lambda: ramie.Linear(2, 3, rngs=ramie.Rngs(0)), out_axes=axes, axis_size=4
+    )()
+    assert stack.kernel.shape == (4, 2, 3)
+    assert stack.bias.shape == (3, 4)
