@@ -25,9 +25,20 @@ from ramie._src.transforms.axes import DiffState
 from ramie._src.transforms.lifting import Extracted, is_node
 
 
+class _DefaultFilter:
+    """An int argnum: a module's Params, or every Variable held in a plain
+    container argument (a State, dict or list of Variables), as in Flax."""
+
+    def __repr__(self) -> str:
+        return "Param"
+
+
+_DEFAULT = _DefaultFilter()
+
+
 def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
     if isinstance(argnums, int):
-        return [(argnums, Param)], True
+        return [(argnums, _DEFAULT)], True
     if isinstance(argnums, DiffState):
         return [(argnums.argnum, argnums.filter)], True
     out = []
@@ -35,7 +46,7 @@ def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
         if isinstance(a, DiffState):
             out.append((a.argnum, a.filter))
         elif isinstance(a, int):
-            out.append((a, Param))
+            out.append((a, _DEFAULT))
         else:
             raise TypeError(
                 "argnums entries must be ints or ramie.DiffState, got "
@@ -75,11 +86,22 @@ class _DiffPlan:
             return None
 
         node_arg = [arg_of(p) for p in ext.node_pos]
-        preds = {a: to_predicate(f) for a, f in specs}
+        param = to_predicate(Param)
+        preds = {a: param if f is _DEFAULT else to_predicate(f) for a, f in specs}
+        default = {a for a, f in specs if f is _DEFAULT}
         self.diff_graph: list[int] = []
         for j, (path, leaf) in enumerate(zip(ext.flat.paths, ext.flat.leaves)):
             a = node_arg[path[0]]
-            if a in preds and preds[a](path[1:], leaf):
+            if a not in preds:
+                continue
+            if a in default and len(path) == 1 and isinstance(leaf, Variable):
+                # a Variable held by a plain container (State, dict) argument:
+                # differentiated whatever its type; a Variable passed as the
+                # argument itself follows the Param default
+                if args[a] is not leaf:
+                    self.diff_graph.append(j)
+                    continue
+            if preds[a](path[1:], leaf):
                 self.diff_graph.append(j)
         node_set = set(ext.node_pos)
         other_pos = [
