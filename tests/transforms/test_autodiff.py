@@ -497,4 +497,4 @@ def test_grad_of_a_state_argument_covers_every_variable_in_it():
     ramie.update(m, grads)
     assert float(m.a[1][...]) == 3.0 and float(m.b[...]) == 10.0
     module_grads = ramie.grad(lambda m: 3 * m.a[1][...] + m.b[...])(m)
-    assert ramie.to_flat_state(module_grads).paths == (("b",),)
+    assert ramie.to_flat_state(module_grads).paths == (("a", 0), ("b",))
