@@ -11,6 +11,7 @@ import pytest
 from tx_helpers import assert_trees_equal, pure_state
 
 import ramie
+from ramie.errors import TransformError
 
 
 class Counter(ramie.Variable):
@@ -401,3 +402,23 @@ def test_state_axes_from_a_state_of_axes():
     )()
     assert stack.kernel.shape == (4, 2, 3)
     assert stack.bias.shape == (3, 4)
+
+
+def test_changed_broadcast_variable_error_names_it_with_jax_wording():
+    class Env(ramie.Module):
+        def __init__(self):
+            self.shared = ramie.BatchStat(jnp.array(1))
+            self.step = ramie.BatchStat(jnp.zeros((4,), jnp.int32))
+
+    env = Env()
+    axes = ramie.StateAxes({ramie.PathContains("shared"): None, ...: 0})
+
+    def f(e):
+        e.step.value += 1
+        e.shared.value = e.shared.value + e.step.value  # per-example now
+
+    with pytest.raises(
+        TransformError, match=r"'shared'.*got axis spec None but output was batched"
+    ):
+        ramie.vmap(f, in_axes=(axes,))(env)
+    assert int(env.shared.value) == 1  # nothing written back

@@ -30,6 +30,7 @@ from ramie._src.core.variables import Variable
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
 from ramie._src.transforms.lifting import is_node
+from ramie.errors import TransformError
 
 
 def _convert_out_axes(out_axes: Any) -> Any:
@@ -225,13 +226,15 @@ def vmap(
                 from ramie._src.core.paths import format_path
 
                 names = (
-                    ", ".join(format_path(p) for p in broadcast_changed) or "(unknown)"
+                    ", ".join(repr(format_path(p)) for p in broadcast_changed)
+                    or "(unknown)"
                 )
-                raise ValueError(
-                    f"{api}: a Variable of an argument broadcast with in_axes=None was "
-                    "changed to a per-example value inside vmap, which cannot be "
-                    "written back to the unbatched argument. Changed broadcast "
-                    f"Variables: {names}.\n"
+                raise TransformError(
+                    f"{api}: at vmap in_axes=None, the broadcast Variable(s) {names} "
+                    "got axis spec None but output was batched on axis 0: a Variable "
+                    "of an argument broadcast with in_axes=None was changed to a "
+                    "per-example value inside vmap, which cannot be written back to "
+                    "the unbatched argument.\n"
                     "  Map that argument (in_axes=0, or a StateAxes giving those "
                     "Variables an axis) or do not change it inside vmap.\n"
                     f"JAX said: {e}"
