@@ -728,3 +728,23 @@ def test_update_copies_metadata_and_mixes_variables_with_arrays():
     np.testing.assert_array_equal(m.layers[0].bias.value, np.full((2,), 3.0))
     np.testing.assert_array_equal(m.layers[2].bias.value, np.full((2,), 4.0))
     assert isinstance(m.layers[0].bias, nnx.Param)
+
+
+# ------------------------------------------------------- merge argument errors
+def test_merge_without_state_is_a_type_error_naming_the_argument():
+    graphdef, _ = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    with pytest.raises(TypeError, match=r"merge\(\) missing 1 required .* 'state'"):
+        nnx.merge(graphdef)
+    empty_def, _ = nnx.split(nnx.Dict())  # nothing to fill: fine
+    assert isinstance(nnx.merge(empty_def), nnx.Dict)
+
+
+def test_merge_of_graph_states_checks_type_and_graphdef():
+    m1 = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    m2 = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+    with pytest.raises(GraphStructureError, match="GraphDef must be the same"):
+        nnx.merge(nnx.unpack(m1), nnx.unpack(m2))
+    with pytest.raises(GraphStructureError, match="Expected GraphState object"):
+        nnx.merge(nnx.unpack(m1), nnx.state(m1))
+    merged = nnx.merge(*nnx.unpack(m1, nnx.Param, ...))
+    np.testing.assert_array_equal(merged.kernel.value, m1.kernel.value)

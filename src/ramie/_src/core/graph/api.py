@@ -304,8 +304,17 @@ def merge(
         'BatchNorm'
     """
     if isinstance(graphdef, GraphState):
+        _check_graph_states(graphdef, states)
         states = (graphdef, *states)
         graphdef = graphdef.graphdef
+    elif isinstance(graphdef, GraphDef) and not states and graphdef.num_leaves:
+        raise TypeError(
+            "ramie.merge() missing 1 required positional argument: 'state'; the "
+            f"GraphDef has {graphdef.num_leaves} leaves to fill. Pass every State "
+            "split returned:\n"
+            "      graphdef, state = ramie.split(model)\n"
+            "      model = ramie.merge(graphdef, state)"
+        )
     if not isinstance(graphdef, GraphDef):
         raise TypeError(
             f"ramie.merge(): the first argument must be a GraphDef (from ramie.split), "
@@ -333,6 +342,26 @@ def merge(
             "ramie.merge()", graphdef, missing, unexpected, len(states)
         )
     return node
+
+
+def _check_graph_states(first: GraphState, rest: tuple) -> None:
+    """``merge(graph_state, ...)``: the rest must be GraphStates of one GraphDef."""
+    for i, s in enumerate(rest, start=2):
+        if not isinstance(s, GraphState):
+            raise GraphStructureError(
+                f"ramie.merge(): Expected GraphState object as argument {i} (the first "
+                f"is a GraphState from ramie.unpack); got {type(s).__name__}.\n"
+                "  Fix: pass what ramie.unpack returned, or a GraphDef first:\n"
+                "      model = ramie.merge(*ramie.unpack(model, ramie.Param, ...))\n"
+                "      model = ramie.merge(graphdef, state)"
+            )
+        gd = getattr(s, "_graphdef", None)
+        if gd is not None and gd != first.graphdef:
+            raise GraphStructureError(
+                f"ramie.merge(): GraphDef must be the same for every GraphState; "
+                f"argument {i} was unpacked from a different graph than argument 1.\n"
+                "  Fix: merge only the GraphStates of one ramie.unpack(...) call"
+            )
 
 
 def _structure_error(
