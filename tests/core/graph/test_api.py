@@ -748,3 +748,10 @@ def test_merge_of_graph_states_checks_type_and_graphdef():
         nnx.merge(nnx.unpack(m1), nnx.state(m1))
     merged = nnx.merge(*nnx.unpack(m1, nnx.Param, ...))
     np.testing.assert_array_equal(merged.kernel.value, m1.kernel.value)
+
+
+@pytest.mark.parametrize("leaf", [42, "name", jnp.ones(3)])
+def test_split_of_a_bare_leaf_keeps_it_as_the_state(leaf):
+    graphdef, state = nnx.split(leaf)
+    assert state is leaf  # nothing lost (the array used to vanish)
+    assert nnx.merge(graphdef, state) is leaf

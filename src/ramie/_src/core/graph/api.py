@@ -21,7 +21,7 @@ from ramie._src.core import links
 from ramie._src.core.epoch import EPOCH
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
-from ramie._src.core.graph.defs import VAR, GraphDef
+from ramie._src.core.graph.defs import ARR, STC, VAR, GraphDef
 from ramie._src.core.graph.flatten import (
     _consume,
     flatten,
@@ -111,6 +111,8 @@ def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:
         if isinstance(node, Variable):  # its State is the Variable, as in Flax
             flat = flatten(node)
             return flat.graphdef, node
+        if kind_of(node) in (ARRAY, STATIC):  # a bare leaf is its own state
+            return flatten(node).graphdef, node
         flat = flatten(node, state_cls=State)
         return flat.graphdef, flat.state
     flat = flatten(node)
@@ -322,6 +324,12 @@ def merge(
             "      graphdef, state = ramie.split(model)\n"
             "      model = ramie.merge(graphdef, state)"
         )
+    if (
+        graphdef.root[0] in (ARR, STC)
+        and len(states) == 1
+        and not isinstance(states[0], Mapping)
+    ):
+        return states[0]  # the state of a bare leaf is the leaf, as in Flax
     for i, s in enumerate(states):
         if not isinstance(s, Mapping) and not (
             isinstance(s, Variable) and len(states) == 1 and graphdef.root[0] == VAR
