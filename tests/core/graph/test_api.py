@@ -755,3 +755,19 @@ def test_split_of_a_bare_leaf_keeps_it_as_the_state(leaf):
     graphdef, state = nnx.split(leaf)
     assert state is leaf  # nothing lost (the array used to vanish)
     assert nnx.merge(graphdef, state) is leaf
+
+
+def test_call_reaches_into_containers_by_key():
+    class Counter(nnx.Module):
+        def __init__(self):
+            self.count = nnx.BatchStat(jnp.array(0))
+
+        def increment(self):
+            self.count.value += 1
+            return self.count.value
+
+    nodes = {"a": Counter(), "b": Counter()}
+    out, (graphdef, state) = nnx.call(nnx.split(nodes))["b"].increment()
+    assert int(out) == 1
+    new = nnx.merge(graphdef, state)
+    assert int(new["a"].count.value) == 0 and int(new["b"].count.value) == 1

@@ -886,18 +886,18 @@ class ApplyCaller:
     def __getattr__(self, name: str) -> ApplyCaller:
         if name.startswith("__"):
             raise AttributeError(name)
-        return ApplyCaller(self._graphdef, self._states, self._path + (name,))
+        return ApplyCaller(self._graphdef, self._states, self._path + ((0, name),))
+
+    def __getitem__(self, key: Any) -> ApplyCaller:
+        """``call(split(nodes))['b'].method()``: reach into containers too."""
+        return ApplyCaller(self._graphdef, self._states, self._path + ((1, key),))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         model = merge(self._graphdef, *self._states)
         target: Any = model
-        if not self._path:
-            out = model(*args, **kwargs)
-        else:
-            for name in self._path[:-1]:
-                target = getattr(target, name)
-            out = getattr(target, self._path[-1])(*args, **kwargs)
-        return out, split(model)
+        for item, key in self._path:
+            target = target[key] if item else getattr(target, key)
+        return target(*args, **kwargs), split(model)
 
 
 def call(graphdef_state: tuple, /) -> ApplyCaller:
