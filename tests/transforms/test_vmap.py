@@ -422,3 +422,10 @@ def test_changed_broadcast_variable_error_names_it_with_jax_wording():
     ):
         ramie.vmap(f, in_axes=(axes,))(env)
     assert int(env.shared.value) == 1  # nothing written back
+
+
+def test_prefix_of_a_dict_of_variables_as_in_axes():
+    d = {"a": ramie.Param(jnp.array(2)), "b": ramie.BatchStat(jnp.arange(5))}
+    axes = ramie.prefix(d, lambda path, v: 0 if "b" in path else None)
+    out = ramie.vmap(lambda d: d["a"][...] * d["b"][...], in_axes=(axes,))(d)
+    np.testing.assert_array_equal(out, 2 * jnp.arange(5))

@@ -509,8 +509,10 @@ def broadcast_prefix(
             jax.tree_util.flatten_one_level(p) if not is_axis_leaf(p) else ((), None)
         )
         fc, ftd = jax.tree_util.flatten_one_level(f)
-        if type(p) is not type(f) and not (
-            isinstance(p, (tuple, list)) and isinstance(f, (tuple, list))
+        if (
+            type(p) is not type(f)
+            and not (isinstance(p, (tuple, list)) and isinstance(f, (tuple, list)))
+            and not (isinstance(p, dict) and isinstance(f, dict))
         ):
             raise ValueError(
                 f"{api}: the axes/specs {p!r} do not match the argument structure at "
@@ -518,6 +520,12 @@ def broadcast_prefix(
             )
         pc, fc = list(pc), list(fc)
         if isinstance(p, dict) and isinstance(f, dict):
+            if set(p) != set(f):
+                raise ValueError(
+                    f"{api}: the axes/specs have keys {sorted(p, key=str)} where the "
+                    f"arguments at {where or 'the top level'} have "
+                    f"{sorted(f, key=str)}"
+                )
             pc = [p[k] for k in sorted(f)]
         if len(pc) != len(fc):
             raise ValueError(
@@ -529,6 +537,14 @@ def broadcast_prefix(
 
     rec(prefix, full, "")
     return out
+
+
+def as_node_spec(spec: Any) -> Any:
+    """A State of per-path entries (``ramie.prefix``) as a StateAxes."""
+    from ramie._src.core.state import State
+    from ramie._src.transforms.axes import StateAxes
+
+    return StateAxes(spec) if isinstance(spec, State) else spec
 
 
 def _check_aliasing(ext: Extracted, node_specs: list[Any], api: str) -> None:
@@ -571,7 +587,7 @@ def leaf_specs(
     """Per graph-leaf spec from per-argument-leaf specs (StateAxes resolved)."""
     from ramie._src.transforms.axes import _FilterMap
 
-    node_specs = [arg_specs[p] for p in ext.node_pos]
+    node_specs = [as_node_spec(arg_specs[p]) for p in ext.node_pos]
     if len(node_specs) > 1 and (
         any(isinstance(sp, _FilterMap) for sp in node_specs)
         or any(sp != node_specs[0] for sp in node_specs)

@@ -165,7 +165,7 @@ def vmap(
         # tracing, so when the function changes an argument's structure (an
         # ``__init__`` creating attributes) this list is refilled at trace time.
         state_out_axes = list(graph_axes)
-        node_specs = [specs[p] for p in ext.node_pos]
+        node_specs = [lifting.as_node_spec(specs[p]) for p in ext.node_pos]
 
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
