@@ -197,6 +197,112 @@ def flax_setup(layers: int, bn: bool):
     return lambda x, y: step(model, optimizer, x, y)
 
 
+# --------------------------------------------------------------------- modes
+def tree_step_fn(lib: Any):
+    """The tree-mode train step of Flax's FLIP 5310, for ``lib`` = ramie or nnx."""
+
+    def step(model, optimizer, x, y):
+        graphdef, params, rest = lib.split(model, lib.Param, ..., graph=False)
+
+        def loss_fn(params, rest):
+            model = lib.merge(graphdef, params, rest)
+            return ((model(x) - y) ** 2).mean()
+
+        loss, grads = lib.value_and_grad(loss_fn, graph=False)(params, rest)
+        optimizer.update(model, grads)
+        return loss
+
+    return step
+
+
+def graph_step_fn(lib: Any, **jit_kwargs: Any):
+    def step(model, optimizer, x, y):
+        def loss_fn(model):
+            return ((model(x) - y) ** 2).mean()
+
+        loss, grads = lib.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    return lib.jit(step, **jit_kwargs)
+
+
+def run_modes(layers: int, bn: bool, rounds: int, steps: int) -> dict[str, float]:
+    """Graph mode, tree mode (graph=False, jit_partial) and hijax Variables, for
+    ramie and (when installed) Flax, interleaved in one process."""
+    x = jnp.ones((BATCH, WIDTH))
+    y = jnp.zeros((BATCH, WIDTH))
+    libs: dict[str, Any] = {"ramie": ramie}
+    try:
+        from flax import nnx
+
+        libs["flax"] = nnx
+    except ImportError:
+        pass
+    fns: dict[str, Any] = {}
+    for name, lib in libs.items():
+
+        def make(hijax: bool = False, lib: Any = lib) -> tuple[Any, Any]:
+            with lib.var_defaults(hijax=hijax):
+                model = _mlp(lib, layers, bn)
+                return model, lib.Optimizer(model, optax.adam(1e-3), wrt=lib.Param)
+
+        m, o = make()
+        graph = graph_step_fn(lib)
+        fns[f"{name} graph"] = lambda g=graph, m=m, o=o: g(m, o, x, y)
+        m, o = make()
+        tree = lib.jit(tree_step_fn(lib), graph=False)
+        fns[f"{name} tree"] = lambda t=tree, m=m, o=o: t(m, o, x, y)
+        m, o = make()
+        part = lib.jit_partial(tree_step_fn(lib), m, o, graph=False)
+        fns[f"{name} jit_partial"] = lambda p=part: p(x, y)
+        m, o = make(hijax=True)
+        hij = graph_step_fn(lib)
+        fns[f"{name} hijax"] = lambda h=hij, m=m, o=o: h(m, o, x, y)
+        m, o = make(hijax=True)
+        hij_tree = lib.jit(tree_step_fn(lib), graph=False)
+        fns[f"{name} hijax tree"] = lambda h=hij_tree, m=m, o=o: h(m, o, x, y)
+    working = {}
+    for k, f in fns.items():  # a variant the library cannot run reads nan
+        try:
+            jax.block_until_ready(f())
+            working[k] = f
+        except Exception as e:  # noqa: BLE001
+            print(f"# {k}: fails ({type(e).__name__})", file=sys.stderr)
+    return measure(working, rounds, steps)
+
+
+def _mlp(lib: Any, layers: int, bn: bool) -> Any:
+    rngs = lib.Rngs(0)
+    mods: list[Any] = []
+    for _ in range(layers):
+        mods.append(lib.Linear(WIDTH, WIDTH, rngs=rngs))
+        if bn:
+            mods.append(lib.BatchNorm(WIDTH, momentum=MOMENTUM, epsilon=EPS, rngs=rngs))
+            mods.append(lib.Dropout(RATE, rngs=rngs))
+        mods.append(jax.nn.relu)
+    return lib.Sequential(*mods)
+
+
+def main_modes(layers: list[int], rounds: int, steps: int) -> None:
+    names = [
+        f"{lib} {mode}"
+        for lib in ("ramie", "flax")
+        for mode in ("graph", "tree", "jit_partial", "hijax", "hijax tree")
+    ]
+    print("µs per train step; tree = jit(graph=False) on the FLIP 5310 step")
+    print(
+        f"{'L':>3} {'bn+drop':>7} | " + " ".join(f"{n:>17}" for n in names), flush=True
+    )
+    for n_layers in layers:
+        for bn in (False, True):
+            r = run_modes(
+                n_layers, bn, rounds, steps if n_layers < 64 else max(steps // 4, 5)
+            )
+            cells = " ".join(f"{r.get(n, float('nan')):17.1f}" for n in names)
+            print(f"{n_layers:>3} {str(bn):>7} | {cells}", flush=True)
+
+
 # -------------------------------------------------------------------- timing
 def measure(fns: dict[str, Any], rounds: int, steps: int) -> dict[str, float]:
     for f in fns.values():  # compile and warm up
@@ -321,9 +427,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cnn", action="store_true", help="also run the compute-bound CNN check"
     )
+    parser.add_argument(
+        "--modes",
+        action="store_true",
+        help="graph vs tree mode vs hijax Variables, ramie and Flax",
+    )
     parser.add_argument("--layers", type=int, nargs="*", default=[1, 4, 16, 64])
     args = parser.parse_args(argv)
     rounds, steps = (3, 20) if args.quick else (31, 50)
+    if args.modes:
+        main_modes(args.layers, rounds, steps)
+        return
     print(
         f"# jit_overhead  {platform.processor() or platform.machine()}  "
         f"python {sys.version.split()[0]}  jax {jax.__version__}  "

@@ -29,6 +29,23 @@ class GraphStructureError(RamieError, ValueError):
     """
 
 
+class SharedReferenceError(GraphStructureError):
+    """Tree mode (``graph=False``) or ``graph_updates=False`` met a shared reference.
+
+    A Variable, module or ``jax.Ref`` is reachable by two paths (both are named),
+    there is a cycle, or a transform returned an input Variable. Give each path
+    its own object (``ramie.clone``) or use graph mode (``graph=True``).
+    """
+
+
+class PrefixModeError(GraphStructureError):
+    """A ``StateAxes``/``StateSharding``/``DiffState`` prefix outside graph mode.
+
+    These prefixes need ``graph=True, graph_updates=True``; in tree mode split
+    the module into groups and give each group a plain prefix.
+    """
+
+
 class FilterError(RamieError, ValueError):
     """Filters given to ``split`` do not account for every Variable.
 

@@ -53,13 +53,6 @@ def test_type_property_and_user_subclass():
     assert Counter.state_type() is Counter
 
 
-def test_hijax_and_ref_are_rejected():
-    with pytest.raises(NotImplementedError, match="hijax"):
-        nnx.Param(jnp.ones(1), hijax=True)
-    with pytest.raises(NotImplementedError):
-        nnx.Param(jnp.ones(1), ref=True)
-
-
 # ----------------------------------------------------------------- values
 def test_value_get_and_set():
     p = nnx.Param(jnp.ones(3))

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph import api
 from ramie._src.core.graph.registry import OBJECT, kind_of
+from ramie._src.core.modes import resolve_graph, resolve_graph_updates
 from ramie._src.core.rngs import RngStream, as_key
 from ramie._src.core.sentinels import MISSING
 from ramie.errors import RngError
@@ -181,12 +182,18 @@ def split_rngs(
         >>> rngs.dropout.key.shape
         ()
     """
+    if squeeze and splits != 1:
+        raise ValueError("split_rngs(squeeze=True) is only supported with splits=1")
+    if not _in_place(graph, graph_updates):
+        # tree mode / graph_updates=False: a copy with split streams
+        kw = dict(split=splits, only=only, squeeze=squeeze)
+        if node is MISSING:
+            return _simple_decorator(**kw)
+        return _copy_with_streams(node, **kw)
     if node is MISSING:
         return _SplitDecorator(
             "split", {"splits": splits, "only": only, "squeeze": squeeze}
         )
-    if squeeze and splits != 1:
-        raise ValueError("split_rngs(squeeze=True) is only supported with splits=1")
     streams = _selected(find_streams(node), only)
     return _split_streams(streams, splits, squeeze)
 
@@ -211,7 +218,16 @@ def fork_rngs(
     graph: bool | None = None,
     graph_updates: bool | None = None,
 ) -> Any:
-    """Give streams fresh independent keys (optionally split), restorable."""
+    """Give streams fresh independent keys (optionally split), restorable.
+
+    With ``graph=False`` or ``graph_updates=False`` the streams of ``node`` are
+    left alone and a forked copy is returned instead.
+    """
+    if not _in_place(graph, graph_updates):
+        kw = dict(split=split, fork=..., only=only)
+        if node is MISSING:
+            return _simple_decorator(**kw)
+        return _copy_with_streams(node, **kw)
     if node is MISSING:
         return _SplitDecorator("fork", {"split": split, "only": only})
     return _fork_streams(_selected(find_streams(node), only), split)
@@ -289,8 +305,108 @@ def reseed(
             s.count.set_value(jnp.zeros(shape, jnp.uint32))
 
 
-def with_rngs(
+def _rules(spec: Any) -> list[tuple[Any, Any]]:
+    if spec is None:
+        return []
+    if isinstance(spec, (int, tuple)):
+        return [(..., spec)]
+    return list(spec.items())
+
+
+def _specific(filt: Any) -> bool:
+    return filt is not ... and filt is not True
+
+
+def _copy_with_streams(
     node: Any,
+    *,
+    split: Any = None,
+    fork: Any = None,
+    broadcast: Any = None,
+    only: Any = True,
+    squeeze: bool = False,
+) -> Any:
+    """A copy of ``node`` whose streams are split/broadcast/forked per the rules.
+
+    The originals keep their keys; each handled stream's counter advances once
+    (the copy's keys derive from it), so the next copy differs.
+    """
+    split_rules = [(f, to_predicate(f), n) for f, n in _rules(split)]
+    bcast_rules = [(f, to_predicate(f), n) for f, n in _rules(broadcast)]
+    if fork is None:
+        forks: list[Any] = []
+    elif isinstance(fork, str) or not isinstance(fork, (list, tuple)):
+        forks = [fork]
+    else:
+        forks = list(fork)
+    fork_rules = [(f, to_predicate(f)) for f in forks]
+    only_pred = to_predicate(only)
+
+    def matches(pred: Any, path: tuple, s: RngStream) -> bool:
+        return bool(pred(path, s.key) or pred(path, s))
+
+    new = api.clone(node)
+    pairs = zip(find_streams(node), find_streams(new))
+    for (path, s), (_, c) in pairs:
+        path = path[1:]
+        if not matches(only_pred, path, s):
+            continue
+        found: dict[str, tuple] = {}
+        for f, pred, n in split_rules:
+            if matches(pred, path, s):
+                found["split"] = (f, n)
+                break
+        for f, pred, n in bcast_rules:
+            if matches(pred, path, s):
+                found["broadcast"] = (f, n)
+                break
+        for f, pred in fork_rules:
+            if matches(pred, path, s):
+                found["fork"] = (f,)
+                break
+        if sum(_specific(v[0]) for v in found.values()) > 1:
+            rules = ", ".join(f"{r} (filter {v[0]!r})" for r, v in found.items())
+            raise RngError(
+                f"ramie.with_rngs(): the RngStream at path "
+                f"'{'.'.join(map(str, path))}' matches multiple rules: {rules}.\n"
+                "  Fix: give each stream one rule, e.g. split={'params': 4}, "
+                "fork=ramie.Not('params')"
+            )
+        if "split" in found:
+            key = jax.random.split(s(), found["split"][1])
+            if squeeze:
+                key = key[0]
+        elif "broadcast" in found:
+            shape = _as_shape(found["broadcast"][1])
+            base = s()
+            key = jnp.broadcast_to(base, (*shape, *jnp.shape(base)))
+        elif "fork" in found:
+            key = s()
+        else:
+            continue
+        c.key.set_value(key)
+        c.count.set_value(jnp.zeros(key.shape, jnp.uint32))
+    return new
+
+
+def _simple_decorator(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            args, kw = _copy_with_streams((args, kw), **kwargs)
+            return f(*args, **kw)
+
+        return wrapper
+
+    return decorator
+
+
+def _in_place(graph: Any, graph_updates: Any) -> bool:
+    return resolve_graph(graph) and resolve_graph_updates(graph_updates)
+
+
+def with_rngs(
+    node: Any = MISSING,
     /,
     *,
     split: Any = None,
@@ -300,19 +416,22 @@ def with_rngs(
     graph: Any = None,
     graph_updates: Any = None,
 ) -> Any:
-    """A copy of ``node`` whose selected streams are split, forked or broadcast."""
-    new = api.clone(node, variables=True)
-    streams = _selected(find_streams(new), only)
-    for s in streams:
-        if split is not None:
-            key = jax.random.split(s(), split)
-        elif fork is not None:
-            key = s()
-        elif broadcast is not None:
-            shape = _as_shape(broadcast)
-            key = jnp.broadcast_to(s(), shape)
-        else:
-            continue
-        s.key.set_value(key)
-        s.count.set_value(jnp.zeros(key.shape, jnp.uint32))
-    return new
+    """A copy of ``node`` whose selected streams are split, forked or broadcast.
+
+    ``split``/``broadcast`` take a shape for every stream or a mapping from
+    filter to shape (the first matching filter wins); ``fork`` a filter or list
+    of filters. Streams that match no rule are copied unchanged; a stream that
+    matches two rules with specific filters is an error. Without ``node`` it is
+    a decorator that hands the copies to the function.
+
+    Example:
+        >>> import ramie
+        >>> rngs = ramie.Rngs(params=0, dropout=1)
+        >>> new = ramie.with_rngs(rngs, split={"params": 4}, fork=...)
+        >>> new.params.key.shape, new.dropout.key.shape, rngs.params.key.shape
+        ((4,), (), ())
+    """
+    kwargs = dict(split=split, fork=fork, broadcast=broadcast, only=only)
+    if node is MISSING:
+        return _simple_decorator(**kwargs)
+    return _copy_with_streams(node, **kwargs)

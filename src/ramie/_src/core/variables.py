@@ -32,8 +32,17 @@ import numpy as np
 
 from ramie._src.core import links
 from ramie._src.core.epoch import EPOCH
+from ramie._src.core.modes import current_var_modes
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace, describe_trace
+from ramie._src.core.variable_modes import (
+    _RefType,
+    _Tracer,
+    is_ref_value,
+    mode_storage,
+    modes_of,
+    write_ref,
+)
 from ramie._src.display.arrays import array_repr
 from ramie.errors import LostStateWarning, TraceContextError
 
@@ -123,8 +132,8 @@ class VariableMetadata(Generic[A]):
         return f"VariableMetadata({array_repr(self.raw_value)}, {self.metadata!r})"
 
 
-_SLOTS = ("_raw", "_meta", "_trace", "_link", "_watch")
-_OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__"}
+_SLOTS = ("_store", "_meta", "_trace", "_link", "_watch")
+_OWN_ATTRS = frozenset(_SLOTS) | {"__dict__", "__weakref__", "_raw"}
 
 
 def _unwrap(x: Any) -> Any:
@@ -169,12 +178,6 @@ class Variable(Generic[A]):
         eager_sharding: bool | None = None,
         **metadata: Any,
     ):
-        if hijax or ref:
-            raise NotImplementedError(
-                f"{type(self).__name__}(..., hijax=True/ref=True): mutable-array "
-                "Variables are not supported by ramie; drop the argument, Variables "
-                "are carried through ramie transforms automatically."
-            )
         meta: dict[str, Any] = {}
         if isinstance(value, VariableMetadata):
             meta.update(value.metadata)
@@ -186,6 +189,17 @@ class Variable(Generic[A]):
             meta[canonical_metadata_name(k)] = v
         if eager_sharding is not None:
             meta["eager_sharding"] = eager_sharding
+        hijax = meta.pop("hijax", None) if hijax is None else hijax
+        ref = meta.pop("ref", None) if ref is None else ref
+        meta.pop("hijax", None), meta.pop("ref", None)
+        if is_ref_value(value):
+            ref = True if ref is None else ref
+        if hijax is None or ref is None:
+            d_hijax, d_ref = current_var_modes()
+            hijax = d_hijax if hijax is None else hijax
+            ref = d_ref if ref is None else ref
+        if hijax or ref:
+            value = mode_storage(value, meta, hijax=bool(hijax), ref=bool(ref))
         _set_raw(self, value)
         _set_meta(self, meta)
         _set_trace(self, current_trace())
@@ -195,6 +209,37 @@ class Variable(Generic[A]):
             _maybe_shard_eagerly(self)
 
     # ------------------------------------------------------------------ values
+    @property
+    def _raw(self) -> Any:
+        """The held value (a ``jax.Ref`` cell is read through)."""
+        s = _get_raw(self)
+        if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
+            return s[...]
+        return s
+
+    @_raw.setter
+    def _raw(self, value: Any) -> None:
+        s = _get_raw(self)
+        if is_ref_value(s) and not is_ref_value(value):
+            write_ref(self, s, value)
+        else:
+            _set_raw(self, value)
+
+    @property
+    def hijax(self) -> bool:
+        """Whether plain JAX transforms see this Variable's updates (a ``jax.Ref``)."""
+        return "hijax" in self._meta
+
+    @property
+    def ref(self) -> bool:
+        """Whether the raw value is a ``jax.Ref`` (``get_raw_value()`` returns it)."""
+        return "ref" in self._meta
+
+    @property
+    def mutable(self) -> bool:
+        """False for a frozen copy (``ramie.with_vars(v, mutable=False)``)."""
+        return self._meta.get("mutable", True) is not False
+
     @property
     def value(self) -> A:
         """The held value (read and write). ``v.value`` is never deprecated."""
@@ -221,6 +266,10 @@ class Variable(Generic[A]):
             value = value._raw
         if index is not MISSING:
             value = _set_at(self._raw, index, value)
+        s = _get_raw(self)
+        if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
+            write_ref(self, s, value)
+            return
         self._check_mutable()
         _set_raw(self, value)
 
@@ -233,13 +282,19 @@ class Variable(Generic[A]):
         self.set_raw_value(value)
 
     def get_raw_value(self) -> A:
-        return self._raw
+        """The stored value: the ``jax.Ref`` itself for a ``ref=True`` Variable."""
+        return _get_raw(self) if "ref" in self._meta else self._raw
 
     def set_raw_value(self, value: A) -> None:
+        if is_ref_value(_get_raw(self)) and not is_ref_value(value):
+            self.set_value(value)
+            return
         self._check_mutable()
         _set_raw(self, value)
 
     def _check_mutable(self) -> None:
+        if self._meta.get("mutable", True) is False:
+            raise _immutable_error(self)
         trace = current_trace()
         if trace is not self._trace:
             raise _outer_trace_error(self, trace)
@@ -264,6 +319,10 @@ class Variable(Generic[A]):
                 new = jnp.asarray(value, dtype)
         else:
             new = _set_at(old, index, value)
+        s = _get_raw(self)
+        if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
+            write_ref(self, s, new)
+            return
         self._check_mutable()
         _set_raw(self, new)
 
@@ -346,9 +405,23 @@ class Variable(Generic[A]):
     def copy(self, value: Any = MISSING, **updates: Any) -> Variable[A]:
         """A new Variable of the same type; optionally with a new value/metadata."""
         meta = dict(self._meta)
+        hijax = updates.pop("hijax", None)
+        ref = updates.pop("ref", None)
         for k, v in updates.items():
             meta[canonical_metadata_name(k)] = v
-        return _new_variable(type(self), self._raw if value is MISSING else value, meta)
+        if hijax is None and ref is None and value is MISSING:
+            if is_ref_value(_get_raw(self)):
+                return _new_variable(
+                    type(self), mode_storage(self._raw, meta, **modes_of(meta)), meta
+                )
+            return _new_variable(type(self), self._raw, meta)
+        raw = self._raw if value is MISSING else _unwrap(value)
+        hijax = "hijax" in meta if hijax is None else bool(hijax)
+        ref = "ref" in meta if ref is None else bool(ref)
+        meta.pop("hijax", None), meta.pop("ref", None)
+        if hijax or ref:
+            raw = mode_storage(raw, meta, hijax=hijax, ref=ref)
+        return _new_variable(type(self), raw, meta)
 
     replace = copy
 
@@ -367,7 +440,11 @@ class Variable(Generic[A]):
 
     @classmethod
     def from_metadata(cls, value: Any, attributes: Mapping[str, Any]) -> Variable:
-        return _new_variable(cls, value, dict(attributes))
+        meta = dict(attributes)
+        hijax, ref = bool(meta.pop("hijax", False)), bool(meta.pop("ref", False))
+        if hijax or ref:
+            value = mode_storage(value, meta, hijax=hijax, ref=ref)
+        return _new_variable(cls, value, meta)
 
     @classmethod
     def state_type(cls) -> type[Variable]:
@@ -469,7 +546,7 @@ class Variable(Generic[A]):
         cname = canonical_metadata_name(name)
         if cname in meta:
             return meta[cname]
-        raw = object.__getattribute__(self, "_raw")
+        raw = self._raw
         try:
             return getattr(raw, name)
         except AttributeError:
@@ -527,12 +604,12 @@ class Variable(Generic[A]):
         _register_variable_pytree(cls)
 
 
-_set_raw = Variable._raw.__set__  # type: ignore[attr-defined]
+_set_raw = Variable._store.__set__  # type: ignore[attr-defined]
 _set_meta = Variable._meta.__set__  # type: ignore[attr-defined]
 _set_trace = Variable._trace.__set__  # type: ignore[attr-defined]
 _set_link = Variable._link.__set__  # type: ignore[attr-defined]
 _set_watch = Variable._watch.__set__  # type: ignore[attr-defined]
-_get_raw = Variable._raw.__get__  # type: ignore[attr-defined]
+_get_raw = Variable._store.__get__  # type: ignore[attr-defined]
 _get_meta = Variable._meta.__get__  # type: ignore[attr-defined]
 _get_trace = Variable._trace.__get__  # type: ignore[attr-defined]
 _get_link = Variable._link.__get__  # type: ignore[attr-defined]
@@ -658,6 +735,15 @@ def _outer_trace_error(var: Variable, trace: Any) -> TraceContextError:
     )
 
 
+def _immutable_error(var: Variable) -> TraceContextError:
+    return TraceContextError(
+        f"Cannot change {links.describe(var)}: it is an immutable copy (made with "
+        "ramie.with_vars(..., mutable=False), e.g. to pass to jax.grad).\n"
+        "  Fix: change the original Variable, or make a mutable copy:\n"
+        "      v = ramie.with_vars(v, mutable=True)"
+    )
+
+
 def _arm_watch(var: Variable, watch: list, trace: Any) -> None:
     watch[1] = True
     path = links.path_of(var)
@@ -699,13 +785,13 @@ def _register_variable_pytree(cls: type[Variable]) -> None:
         watch = v._watch
         if watch is not None:
             watch[0] = True
-        return (v._raw,), freeze_metadata(v._meta)
+        return (_get_raw(v),), freeze_metadata(v._meta)
 
     def flatten_with_keys(v: Variable):
         watch = v._watch
         if watch is not None:
             watch[0] = True
-        return ((_VALUE_KEY, v._raw),), freeze_metadata(v._meta)
+        return ((_VALUE_KEY, _get_raw(v)),), freeze_metadata(v._meta)
 
     def unflatten(aux: tuple, children: Any) -> Variable:
         return _new_variable(cls, children[0], thaw_metadata(aux))

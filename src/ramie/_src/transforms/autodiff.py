@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph.flatten import to_state
@@ -23,6 +24,7 @@ from ramie._src.core.variables import Param, Variable, new_variable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.axes import DiffState
 from ramie._src.transforms.lifting import Extracted, is_node
+from ramie._src.transforms.simple import is_simple, modal
 
 
 class _DefaultFilter:
@@ -179,6 +181,7 @@ def _interleave(a: list, b: list, a_idx: list[int]) -> list:
     return out
 
 
+@modal("ramie.value_and_grad", ("argnums",))
 def value_and_grad(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -211,9 +214,12 @@ def value_and_grad(
             allow_int=allow_int,
         )
     lifting.reject_bound_method(f, "ramie.value_and_grad")
+    if is_simple(graph, graph_updates):
+        return _tree_grad(f, argnums, has_aux, holomorphic, allow_int, True)
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=True)
 
 
+@modal("ramie.grad", ("argnums",))
 def grad(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -257,7 +263,78 @@ def grad(
             allow_int=allow_int,
         )
     lifting.reject_bound_method(f, "ramie.grad")
+    if is_simple(graph, graph_updates):
+        return _tree_grad(f, argnums, has_aux, holomorphic, allow_int, False)
     return _grad_impl(f, argnums, has_aux, holomorphic, allow_int, return_value=False)
+
+
+def _inexact_variable(path: tuple, x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _as_module_type(primal: Any, grads: Any) -> Any:
+    """Gradients (a State) for a module primal, as a module of the same type."""
+    if not lifting.is_node(primal):
+        return grads
+    from ramie._src.core.graph.api import clone, update
+
+    m = clone(primal)
+    update(m, grads)
+    return m
+
+
+def _tree_grad(
+    f: Callable[..., Any],
+    argnums: Any,
+    has_aux: bool,
+    holomorphic: bool,
+    allow_int: bool,
+    return_value: bool,
+) -> Callable[..., Any]:
+    """Tree mode / ``graph_updates=False``: the gradient of a module argument is
+    a module of the same type (all its floating-point Variables differentiated,
+    the others keep their values), as ``jax.grad`` gives for a pytree."""
+    from ramie._src.core.graph.api import clone, update
+
+    single = isinstance(argnums, int)
+    idx = (argnums,) if single else tuple(argnums)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        specs = tuple(
+            DiffState(i, _inexact_variable) if lifting.is_node(args[i]) else i
+            for i in idx
+        )
+        inner = _grad_impl(
+            f,
+            specs[0] if single else specs,
+            has_aux,
+            holomorphic,
+            allow_int,
+            return_value=return_value,
+        )
+        res = inner(*args, **kwargs)
+        if return_value:
+            value, grads = res
+        elif has_aux:
+            grads, aux = res
+        else:
+            grads = res
+        gs = [grads] if single else list(grads)
+        out = []
+        for i, g in zip(idx, gs):
+            if lifting.is_node(args[i]):
+                m = clone(args[i])
+                update(m, g)
+                g = m
+            out.append(g)
+        grads = out[0] if single else tuple(out)
+        if return_value:
+            return value, grads
+        return (grads, aux) if has_aux else grads
+
+    return wrapper
 
 
 def _grad_impl(
@@ -316,7 +393,7 @@ def _grad_impl(
 
 
 def vjp(
-    f: Callable[..., Any],
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *primals: Any,
     has_aux: bool = False,
     reduce_axes: Sequence[Any] = (),
@@ -326,13 +403,23 @@ def vjp(
     """``jax.vjp`` with modules among the primals (their Params are differentiated).
 
     Returns ``(out, vjp_fn)`` (and ``aux`` with ``has_aux``); ``vjp_fn(ct)``
-    returns one cotangent per primal: a State for module primals.
+    returns one cotangent per primal: a State for module primals in graph mode,
+    a module of the primal's type (all its floating-point Variables) with
+    ``graph=False`` or ``graph_updates=False``. Without ``f``, a decorator.
     """
     lifting.reject_bound_method(f, "ramie.vjp")
+    simple = is_simple(graph, graph_updates)
+    if f is MISSING:
+        return lambda fn: functools.wraps(fn)(
+            lambda *p: vjp(
+                fn, *p, has_aux=has_aux, graph=graph, graph_updates=graph_updates
+            )
+        )
     ext = lifting.extract((primals, {}))
     lifting.check_traces(ext, "ramie.vjp")
+    filt = _inexact_variable if simple else Param
     plan = _DiffPlan(
-        ext, primals, [(i, Param) for i in range(len(primals))], "ramie.vjp"
+        ext, primals, [(i, filt) for i in range(len(primals))], "ramie.vjp"
     )
     static = ext.static
     dg, do, rg, ro = plan.split(ext.values, ext.other)
@@ -354,7 +441,10 @@ def vjp(
 
     def vjp_fn(ct: Any) -> tuple:
         g_graph, g_other = vjp_fun(ct)
-        return plan.grads(g_graph, g_other, single=False)
+        grads = plan.grads(g_graph, g_other, single=False)
+        if simple:
+            grads = tuple(_as_module_type(p, g) for p, g in zip(primals, grads))
+        return grads
 
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
@@ -563,6 +653,7 @@ def _cotangents_to_leaves(ext: Extracted, args: tuple, cts: tuple) -> tuple[list
     return g_values, g_other
 
 
+@modal("ramie.custom_vjp", ("nondiff_argnums",))
 def custom_vjp(
     fun: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,

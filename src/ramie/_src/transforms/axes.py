@@ -137,8 +137,11 @@ AXIS_LEAF_TYPES = (int, type(None), StateAxes, StateSharding)
 
 
 def is_axis_leaf(x: Any) -> bool:
+    from ramie._src.core.state import State
+
     return (
         isinstance(x, AXIS_LEAF_TYPES)
+        or isinstance(x, State)  # per-Variable values from ramie.prefix
         or is_carry(x)
         or isinstance(x, (jax.sharding.Sharding, jax.sharding.PartitionSpec))
     )

@@ -10,8 +10,10 @@ from typing import Any
 
 import jax
 
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import lifting
+from ramie._src.transforms.simple import check_inputs, checked_inner, is_simple, modal
 
 
 def lifted_call(
@@ -68,6 +70,10 @@ def eval_shape(
         ShapeDtypeStruct(shape=(1024, 1024), dtype=float32)
     """
     lifting.reject_bound_method(f, "ramie.eval_shape")
+    if is_simple(graph, graph_updates):
+        tree = not resolve_graph(graph)
+        check_inputs("ramie.eval_shape", args, kwargs, True)
+        f = checked_inner(f, "ramie.eval_shape", tree)
     return lifted_call(
         lambda pure: functools.partial(jax.eval_shape, pure),
         f,
@@ -78,6 +84,7 @@ def eval_shape(
     )
 
 
+@modal("ramie.remat", ())
 def remat(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,

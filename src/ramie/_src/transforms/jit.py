@@ -32,12 +32,15 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.flatten import container_unchanged, flatten
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.variable_modes import REFS_USED, _RefType, read_cell, write_cell
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.lifting import Extracted, is_node, raw
+from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 
 # Counters that tests use to assert the fast path does no extra work.
 STATS = {"traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0}
@@ -120,6 +123,7 @@ class _Entry:
     __slots__ = (
         "roots", "ext", "vars", "objs", "vers", "containers", "epoch", "meta",
         "trace", "jitted", "dyn_pos", "dyn_kw", "targets", "fast", "donated",
+        "cells",
     )  # fmt: skip
 
     def valid(self) -> bool:
@@ -316,6 +320,11 @@ class JitWrapped:
         entry.meta = EPOCH.meta
         entry.trace = current_trace()
         entry.fast = all(isinstance(v, Variable) for v in flat.leaves)
+        entry.cells = (
+            [i for i, v in enumerate(flat.leaves) if type(_raw_or(v)) is _RefType]
+            if REFS_USED[0]
+            else []
+        )
         entry.dyn_pos = dyn_pos
         entry.dyn_kw = dyn_kw
         entry.targets = {}
@@ -446,7 +455,13 @@ class JitWrapped:
                 out = lifting.build_outputs(out, aux.value, index_map)
             return out
         STATS["fast_calls"] += 1
+        # ref/hijax Variables pass their jax.Ref cells: jax.jit updates them in
+        # place, so they are never among the written-back values.
         vals = list(map(_get_raw, entry.vars))
+        cells = entry.cells
+        if cells:  # ref/hijax Variables: pass and take back their cells' arrays
+            for i in cells:
+                vals[i] = read_cell(vals[i])
         out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
         static = aux.value
         st = static[0]
@@ -457,7 +472,10 @@ class JitWrapped:
                 if targets is None:
                     vs = entry.vars
                     targets = entry.targets[idx] = [vs[i] for i in idx]
-                deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
+                if cells:
+                    _write_back_cells(targets, state_vals)
+                else:
+                    deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
             index_map = entry.ext.flat.objects
         else:
             index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
@@ -524,6 +542,8 @@ class JitWrapped:
             )
         entry = self._build_entry(args, kwargs)
         vals = list(map(_get_raw, entry.vars))
+        for i in entry.cells:
+            vals[i] = read_cell(vals[i])
         dyn = tuple(args[i] for i in entry.dyn_pos)
         kw = {n: kwargs[n] for n in entry.dyn_kw}
         return entry.jitted.lower(vals, dyn, kw)
@@ -532,6 +552,19 @@ class JitWrapped:
         from ramie._src.transforms.general import eval_shape
 
         return eval_shape(self.fun, *args, **kwargs)
+
+
+def _raw_or(v: Any) -> Any:
+    return _get_raw(v) if isinstance(v, Variable) else v
+
+
+def _write_back_cells(targets: list, values: list) -> None:
+    for var, value in zip(targets, values):
+        cell = _get_raw(var)
+        if type(cell) is _RefType:
+            write_cell(cell, value)
+        else:
+            _set_raw(var, value)
 
 
 class _DonatingCall:
@@ -663,7 +696,16 @@ def jit(
     lifting.reject_node_prefix(in_shardings, "in_shardings", "ramie.jit")
     lifting.reject_node_prefix(out_shardings, "out_shardings", "ramie.jit")
     if fun is MISSING:
-        return lambda f: jit(f, **kwargs)  # type: ignore[arg-type]
+        return lambda f: jit(f, graph=graph, graph_updates=graph_updates, **kwargs)  # type: ignore[arg-type]
+    if is_simple(graph, graph_updates):
+        for name in ("in_shardings", "out_shardings"):
+            check_prefix(kwargs[name], name, "ramie.jit")
+        if not (is_node(fun) and callable(fun)):
+            # Checked inside the trace: the cached fast path pays nothing per call.
+            tree = not resolve_graph(graph)
+            checked = checked_inner(fun, "ramie.jit", tree)
+            functools.update_wrapper(checked, fun)
+            return JitWrapped(checked, **kwargs)  # type: ignore[arg-type]
     if is_node(fun) and callable(fun):
         node = fun
         wrapped = JitWrapped(lambda m, *a, **k: m(*a, **k), **kwargs)  # type: ignore[arg-type]
@@ -671,9 +713,43 @@ def jit(
     return JitWrapped(fun, **kwargs)  # type: ignore[arg-type]
 
 
+class JitPartial:
+    """``jit(fun)`` with leading arguments bound; also ``.lower(*rest)``."""
+
+    def __init__(self, jitted: Any, args: tuple):
+        self.jitted = jitted
+        self.args = args
+        functools.update_wrapper(self, jitted, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted(*self.args, *args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted.lower(*self.args, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<ramie.jit_partial of {self.jitted!r}>"
+
+
 def jit_partial(fun: Callable[..., Any], *partial_args: Any, **jit_kwargs: Any) -> Any:
-    """``jit(fun)`` with leading arguments bound (ramie caches every call anyway)."""
-    return functools.partial(jit(fun, **jit_kwargs), *partial_args)
+    """``jit(fun)`` with leading arguments bound (ramie caches every call anyway).
+
+    In tree mode (``graph=False``) the bound arguments are checked at once: a
+    Variable shared between them is an error naming both paths.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 1, rngs=ramie.Rngs(0))
+        >>> forward = ramie.jit_partial(lambda m, x: m(x), model)
+        >>> forward(jnp.ones((3, 2))).shape
+        (3, 1)
+    """
+    graph = jit_kwargs.get("graph")
+    if is_simple(graph, jit_kwargs.get("graph_updates")) and not resolve_graph(graph):
+        from ramie._src.transforms.simple import check_inputs
+
+        check_inputs("ramie.jit_partial", partial_args, {}, True)
+    return JitPartial(jit(fun, **jit_kwargs), partial_args)
 
 
 def cached_partial(

@@ -52,8 +52,10 @@ from ramie._src.core.paths import format_path
 from ramie._src.core.pytree import Pytree, init_slots
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import TrackedDict, TrackedList
+from ramie._src.core.variable_modes import REFS_USED, is_ref_value, set_raw_through
 from ramie._src.core.variables import (
     Variable,
+    _get_raw,
     _Hashed,
     _outer_trace_error,
     _set_meta,
@@ -257,7 +259,19 @@ def collect(
         and all(a is b for a, b in zip(flat2.objects, objs))
     )
     if same:
-        new_vals = [raw(v) for v in flat2.leaves]
+        if mode == "changed":
+            # the stored value: a Ref cell written in place is unchanged
+            new_vals = [
+                _get_raw(v) if isinstance(v, Variable) else v for v in flat2.leaves
+            ]
+            vin = inner.values_in
+            if REFS_USED[0]:
+                new_vals = [
+                    raw(v) if n is not vin[i] and is_ref_value(n) else n
+                    for i, (n, v) in enumerate(zip(new_vals, flat2.leaves))
+                ]
+        else:
+            new_vals = [raw(v) for v in flat2.leaves]
         if mode == "changed":
             vin = inner.values_in
             idx = tuple(
@@ -346,8 +360,9 @@ def apply_state(ext: Extracted, static: tuple, values: list, api: str) -> list[A
                 writes.append((leaf, v))
             else:
                 _write_raw_leaf(ext, flat.paths[i], v)
+        setter = set_raw_through if REFS_USED[0] else _set_raw
         for leaf, v in writes:
-            _set_raw(leaf, v)
+            setter(leaf, v)
         return flat.objects
     _, graphdef2, outer_of = state_static
     return apply_graph_update(ext, graphdef2, outer_of, values, api)
@@ -429,7 +444,7 @@ def apply_graph_update(
             meta = thaw_metadata(defn[3]) if defn[3] else {}
             if oi is not None:
                 var = old[oi]
-                _set_raw(var, value)
+                set_raw_through(var, value)
                 if var._meta != meta:
                     _set_meta(var, meta)
             else:
@@ -585,6 +600,7 @@ def leaf_specs(
     convert: Callable[[Any], Any] = lambda x: x,
 ) -> list[Any]:
     """Per graph-leaf spec from per-argument-leaf specs (StateAxes resolved)."""
+    from ramie._src.core.state import State, iter_flat
     from ramie._src.transforms.axes import _FilterMap
 
     node_specs = [as_node_spec(arg_specs[p]) for p in ext.node_pos]
@@ -595,10 +611,25 @@ def leaf_specs(
         _check_aliasing(ext, node_specs, api)
     out = []
     seen: dict[int, Any] = {}
+    tables: dict[int, dict] = {}
     for path, leaf in zip(ext.flat.paths, ext.flat.leaves):
         spec = node_specs[path[0]]
         if isinstance(spec, _FilterMap):
             spec = spec.lookup(path[1:], leaf, api)
+        elif isinstance(spec, State):  # from ramie.prefix: one value per path
+            table = tables.get(id(spec))
+            if table is None:
+                table = tables[id(spec)] = {
+                    p: (v._raw if isinstance(v, Variable) else v)
+                    for p, v in iter_flat(spec)
+                }
+            if path[1:] not in table:
+                raise GraphStructureError(
+                    f"{api}: the prefix (from ramie.prefix) has no entry for the "
+                    f"Variable at {format_path(path[1:])}; build it from the same "
+                    "module you pass: ramie.prefix(model, {...})"
+                )
+            spec = table[path[1:]]
         out.append(convert(spec))
         seen[id(leaf)] = spec
     return out

@@ -29,6 +29,7 @@ from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
 from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
+from ramie._src.transforms.simple import check_scan_axes, modal
 from ramie.errors import TransformError
 
 
@@ -38,6 +39,7 @@ def _moveaxis(tree: Any, src: int, dst: int) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, src, dst), tree)
 
 
+@modal("ramie.scan", ("in_axes", "out_axes"), check_out=False, validate=check_scan_axes)
 def scan(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,

@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec
 from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import lifting
 from ramie._src.transforms.lifting import is_node
+from ramie._src.transforms.simple import modal
 
 
 def _shard_map_fn() -> Callable[..., Any]:
@@ -27,6 +28,7 @@ def _shard_map_fn() -> Callable[..., Any]:
     return fn
 
 
+@modal("ramie.shard_map", ("in_specs", "out_specs"))
 def shard_map(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,

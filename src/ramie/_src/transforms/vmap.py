@@ -30,6 +30,7 @@ from ramie._src.core.variables import Variable
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
 from ramie._src.transforms.lifting import is_node
+from ramie._src.transforms.simple import modal
 from ramie.errors import TransformError
 
 
@@ -81,6 +82,7 @@ def _new_state_axes(
     return list(flat.paths), out
 
 
+@modal("ramie.vmap", ("in_axes", "out_axes"))
 def vmap(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
@@ -249,6 +251,7 @@ def vmap(
     return wrapper
 
 
+@modal("ramie.pmap", ("in_axes", "out_axes"))
 def pmap(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,

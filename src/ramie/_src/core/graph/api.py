@@ -41,6 +41,7 @@ from ramie._src.core.graph.registry import (
     VARIABLE,
     kind_of,
 )
+from ramie._src.core.graph.tree_mode import maybe_check
 from ramie._src.core.nogc import no_gc
 from ramie._src.core.paths import format_path, format_paths
 from ramie._src.core.pytree import Pytree, bump
@@ -56,6 +57,7 @@ from ramie._src.core.state import (
     unmatched_error,
 )
 from ramie._src.core.tracing import current_trace
+from ramie._src.core.variable_modes import REFS_USED, set_raw_through
 from ramie._src.core.variables import (
     Variable,
     _get_meta,
@@ -105,6 +107,7 @@ def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:
         >>> ramie.merge(graphdef, params)(jnp.ones((1, 2))).shape
         (1, 3)
     """
+    maybe_check(node, graph, "ramie.split")
     if not filters or (
         len(filters) == 1 and (filters[0] is Ellipsis or filters[0] is True)
     ):
@@ -250,6 +253,7 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
         >>> sorted(ramie.state(bn, ramie.BatchStat))
         ['mean', 'var']
     """
+    maybe_check(node, graph, "ramie.state")
     if not filters:
         if kind_of(node) is VARIABLE:
             return node  # as split(variable) does
@@ -275,6 +279,7 @@ variables = state
 @no_gc
 def graphdef(node: A, /, *, graph: bool | None = None) -> GraphDef[A]:
     """Only the GraphDef of ``node``."""
+    maybe_check(node, graph, "ramie.graphdef")
     return flatten(node, with_paths=False).graphdef
 
 
@@ -551,9 +556,28 @@ def _unexpected_paths(val: Any, path: tuple, out: list) -> None:
         out.append(path)
 
 
+def _apply_plan_through(plan: _UpdatePlan) -> None:
+    """``_apply_plan`` when ref/hijax Variables exist: write into their cells."""
+    for var, val in zip(plan.targets, plan.values):
+        if isinstance(val, Variable):
+            set_raw_through(var, val._raw)
+            if val._meta != var._meta:
+                meta = dict(val._meta)
+                for mode in ("hijax", "ref"):  # the target keeps its own modes
+                    meta.pop(mode, None)
+                    if mode in var._meta:
+                        meta[mode] = True
+                _set_meta(var, meta)
+                EPOCH.meta += 1
+        else:
+            set_raw_through(var, val)
+
+
 def _apply_plan(plan: _UpdatePlan) -> None:
     targets, values = plan.targets, plan.values
-    if all(_map(isinstance, values, repeat(Variable))):
+    if REFS_USED[0]:
+        _apply_plan_through(plan)
+    elif all(_map(isinstance, values, repeat(Variable))):
         # The common case (a State of Variables, e.g. from a jitted step):
         # copy the values with C loops; metadata only where it differs.
         _consume(_map(_set_raw, targets, _map(_get_raw, values)))
@@ -604,6 +628,7 @@ def clone(
         >>> other.kernel is model.kernel, same_values
         (False, True)
     """
+    maybe_check(node, graph, "ramie.clone")
     flat = flatten(node)
     leaves = flat.leaves
     if variables or arrays:
@@ -714,6 +739,7 @@ def iter_graph(
         ...  if isinstance(v, ramie.Variable)]
         ['bias', 'kernel']
     """
+    maybe_check(node, graph, "ramie.iter_graph")
     seen: set[int] = set()
 
     def walk(value: Any, path: tuple) -> Iterator[tuple[tuple, Any]]:
@@ -751,6 +777,7 @@ def iter_children(
     node: Any, /, *, graph: bool | None = None
 ) -> Iterator[tuple[Hashable, Any]]:
     """Yield ``(key, child)`` for the immediate graph-object children of ``node``."""
+    maybe_check(node, graph, "ramie.iter_children")
     for key, value in node._graph_children():
         if kind_of(value) in (OBJECT, VARIABLE):
             yield key, value
@@ -822,6 +849,7 @@ def map(
 
 def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:
     """Rebuild ``node`` bottom-up, each node and leaf replaced by ``f(path, x)``."""
+    maybe_check(node, graph, "ramie.recursive_map")
     memo: dict[int, Any] = {}
 
     def rec(value: Any, path: tuple) -> Any:

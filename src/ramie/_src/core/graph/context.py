@@ -341,7 +341,7 @@ def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:
                 from ramie._src.core.paths import format_path
 
                 raise GraphStructureError(
-                    f"ramie.prefix(): the Variable at {format_path(p)} matches no "
-                    "filter; add `...: value` as the last entry"
+                    f"ramie.prefix(): No filter matched the Variable at "
+                    f"{format_path(p)}; add `...: value` as the last entry"
                 )
     return to_state(paths, values)
