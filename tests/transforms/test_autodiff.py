@@ -496,3 +496,25 @@ def test_shared_module_in_two_argnums_gets_its_gradient_once():
         g_h["linear"]["kernel"], 2 * X.T @ np.ones((5, 2)), rtol=1e-5
     )
     assert len(dict(ramie.to_flat_state(g_lin))) == 0
+
+
+def test_grad_of_a_state_argument_covers_every_variable_in_it():
+    # a State (or dict) of Variables is a plain container: its Variables are all
+    # differentiated, whatever their type; a module argument keeps the Param default
+    m = ramie.Dict(
+        a=ramie.List([ramie.Param(jnp.array(10.0)), ramie.BatchStat(jnp.array(20.0))]),
+        b=ramie.Param(jnp.array(10.0)),
+    )
+    graphdef, stats, rest = ramie.split(m, ramie.BatchStat, ...)
+
+    def f(stats, rest):
+        inner = ramie.merge(graphdef, stats, rest)
+        return 2 * inner.a[0][...] + 3 * inner.a[1][...] + inner.b[...]
+
+    grads = ramie.grad(f)(stats, rest)
+    assert isinstance(grads["a"][1], ramie.BatchStat)
+    assert float(grads["a"][1][...]) == 3.0
+    ramie.update(m, grads)
+    assert float(m.a[1][...]) == 3.0 and float(m.b[...]) == 10.0
+    module_grads = ramie.grad(lambda m: 3 * m.a[1][...] + m.b[...])(m)
+    assert ramie.to_flat_state(module_grads).paths == (("a", 0), ("b",))

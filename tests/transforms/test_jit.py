@@ -837,3 +837,59 @@ def test_array_as_static_argument_is_refused_up_front(how):
     ):
         call()
     np.testing.assert_array_equal(g(jnp.ones(2), n=3), [3.0, 3.0])
+
+
+def test_in_shardings_for_non_static_arguments_only():
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    if len(jax.devices()) < 2:
+        pytest.skip("needs 2 devices")
+    mesh = jax.make_mesh((2,), ("d",), devices=jax.devices()[:2])
+    rows = NamedSharding(mesh, P("d"))
+
+    def fn(x, scale, relu):
+        y = x * scale
+        return jnp.maximum(y, 0).sum() if relu else y.sum()
+
+    x = jnp.linspace(-1.0, 1.0, 16).reshape(4, 4)
+    for statics in ({"static_argnums": (2,)}, {"static_argnames": ("relu",)}):
+        f = ramie.jit(fn, in_shardings=(rows, None), **statics)  # 2 of 3 arguments
+        np.testing.assert_allclose(f(x, 0.5, True), fn(x, 0.5, True), atol=1e-6)
+        np.testing.assert_allclose(f(x, 0.5, False), fn(x, 0.5, False), atol=1e-6)
+    with pytest.raises(ramie.errors.TransformError, match=r"got 1 entries"):
+        ramie.jit(fn, in_shardings=(rows,), static_argnums=(2,))(x, 0.5, True)
+
+
+def test_updated_state_keeps_its_in_shardings():
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    if len(jax.devices()) < 2:
+        pytest.skip("needs 2 devices")
+    mesh = jax.make_mesh(
+        (2,),
+        ("d",),
+        devices=jax.devices()[:2],
+        axis_types=(jax.sharding.AxisType.Auto,),
+    )
+    by_row, by_col = (
+        NamedSharding(mesh, P("d", None)),
+        NamedSharding(mesh, P(None, "d")),
+    )
+    model = ramie.Linear(4, 4, rngs=ramie.Rngs(0))
+    spec = ramie.StateSharding({ramie.PathContains("kernel"): by_row, ...: None})
+
+    @ramie.jit(in_shardings=(spec, None), static_argnums=(1,))
+    def step(m, replace):
+        new = jax.lax.with_sharding_constraint(m.kernel.value * 2, by_col)
+        if replace:
+            m.kernel = ramie.Param(new)  # a new Variable: the path decides
+        else:
+            m.kernel.value = new
+
+    for replace in (False, True):
+        before = np.asarray(model.kernel.value)
+        step(model, replace)
+        np.testing.assert_allclose(model.kernel.value, 2 * before, rtol=1e-6)
+        assert model.kernel.value.sharding.is_equivalent_to(by_row, 2)

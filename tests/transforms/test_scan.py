@@ -459,3 +459,22 @@ def test_scan_keyword_arguments_take_their_parameter_in_axes():
     c, ys = cumsum(jnp.zeros(()), x=xs)
     np.testing.assert_array_equal(ys, jnp.cumsum(xs))
     assert float(c) == float(xs.sum())
+
+
+def test_prefix_as_scan_in_axes():
+    cell = ramie.Linear(3, 3, rngs=ramie.Rngs(0))
+    cell.offset = ramie.BatchStat(jnp.arange(5.0))  # one entry per step
+    axes = ramie.prefix(cell, {"offset": 0, ...: None})
+
+    @ramie.scan(in_axes=(axes, ramie.Carry, 1), out_axes=(ramie.Carry, 1))
+    def unroll(cell, h, x):
+        h = cell(h) + x + cell.offset[...]
+        return h, h
+
+    h0, xs = jnp.zeros((2, 3)), jnp.ones((2, 5, 3))
+    h, ys = unroll(cell, h0, xs)
+    ref = h0
+    for t in range(5):  # the loop written out
+        ref = cell(ref) + xs[:, t] + cell.offset[...][t]
+        np.testing.assert_allclose(ys[:, t], ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h, ref, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ import pytest
 from tx_helpers import assert_trees_equal, pure_state
 
 import ramie
+from ramie.errors import TransformError
 
 
 class Counter(ramie.Variable):
@@ -385,3 +386,46 @@ def test_vmap_keyword_arguments_take_their_parameter_in_axes():
     x, y = jnp.arange(3.0), jnp.ones(2)
     np.testing.assert_array_equal(f(x, y=y), f(x, y))
     np.testing.assert_array_equal(f(x=x, y=y), x[:, None] + y[None, :])
+
+
+def test_state_axes_from_a_state_of_axes():
+    model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+    axes_state = ramie.state(model)
+    axes_state["kernel"] = 0
+    axes_state["bias"] = 1
+    axes = ramie.StateAxes(axes_state)
+    assert axes.map_prefix(("kernel",), None) == 0
+    assert axes.map_prefix(("bias",), None) == 1
+
+    stack = ramie.vmap(
+        lambda: ramie.Linear(2, 3, rngs=ramie.Rngs(0)), out_axes=axes, axis_size=4
+    )()
+    assert stack.kernel.shape == (4, 2, 3)
+    assert stack.bias.shape == (3, 4)
+
+
+def test_changed_broadcast_variable_error_names_it_with_jax_wording():
+    class Env(ramie.Module):
+        def __init__(self):
+            self.shared = ramie.BatchStat(jnp.array(1))
+            self.step = ramie.BatchStat(jnp.zeros((4,), jnp.int32))
+
+    env = Env()
+    axes = ramie.StateAxes({ramie.PathContains("shared"): None, ...: 0})
+
+    def f(e):
+        e.step.value += 1
+        e.shared.value = e.shared.value + e.step.value  # per-example now
+
+    with pytest.raises(
+        TransformError, match=r"'shared'.*got axis spec None but output was batched"
+    ):
+        ramie.vmap(f, in_axes=(axes,))(env)
+    assert int(env.shared.value) == 1  # nothing written back
+
+
+def test_prefix_of_a_dict_of_variables_as_in_axes():
+    d = {"a": ramie.Param(jnp.array(2)), "b": ramie.BatchStat(jnp.arange(5))}
+    axes = ramie.prefix(d, lambda path, v: 0 if "b" in path else None)
+    out = ramie.vmap(lambda d: d["a"][...] * d["b"][...], in_axes=(axes,))(d)
+    np.testing.assert_array_equal(out, 2 * jnp.arange(5))

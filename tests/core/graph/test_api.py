@@ -837,3 +837,46 @@ def test_merge_canonicalises_float64_numpy_leaves():
     assert isinstance(kernel, jax.Array) and kernel.dtype == jnp.float32
     np.testing.assert_array_equal(kernel, model.block.linear.kernel.value)
     assert rebuilt.block.count.value.dtype == jnp.int32
+
+
+# ------------------------------------------------------- merge argument errors
+def test_merge_without_state_is_a_type_error_naming_the_argument():
+    graphdef, _ = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    with pytest.raises(TypeError, match=r"merge\(\) missing 1 required .* 'state'"):
+        nnx.merge(graphdef)
+    empty_def, _ = nnx.split(nnx.Dict())  # nothing to fill: fine
+    assert isinstance(nnx.merge(empty_def), nnx.Dict)
+
+
+def test_merge_of_graph_states_checks_type_and_graphdef():
+    m1 = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    m2 = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+    with pytest.raises(GraphStructureError, match="GraphDef must be the same"):
+        nnx.merge(nnx.unpack(m1), nnx.unpack(m2))
+    with pytest.raises(GraphStructureError, match="Expected GraphState object"):
+        nnx.merge(nnx.unpack(m1), nnx.state(m1))
+    merged = nnx.merge(*nnx.unpack(m1, nnx.Param, ...))
+    np.testing.assert_array_equal(merged.kernel.value, m1.kernel.value)
+
+
+@pytest.mark.parametrize("leaf", [42, "name", jnp.ones(3)])
+def test_split_of_a_bare_leaf_keeps_it_as_the_state(leaf):
+    graphdef, state = nnx.split(leaf)
+    assert state is leaf  # nothing lost (the array used to vanish)
+    assert nnx.merge(graphdef, state) is leaf
+
+
+def test_call_reaches_into_containers_by_key():
+    class Counter(nnx.Module):
+        def __init__(self):
+            self.count = nnx.BatchStat(jnp.array(0))
+
+        def increment(self):
+            self.count.value += 1
+            return self.count.value
+
+    nodes = {"a": Counter(), "b": Counter()}
+    out, (graphdef, state) = nnx.call(nnx.split(nodes))["b"].increment()
+    assert int(out) == 1
+    new = nnx.merge(graphdef, state)
+    assert int(new["a"].count.value) == 0 and int(new["b"].count.value) == 1

@@ -167,6 +167,9 @@ class Optimizer(Pytree):
         p_flat = list(iter_flat(params))
         path_of = {id(v): p for p, v in p_flat}
         variables = jax.tree_util.tree_leaves(params, is_leaf=_is_var)
+        if kind_of(grads) is OBJECT:
+            # tree-mode gradients have the model's own type: take its wrt state
+            grads = api.state(grads, self.wrt)
         grad_values = self._matching_grads(p_flat, grads)
         param_arrays = as_pure(params)
         treedef = jax.tree_util.tree_structure(param_arrays)

@@ -27,9 +27,20 @@ from ramie._src.transforms.lifting import Extracted, is_node
 from ramie._src.transforms.simple import is_simple, modal
 
 
+class _DefaultFilter:
+    """An int argnum: a module's Params, or every Variable held in a plain
+    container argument (a State, dict or list of Variables), as in Flax."""
+
+    def __repr__(self) -> str:
+        return "Param"
+
+
+_DEFAULT = _DefaultFilter()
+
+
 def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
     if isinstance(argnums, int):
-        return [(argnums, Param)], True
+        return [(argnums, _DEFAULT)], True
     if isinstance(argnums, DiffState):
         return [(argnums.argnum, argnums.filter)], True
     out = []
@@ -37,7 +48,7 @@ def _normalize_argnums(argnums: Any) -> tuple[list[tuple[int, Any]], bool]:
         if isinstance(a, DiffState):
             out.append((a.argnum, a.filter))
         elif isinstance(a, int):
-            out.append((a, Param))
+            out.append((a, _DEFAULT))
         else:
             raise TypeError(
                 "argnums entries must be ints or ramie.DiffState, got "
@@ -77,17 +88,22 @@ class _DiffPlan:
             return None
 
         node_arg = [arg_of(p) for p in ext.node_pos]
-        preds = {a: to_predicate(f) for a, f in specs}
+        param = to_predicate(Param)
+        preds = {a: param if f is _DEFAULT else to_predicate(f) for a, f in specs}
+        default = {a for a, f in specs if f is _DEFAULT}
         self.diff_graph: list[int] = []
         for j, (path, leaf) in enumerate(zip(ext.flat.paths, ext.flat.leaves)):
             a = node_arg[path[0]]
-            # A Variable passed on its own (or inside a State/dict) is
-            # differentiated whatever the filter, as in Flax: the filter
-            # selects among a module's Variables.
-            if a in preds and (
-                (len(path) == 1 and isinstance(leaf, Variable))
-                or preds[a](path[1:], leaf)
-            ):
+            if a not in preds:
+                continue
+            if a in default and len(path) == 1 and isinstance(leaf, Variable):
+                # a Variable held by a plain container (State, dict) argument:
+                # differentiated whatever its type; a Variable passed as the
+                # argument itself follows the Param default
+                if args[a] is not leaf:
+                    self.diff_graph.append(j)
+                    continue
+            if preds[a](path[1:], leaf):
                 self.diff_graph.append(j)
         node_set = set(ext.node_pos)
         other_pos = [
@@ -188,6 +204,7 @@ def value_and_grad(
         >>> sorted(grads), grads.kernel.shape
         (['bias', 'kernel'], (2, 1))
     """
+    lifting.reject_node_prefix(argnums, "argnums", "ramie.value_and_grad")
     if f is MISSING:
         return lambda fn: value_and_grad(
             fn,
@@ -236,6 +253,7 @@ def grad(
         >>> float(model.mean.value[0])  # ...but their update is kept
         0.01
     """
+    lifting.reject_node_prefix(argnums, "argnums", "ramie.grad")
     if f is MISSING:
         return lambda fn: grad(
             fn,
@@ -389,6 +407,7 @@ def vjp(
     a module of the primal's type (all its floating-point Variables) with
     ``graph=False`` or ``graph_updates=False``. Without ``f``, a decorator.
     """
+    lifting.reject_bound_method(f, "ramie.vjp")
     simple = is_simple(graph, graph_updates)
     if f is MISSING:
         return lambda fn: functools.wraps(fn)(
@@ -396,7 +415,6 @@ def vjp(
                 fn, *p, has_aux=has_aux, graph=graph, graph_updates=graph_updates
             )
         )
-    lifting.reject_bound_method(f, "ramie.vjp")
     ext = lifting.extract((primals, {}))
     lifting.check_traces(ext, "ramie.vjp")
     filt = _inexact_variable if simple else Param

@@ -34,7 +34,14 @@ def is_carry(x: Any) -> bool:
 
 class _FilterMap:
     def __init__(self, filter_map: Mapping[Any, Any] | Iterable[tuple[Any, Any]], /):
-        items = filter_map.items() if isinstance(filter_map, Mapping) else filter_map
+        from ramie._src.core.state import State
+
+        if isinstance(filter_map, State):
+            items: Any = _path_items(filter_map)
+        elif isinstance(filter_map, Mapping):
+            items = filter_map.items()
+        else:
+            items = filter_map
         self._items = tuple(items)
         self._preds = tuple(to_predicate(f) for f, _ in self._items)
 
@@ -61,6 +68,10 @@ class _FilterMap:
             "entry to cover the rest"
         )
 
+    def map_prefix(self, path: tuple, variable: Any) -> Any:
+        """The entry for the Variable ``variable`` at ``path`` (first match)."""
+        return self.lookup(tuple(path), variable, type(self).__name__)
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{filter_name(f)}: {a!r}" for f, a in self._items)
         return f"{type(self).__name__}({{{inner}}})"
@@ -72,13 +83,32 @@ class _FilterMap:
         return hash((type(self), self._items))
 
 
+def _path_items(state: Any) -> list[tuple[Any, Any]]:
+    """``{PathIn(paths...): value}`` items from a State holding one entry per path."""
+    from ramie._src.core.filters import PathIn
+    from ramie._src.core.state import iter_flat
+    from ramie._src.core.variables import Variable
+
+    groups: dict[Any, list[tuple]] = {}
+    for path, value in iter_flat(state):
+        if isinstance(value, Variable):
+            value = value.get_value()
+        groups.setdefault(value, []).append(path)
+    return [(PathIn(*paths), value) for value, paths in groups.items()]
+
+
 class StateAxes(_FilterMap):
     """One vmap/scan axis per filter for a graph argument.
+
+    May also be built from a State whose leaves are the axes, path by path.
 
     Example:
         >>> import ramie
         >>> ramie.StateAxes({ramie.Param: 0, ...: None})
         StateAxes({Param: 0, ...: None})
+        >>> axes = ramie.StateAxes(ramie.State({"kernel": 0, "bias": None}))
+        >>> axes.map_prefix(("kernel",), None), axes.map_prefix(("bias",), None)
+        (0, None)
     """
 
 

@@ -384,12 +384,21 @@ class JitWrapped:
             for name, a in static_kw:
                 call_kw[name] = _unwrap(a)
             out = fun(*call_args, **call_kw)
-            return lifting.collect(inner, out, mode="changed", always=donated)
+            result = lifting.collect(inner, out, mode="changed", always=donated)
+            if leaf_sh is not None:
+                result = _constrain_state(result, leaf_sh, inner, paths)
+            return result
 
         jit_kwargs = dict(self._jit_kwargs)
         shardings = self._leaf_shardings(
             flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
         )
+        # As in Flax: updated argument state keeps the argument's in_shardings
+        # (applied while tracing, so the cached call costs nothing more).
+        leaf_sh = None
+        paths = flat.paths
+        if shardings is not None and any(s is not None for s in shardings[0]):
+            leaf_sh = shardings[0]
         if self.out_shardings is not None:
             jit_kwargs["out_shardings"] = (self.out_shardings, None)
         if donated:
@@ -422,7 +431,15 @@ class JitWrapped:
         from ramie._src.transforms.sharding import leaf_shardings_for_jit
 
         return leaf_shardings_for_jit(
-            spec, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
+            spec,
+            flat,
+            node_pos,
+            node_kw,
+            dyn_pos,
+            dyn_kw,
+            args,
+            kwargs,
+            self.static_argnums,
         )
 
     def _run(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
@@ -574,6 +591,30 @@ class _DonatingCall:
         return self.jitted.lower(ordered[: self.n], ordered[self.n :], dyn, kw)
 
 
+def _constrain_state(result: tuple, leaf_sh: list, inner: Any, paths: Any) -> tuple:
+    """Constrain updated argument state to the argument's in_shardings.
+
+    When the structure changed (a Variable replaced), the sharding follows
+    the path.
+    """
+    out, (aux, state_vals) = result
+    st = aux.value[0]
+    if st[0] == "same":
+        if st[1] is None:
+            return result
+        specs = [leaf_sh[i] for i in st[1]]
+    else:
+        by_path = dict(zip(paths, leaf_sh))
+        specs = [by_path.get(p) for p in flatten(inner.nodes).paths]
+    new_vals = [
+        jax.lax.with_sharding_constraint(v, s)
+        if s is not None and hasattr(v, "shape")
+        else v
+        for s, v in zip(specs, state_vals)
+    ]
+    return out, (aux, new_vals)
+
+
 def _unsort(vals: list, order: list[int]) -> list:
     out: list[Any] = [None] * len(vals)
     for pos, i in enumerate(order):
@@ -659,6 +700,8 @@ def jit(
         inline=inline,
         abstracted_axes=abstracted_axes,
     )
+    lifting.reject_node_prefix(in_shardings, "in_shardings", "ramie.jit")
+    lifting.reject_node_prefix(out_shardings, "out_shardings", "ramie.jit")
     if fun is MISSING:
         return lambda f: jit(f, graph=graph, graph_updates=graph_updates, **kwargs)  # type: ignore[arg-type]
     if is_simple(graph, graph_updates):

@@ -90,6 +90,32 @@ def reject_bound_method(f: Any, api: str) -> None:
     )
 
 
+def reject_node_prefix(spec: Any, name: str, api: str) -> None:
+    """Raise if a graph object is used inside an axes/shardings/argnums spec.
+
+    Specs are prefixes of the arguments; a module or Variable there is almost
+    always a misplaced argument (``in_axes=model``).
+    """
+    if spec is None or isinstance(spec, (int, str)):
+        return
+    for leaf in jax.tree_util.tree_leaves(spec, is_leaf=is_node):
+        if is_node(leaf):
+            example = (
+                f"{name}=(ramie.StateAxes({{ramie.Param: 0, ...: None}}), 0)"
+                if name.endswith("axes")
+                else "argnums=ramie.DiffState(0, ramie.Param)"
+                if name == "argnums"
+                else f"{name}=(ramie.StateSharding({{ramie.Param: sharding}}), None)"
+            )
+            raise TransformError(
+                f"{api}({name}=...): Graph nodes are not allowed as prefixes; found "
+                f"a {type(leaf).__name__} in {name}. {name} describes the arguments "
+                "(one entry per argument), it does not hold them.\n"
+                "  Fix: pass the module as an argument and give it an entry, e.g.\n"
+                f"      {example}"
+            )
+
+
 def resolve_kwargs(f: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Turn keyword arguments that name positional parameters of ``f`` into
     positional ones, so per-argument specs (``in_axes``) apply to them.
@@ -489,8 +515,12 @@ def broadcast_prefix(
 
     out: list[Any] = []
 
+    from ramie._src.core.state import State
+
     def rec(p: Any, f: Any, where: str) -> None:
-        if is_axis_leaf(p) or f is None or is_leaf(f):
+        # a ramie.prefix State for a plain dict of Variables applies key by key
+        per_key = isinstance(p, State) and type(f) is dict and not is_leaf(f)
+        if (is_axis_leaf(p) and not per_key) or f is None or is_leaf(f):
             n = len(jax.tree_util.tree_leaves(f, is_leaf=is_leaf))
             out.extend([p] * n)
             return
@@ -498,8 +528,10 @@ def broadcast_prefix(
             jax.tree_util.flatten_one_level(p) if not is_axis_leaf(p) else ((), None)
         )
         fc, ftd = jax.tree_util.flatten_one_level(f)
-        if type(p) is not type(f) and not (
-            isinstance(p, (tuple, list)) and isinstance(f, (tuple, list))
+        if (
+            type(p) is not type(f)
+            and not (isinstance(p, (tuple, list)) and isinstance(f, (tuple, list)))
+            and not (isinstance(p, dict) and isinstance(f, dict))
         ):
             raise ValueError(
                 f"{api}: the axes/specs {p!r} do not match the argument structure at "
@@ -507,6 +539,12 @@ def broadcast_prefix(
             )
         pc, fc = list(pc), list(fc)
         if isinstance(p, dict) and isinstance(f, dict):
+            if set(p) != set(f):
+                raise ValueError(
+                    f"{api}: the axes/specs have keys {sorted(p, key=str)} where the "
+                    f"arguments at {where or 'the top level'} have "
+                    f"{sorted(f, key=str)}"
+                )
             pc = [p[k] for k in sorted(f)]
         if len(pc) != len(fc):
             raise ValueError(
@@ -520,6 +558,45 @@ def broadcast_prefix(
     return out
 
 
+def as_node_spec(spec: Any) -> Any:
+    """A State of per-path entries (``ramie.prefix``) as a StateAxes."""
+    from ramie._src.core.state import State
+    from ramie._src.transforms.axes import StateAxes
+
+    return StateAxes(spec) if isinstance(spec, State) else spec
+
+
+def _check_aliasing(ext: Extracted, node_specs: list[Any], api: str) -> None:
+    """Raise if one Variable is reached through arguments with different specs."""
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.transforms.axes import _FilterMap
+
+    first: dict[int, tuple[tuple, Any]] = {}
+    for k, (node, spec) in enumerate(zip(ext.nodes, node_specs)):
+        if kind_of(node) is VARIABLE:
+            paths, leaves = [()], [node]
+        else:
+            paths, leaves = leaves_with_paths(node)
+        for path, leaf in zip(paths, leaves):
+            if not isinstance(leaf, Variable):
+                continue
+            s = spec.lookup(path, leaf, api) if isinstance(spec, _FilterMap) else spec
+            where = (k, *path)
+            seen = first.setdefault(id(leaf), (where, s))
+            if seen[1] != s:
+                a, b = format_path(seen[0]), format_path(where)
+                raise TransformError(
+                    f"{api}: Inconsistent aliasing detected: one "
+                    f"{type(leaf).__name__} is reached through two arguments with "
+                    "different specs (path: spec):\n"
+                    f"    args{a}: {seen[1]!r}\n"
+                    f"    args{b}: {s!r}\n"
+                    "  A shared Variable can only be mapped one way.\n"
+                    "  Fix: give both arguments the same spec, or pass the shared "
+                    "object once"
+                )
+
+
 def leaf_specs(
     ext: Extracted,
     arg_specs: list[Any],
@@ -530,7 +607,12 @@ def leaf_specs(
     from ramie._src.core.state import State, iter_flat
     from ramie._src.transforms.axes import _FilterMap
 
-    node_specs = [arg_specs[p] for p in ext.node_pos]
+    node_specs = [as_node_spec(arg_specs[p]) for p in ext.node_pos]
+    if len(node_specs) > 1 and (
+        any(isinstance(sp, _FilterMap) for sp in node_specs)
+        or any(sp != node_specs[0] for sp in node_specs)
+    ):
+        _check_aliasing(ext, node_specs, api)
     out = []
     seen: dict[int, Any] = {}
     tables: dict[int, dict] = {}

@@ -74,6 +74,8 @@ def scan(
         (7, 4)
     """
     _check_axes(in_axes, out_axes)
+    lifting.reject_node_prefix(in_axes, "in_axes", "ramie.scan")
+    lifting.reject_node_prefix(out_axes, "out_axes", "ramie.scan")
     if f is MISSING:
         return lambda fn: scan(
             fn,

@@ -54,6 +54,8 @@ def shard_map(
         >>> f(layer, x).shape
         (8, 4)
     """
+    lifting.reject_node_prefix(in_specs, "in_specs", "ramie.shard_map")
+    lifting.reject_node_prefix(out_specs, "out_specs", "ramie.shard_map")
     if f is MISSING:
         return lambda fn: shard_map(
             fn,

@@ -13,6 +13,7 @@ from typing import Any
 
 from ramie._src.core.state import iter_flat
 from ramie._src.transforms.axes import StateSharding
+from ramie.errors import TransformError
 
 
 def _unwrap(s: Any) -> Any:
@@ -22,12 +23,23 @@ def _unwrap(s: Any) -> Any:
     return s._raw if isinstance(s, Variable) else s
 
 
-def _per_arg(spec: Any, n_args: int) -> list[Any]:
+def _per_arg(spec: Any, n_args: int, static_pos: tuple = ()) -> list[Any]:
+    """One entry per positional argument.
+
+    As in Flax (and ``jax.jit``), a tuple may also give one entry per
+    *non-static* argument; static ones get ``None``.
+    """
     if isinstance(spec, (tuple, list)):
+        static = sorted(i for i in set(static_pos) if i < n_args)
+        if static and len(spec) == n_args - len(static):
+            it = iter(spec)
+            return [None if i in static else next(it) for i in range(n_args)]
         if len(spec) != n_args:
-            raise ValueError(
+            n_dyn = n_args - len(static)
+            raise TransformError(
                 f"ramie.jit(in_shardings=...): got {len(spec)} entries for {n_args} "
-                "positional arguments; give one per argument (None for unspecified)"
+                f"positional arguments ({n_dyn} not static); give one per argument "
+                "or one per non-static argument (None for unspecified)"
             )
         return list(spec)
     return [spec] * n_args
@@ -52,8 +64,9 @@ def leaf_shardings_for_jit(
     dyn_kw: tuple,
     args: tuple,
     kwargs: dict,
+    static_pos: tuple = (),
 ) -> tuple[list, tuple, dict]:
-    per_arg = _per_arg(spec, len(args))
+    per_arg = _per_arg(spec, len(args), static_pos)
     node_specs = [per_arg[i] for i in node_pos] + [None for _ in node_kw]
     tables = [
         {p: _unwrap(s) for p, s in iter_flat(ns)}

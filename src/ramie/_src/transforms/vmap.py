@@ -30,6 +30,7 @@ from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
 from ramie._src.transforms.lifting import is_node
 from ramie._src.transforms.simple import modal
+from ramie.errors import TransformError
 
 
 def _convert_out_axes(out_axes: Any) -> Any:
@@ -99,6 +100,8 @@ def vmap(
         >>> create(ramie.Rngs(0)).kernel.shape
         (3, 4, 4)
     """
+    lifting.reject_node_prefix(in_axes, "in_axes", "ramie.vmap")
+    lifting.reject_node_prefix(out_axes, "out_axes", "ramie.vmap")
     if f is MISSING:
         return lambda fn: vmap(
             fn,
@@ -149,7 +152,7 @@ def vmap(
         # tracing, so when the function changes an argument's structure (an
         # ``__init__`` creating attributes) this list is refilled at trace time.
         state_out_axes = list(graph_axes)
-        node_specs = [specs[p] for p in ext.node_pos]
+        node_specs = [lifting.as_node_spec(specs[p]) for p in ext.node_pos]
 
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
@@ -213,13 +216,15 @@ def vmap(
                 from ramie._src.core.paths import format_path
 
                 names = (
-                    ", ".join(format_path(p) for p in broadcast_changed) or "(unknown)"
+                    ", ".join(repr(format_path(p)) for p in broadcast_changed)
+                    or "(unknown)"
                 )
-                raise ValueError(
-                    f"{api}: a Variable of an argument broadcast with in_axes=None was "
-                    "changed to a per-example value inside vmap, which cannot be "
-                    "written back to the unbatched argument. Changed broadcast "
-                    f"Variables: {names}.\n"
+                raise TransformError(
+                    f"{api}: at vmap in_axes=None, the broadcast Variable(s) {names} "
+                    "got axis spec None but output was batched on axis 0: a Variable "
+                    "of an argument broadcast with in_axes=None was changed to a "
+                    "per-example value inside vmap, which cannot be written back to "
+                    "the unbatched argument.\n"
                     "  Map that argument (in_axes=0, or a StateAxes giving those "
                     "Variables an axis) or do not change it inside vmap.\n"
                     f"JAX said: {e}"
@@ -258,6 +263,8 @@ def pmap(
     Implemented as ``vmap`` inside ``jax.pmap`` semantics: module arguments
     follow ``in_axes`` like in :func:`vmap`.
     """
+    lifting.reject_node_prefix(in_axes, "in_axes", "ramie.pmap")
+    lifting.reject_node_prefix(out_axes, "out_axes", "ramie.pmap")
     if f is MISSING:
         return lambda fn: pmap(
             fn,

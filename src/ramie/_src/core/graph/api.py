@@ -22,7 +22,7 @@ from ramie._src.core import links
 from ramie._src.core.epoch import EPOCH
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.graph import registry
-from ramie._src.core.graph.defs import VAR, GraphDef
+from ramie._src.core.graph.defs import ARR, STC, VAR, GraphDef
 from ramie._src.core.graph.flatten import (
     _consume,
     flatten,
@@ -114,6 +114,8 @@ def split(node: A, *filters: Any, graph: bool | None = None) -> tuple[Any, ...]:
         if isinstance(node, Variable):  # its State is the Variable, as in Flax
             flat = flatten(node)
             return flat.graphdef, node
+        if kind_of(node) in (ARRAY, STATIC):  # a bare leaf is its own state
+            return flatten(node).graphdef, node
         flat = flatten(node, state_cls=State)
         return flat.graphdef, flat.state
     flat = flatten(node)
@@ -309,8 +311,17 @@ def merge(
         'BatchNorm'
     """
     if isinstance(graphdef, GraphState):
+        _check_graph_states(graphdef, states)
         states = (graphdef, *states)
         graphdef = graphdef.graphdef
+    elif isinstance(graphdef, GraphDef) and not states and graphdef.num_leaves:
+        raise TypeError(
+            "ramie.merge() missing 1 required positional argument: 'state'; the "
+            f"GraphDef has {graphdef.num_leaves} leaves to fill. Pass every State "
+            "split returned:\n"
+            "      graphdef, state = ramie.split(model)\n"
+            "      model = ramie.merge(graphdef, state)"
+        )
     if not isinstance(graphdef, GraphDef):
         raise TypeError(
             f"ramie.merge(): the first argument must be a GraphDef (from ramie.split), "
@@ -318,6 +329,12 @@ def merge(
             "      graphdef, state = ramie.split(model)\n"
             "      model = ramie.merge(graphdef, state)"
         )
+    if (
+        graphdef.root[0] in (ARR, STC)
+        and len(states) == 1
+        and not isinstance(states[0], Mapping)
+    ):
+        return states[0]  # the state of a bare leaf is the leaf, as in Flax
     for i, s in enumerate(states):
         if not isinstance(s, Mapping) and not (
             isinstance(s, Variable) and len(states) == 1 and graphdef.root[0] == VAR
@@ -338,6 +355,26 @@ def merge(
             "ramie.merge()", graphdef, missing, unexpected, len(states)
         )
     return node
+
+
+def _check_graph_states(first: GraphState, rest: tuple) -> None:
+    """``merge(graph_state, ...)``: the rest must be GraphStates of one GraphDef."""
+    for i, s in enumerate(rest, start=2):
+        if not isinstance(s, GraphState):
+            raise GraphStructureError(
+                f"ramie.merge(): Expected GraphState object as argument {i} (the first "
+                f"is a GraphState from ramie.unpack); got {type(s).__name__}.\n"
+                "  Fix: pass what ramie.unpack returned, or a GraphDef first:\n"
+                "      model = ramie.merge(*ramie.unpack(model, ramie.Param, ...))\n"
+                "      model = ramie.merge(graphdef, state)"
+            )
+        gd = getattr(s, "_graphdef", None)
+        if gd is not None and gd != first.graphdef:
+            raise GraphStructureError(
+                f"ramie.merge(): GraphDef must be the same for every GraphState; "
+                f"argument {i} was unpacked from a different graph than argument 1.\n"
+                "  Fix: merge only the GraphStates of one ramie.unpack(...) call"
+            )
 
 
 def _structure_error(
@@ -939,18 +976,18 @@ class ApplyCaller:
     def __getattr__(self, name: str) -> ApplyCaller:
         if name.startswith("__"):
             raise AttributeError(name)
-        return ApplyCaller(self._graphdef, self._states, self._path + (name,))
+        return ApplyCaller(self._graphdef, self._states, self._path + ((0, name),))
+
+    def __getitem__(self, key: Any) -> ApplyCaller:
+        """``call(split(nodes))['b'].method()``: reach into containers too."""
+        return ApplyCaller(self._graphdef, self._states, self._path + ((1, key),))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         model = merge(self._graphdef, *self._states)
         target: Any = model
-        if not self._path:
-            out = model(*args, **kwargs)
-        else:
-            for name in self._path[:-1]:
-                target = getattr(target, name)
-            out = getattr(target, self._path[-1])(*args, **kwargs)
-        return out, split(model)
+        for item, key in self._path:
+            target = target[key] if item else getattr(target, key)
+        return target(*args, **kwargs), split(model)
 
 
 def call(graphdef_state: tuple, /) -> ApplyCaller:
