@@ -24,6 +24,7 @@ import optax
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph import api
+from ramie._src.core.graph.registry import OBJECT, kind_of
 from ramie._src.core.loading import check_load
 from ramie._src.core.pytree import Pytree
 from ramie._src.core.sentinels import MISSING
@@ -161,14 +162,12 @@ class Optimizer(Pytree):
                     "      optimizer.update(model, grads)"
                 )
         params = api.state(model, self.wrt)
-        if not isinstance(grads, Mapping) and isinstance(grads, Pytree):
-            # gradients from plain `jax.grad(loss)(model)`: a module of grads
-            grads = api.state(grads, self.wrt)
         p_flat = list(iter_flat(params))
         path_of = {id(v): p for p, v in p_flat}
         variables = jax.tree_util.tree_leaves(params, is_leaf=_is_var)
-        if kind_of(grads) is OBJECT:
-            # tree-mode gradients have the model's own type: take its wrt state
+        if not isinstance(grads, Mapping) and kind_of(grads) is OBJECT:
+            # a module of gradients (tree-mode `ramie.grad`, plain `jax.grad`):
+            # take its `wrt` state
             grads = api.state(grads, self.wrt)
         grad_values = self._matching_grads(p_flat, grads)
         param_arrays = as_pure(params)
