@@ -24,6 +24,7 @@ from ramie._src.bridge import deps
 from ramie._src.core.variables import (
     _NAME_TO_TYPE,
     _TYPE_TO_NAME,
+    DEFAULT_METADATA,
     Variable,
     canonical_metadata_name,
     register_variable_name,
@@ -34,6 +35,15 @@ from ramie._src.spmd import sharding as spmd
 from ramie.errors import BridgeError
 
 _LINEN_META = "linen_meta_type"
+
+
+def _own_metadata(var: Variable) -> dict[str, Any]:
+    """A Variable's metadata without the defaults every Variable reports."""
+    return {
+        k: v
+        for k, v in var.get_metadata().items()
+        if not (k in DEFAULT_METADATA and v == DEFAULT_METADATA[k])
+    }
 
 
 def collection_of(var_type: type[Variable]) -> str:
@@ -73,7 +83,7 @@ def type_of(collection: str) -> type[Variable]:
 
 def is_vanilla_variable(var: Variable) -> bool:
     """True when ``var`` has no metadata worth keeping in Linen (a bare array)."""
-    for key, value in var.get_metadata().items():
+    for key, value in _own_metadata(var).items():
         if key in var.required_metadata:
             continue
         if key.endswith("_hooks") and not value:
@@ -186,7 +196,7 @@ def to_linen_var(var: Variable) -> Any:
         >>> to_linen_var(ramie.Param(jnp.ones(2)))
         Array([1., 1.], dtype=float32)
     """
-    metadata = var.get_metadata()
+    metadata = _own_metadata(var)
     value = var.get_raw_value()
     box = metadata.get(_LINEN_META)
     if box is not None:
