@@ -97,12 +97,11 @@ class _DiffPlan:
             if a not in preds:
                 continue
             if a in default and len(path) == 1 and isinstance(leaf, Variable):
-                # a Variable held by a plain container (State, dict) argument:
-                # differentiated whatever its type; a Variable passed as the
-                # argument itself follows the Param default
-                if args[a] is not leaf:
-                    self.diff_graph.append(j)
-                    continue
+                # a Variable passed on its own or held by a plain container
+                # (State, dict) is differentiated whatever its type, as in Flax:
+                # the default Param filter picks among a module's Variables
+                self.diff_graph.append(j)
+                continue
             if preds[a](path[1:], leaf):
                 self.diff_graph.append(j)
         node_set = set(ext.node_pos)
