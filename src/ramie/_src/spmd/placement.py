@@ -227,7 +227,7 @@ def place(value: Any, target: Any) -> Any:
         if is_explicit(mesh):
             if getattr(jax.typeof(value), "sharding", None) == target:
                 return value
-            return jax.sharding.reshard(value, target.spec)
+            return jax.sharding.reshard(value, target)
         return jax.lax.with_sharding_constraint(value, target)
     if isinstance(value, jax.ShapeDtypeStruct):
         return jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=target)

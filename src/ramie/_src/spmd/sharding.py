@@ -311,13 +311,14 @@ def concrete_abstract_shardings(tree: Any) -> Any:
     ``jax.eval_shape`` reports shardings on an ``AbstractMesh`` (Explicit
     meshes) or none at all (Auto meshes); checkpoint restore needs concrete
     devices. Variables without an annotation are replicated over the mesh.
-    Used by ``ramie.eval_shape``; a no-op without a concrete mesh.
+    Used by ``ramie.eval_shape``; without an active concrete mesh only
+    Variables whose metadata names their ``mesh`` are given shardings.
     """
     from ramie._src.core.graph.api import iter_graph
 
     mesh = placement.current_mesh()
     if not isinstance(mesh, jax.sharding.Mesh):
-        return tree
+        mesh = None  # only Variables naming their own mesh are placed
     try:
         items = list(iter_graph(tree))
     except Exception:  # not a graph: plain pytree outputs
@@ -327,6 +328,8 @@ def concrete_abstract_shardings(tree: Any) -> Any:
             continue
         raw = v._raw
         if "out_sharding" not in v._meta:
+            if mesh is None:
+                continue
             # not annotated: replicated over the mesh, as jit leaves it
             if raw.sharding is None or not isinstance(
                 getattr(raw.sharding, "mesh", None), jax.sharding.Mesh
