@@ -99,6 +99,8 @@ def reject_node_prefix(spec: Any, name: str, api: str) -> None:
     if spec is None or isinstance(spec, (int, str)):
         return
     for leaf in jax.tree_util.tree_leaves(spec, is_leaf=is_node):
+        if isinstance(leaf, Variable) and _is_spec_value(leaf._raw):
+            continue  # a State of shardings (``get_named_sharding``) describes state
         if is_node(leaf):
             example = (
                 f"{name}=(ramie.StateAxes({{ramie.Param: 0, ...: None}}), 0)"
@@ -114,6 +116,13 @@ def reject_node_prefix(spec: Any, name: str, api: str) -> None:
                 "  Fix: pass the module as an argument and give it an entry, e.g.\n"
                 f"      {example}"
             )
+
+
+def _is_spec_value(x: Any) -> bool:
+    """A sharding, PartitionSpec or axis number held by a spec State entry."""
+    return x is None or isinstance(
+        x, (int, jax.sharding.Sharding, jax.sharding.PartitionSpec)
+    )
 
 
 def resolve_kwargs(f: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
