@@ -511,6 +511,35 @@ def test_perturbation_gradients_through_capture_init_match_flax():
     assert np.all(np.asarray(ours[0]) != 0)
 
 
+def _init_only_grads(lib):
+    class Model(lib.Module):
+        def __init__(self):
+            self.w = lib.Param(jnp.array([1.0, -2.0]))
+
+        def __call__(self, x):
+            return jnp.sum(jnp.sin(self.perturb("h", x * self.w[...])))
+
+    model, x = Model(), jnp.array([0.5, 1.5])
+    _, perturbations = lib.capture(model, lib.Perturbation)(x)
+
+    @lib.value_and_grad(argnums=(0, 1))
+    def loss_grad(model, perturbations, x):
+        return lib.capture(lambda m: m(x), init=perturbations)(model)
+
+    loss, (_, pgrads) = loss_grad(model, perturbations, x)
+    return loss, pgrads["h"].get_value()
+
+
+def test_capture_with_only_init_returns_the_result_alone_as_flax():
+    # the pytree guide's recipe: the captured loss is the scalar grad needs
+    fnnx = pytest.importorskip("flax.nnx")
+    (loss, grads), (f_loss, f_grads) = _init_only_grads(nnx), _init_only_grads(fnnx)
+    assert jnp.shape(loss) == ()
+    np.testing.assert_allclose(loss, f_loss, rtol=1e-6)
+    np.testing.assert_allclose(grads, f_grads, rtol=1e-6)
+    np.testing.assert_allclose(grads, np.cos(np.array([0.5, -3.0])), rtol=1e-6)
+
+
 # ------------------------------------------------------------ iteration
 def test_iter_modules_matches_flax():
     fnnx = pytest.importorskip("flax.nnx")

@@ -514,6 +514,8 @@ def capture(
     ``init`` (a State, e.g. the Perturbations of an earlier capture) fills the
     buffers first: ``perturb`` then returns ``value + init_value``, so
     ``grad`` with respect to ``init`` gives the gradient of the intermediate.
+    Given ``init`` and no Variable types, the wrapper returns the result alone
+    (a scalar loss stays a scalar for ``grad``).
     With ``method_outputs=T`` the output of every public method and
     ``__call__`` of every module is recorded too, under the method's name.
     Values assigned as Variables of the collected types (``self.h =
@@ -541,6 +543,9 @@ def capture(
         return lambda actual: capture(
             actual, *types, init=init, method_outputs=method_outputs
         )
+    # With only ``init`` (perturbations for gradient extraction) and no types,
+    # the wrapper returns the result alone, as in Flax.
+    result_only = not var_types and init is not None and method_outputs is None
     if not var_types:
         var_types = (Intermediate,)
     if method_outputs is not None and method_outputs not in var_types:
@@ -579,6 +584,8 @@ def capture(
             for klass, name, func in patched:
                 setattr(klass, name, func)
             captured = _remove_captures(installed, module_paths, var_types)
+        if result_only:
+            return result
         return (result, *_collect(roots, var_types, captured, records, method_outputs,
                                   module_paths))  # fmt: skip
 
