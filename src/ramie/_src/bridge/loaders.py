@@ -266,6 +266,20 @@ def _haiku_lstm(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
         out.used.add(id(b))
 
 
+def _concat_gates(out: Any, target: tuple, entries: list) -> None:
+    """Assign the r, z, n gate entries, concatenated on the last axis, to target."""
+    out.assigns.append(
+        _Assign(
+            target[0],
+            target[1],
+            jnp.concatenate([e.value for e in entries], -1),
+            tuple(e.key for e in entries),
+            "concatenate r, z, n along the last axis",
+        )
+    )
+    out.used |= {id(e) for e in entries}
+
+
 def _linen_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
     if "dense_i" not in t.children or "dense_h" not in t.children:
         return
@@ -289,40 +303,15 @@ def _linen_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
         if node is None or "kernel" not in node.entries:
             return
         parts[g] = node.entries
-    ks = [parts[g]["kernel"] for g in ("ir", "iz", "in")]
-    out.assigns.append(
-        _Assign(
-            di.vars["kernel"][0],
-            di.vars["kernel"][1],
-            jnp.concatenate([e.value for e in ks], -1),
-            tuple(e.key for e in ks),
-            "concatenate r, z, n along the last axis",
-        )
+    _concat_gates(
+        out, di.vars["kernel"], [parts[g]["kernel"] for g in ("ir", "iz", "in")]
     )
-    out.used |= {id(e) for e in ks}
     bs = [parts[g].get("bias") for g in ("ir", "iz", "in")]
     if all(bs) and "bias" in di.vars:
-        out.assigns.append(
-            _Assign(
-                di.vars["bias"][0],
-                di.vars["bias"][1],
-                jnp.concatenate([e.value for e in bs], -1),
-                tuple(e.key for e in bs),
-                "concatenate r, z, n along the last axis",
-            )
-        )
-        out.used |= {id(e) for e in bs}
-    hs = [parts[g]["kernel"] for g in ("hr", "hz", "hn")]
-    out.assigns.append(
-        _Assign(
-            dh.vars["kernel"][0],
-            dh.vars["kernel"][1],
-            jnp.concatenate([e.value for e in hs], -1),
-            tuple(e.key for e in hs),
-            "concatenate r, z, n along the last axis",
-        )
+        _concat_gates(out, di.vars["bias"], bs)
+    _concat_gates(
+        out, dh.vars["kernel"], [parts[g]["kernel"] for g in ("hr", "hz", "hn")]
     )
-    out.used |= {id(e) for e in hs}
     hn_b = parts["hn"].get("bias")
     if hn_b is not None:
         out.used.add(id(hn_b))
