@@ -676,6 +676,30 @@ def test_structural_change_inside_invalidates_the_entry():
     np.testing.assert_allclose(y, eager(X), rtol=1e-5, atol=1e-6)
 
 
+def test_optimizer_state_entry_replaced_in_place_is_seen():
+    import optax
+
+    model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+    opt = ramie.Optimizer(model, optax.adam(0.1), wrt=ramie.Param)
+
+    @ramie.jit
+    def step(model, opt):
+        grads = ramie.grad(lambda m: jnp.sum(m(jnp.ones((1, 2)))))(model)
+        opt.update(model, grads)
+
+    step(model, opt)
+    step(model, opt)
+    mu = opt.opt_state[0].mu
+    before = float(mu["kernel"].value.sum())
+    # replace one entry of the optax state (a State) in place, not its value
+    mu["kernel"] = ramie.OptState(jnp.full((2, 3), 100.0))
+    with stats_delta() as d:
+        step(model, opt)
+    assert d["flattens"] >= 1, "the replaced optimizer-state entry was not seen"
+    after = float(opt.opt_state[0].mu["kernel"].value.sum())
+    assert after > 6 * 50.0 > before  # the step started from the new entry
+
+
 # ------------------------------------------------ property: jit == eager
 class Noise(ramie.Module):
     """A stochastic layer that is cheap to compile: it counts its draws."""
