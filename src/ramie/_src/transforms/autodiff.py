@@ -24,6 +24,7 @@ from ramie._src.core.variables import Param, Variable, new_variable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.axes import DiffState
 from ramie._src.transforms.lifting import Extracted, is_node
+from ramie._src.core.modes import resolve_graph
 from ramie._src.transforms.simple import is_simple, modal
 
 
@@ -525,142 +526,40 @@ def _arg_of_leaf(plan: _DiffPlan, leaf_pos: int) -> int | None:
     return None
 
 
-class CustomVJP:
-    """A function with a custom backward pass; modules allowed as inputs.
-
-    ``bwd(res, g)`` returns one cotangent per (differentiable) input: for a
-    module input, a State of cotangents for (some of) its Variables by path -
-    missing ones are zero.
-    """
-
-    def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple[int, ...] = ()):
-        lifting.reject_bound_method(fun, "ramie.custom_vjp")
-        self.fun = fun
-        self.nondiff_argnums = tuple(nondiff_argnums)
-        self.fwd: Callable[..., Any] | None = None
-        self.bwd: Callable[..., Any] | None = None
-        functools.update_wrapper(self, fun)
-
-    def defvjp(
-        self,
-        fwd: Callable[..., Any],
-        bwd: Callable[..., Any],
-        symbolic_zeros: bool = False,
-    ) -> None:
-        self.fwd = fwd
-        self.bwd = bwd
-
-    def __call__(self, *args: Any) -> Any:
-        if self.fwd is None or self.bwd is None:
-            raise TypeError(
-                "ramie.custom_vjp: call defvjp(fwd, bwd) before calling the function"
-            )
-        nd = self.nondiff_argnums
-        nd_vals = {i: args[i] for i in nd}
-        diff_args = tuple(a for i, a in enumerate(args) if i not in nd)
-        ext = lifting.extract((diff_args, {}))
-        lifting.check_traces(ext, "ramie.custom_vjp")
-        static = ext.static
-        fun, fwd, bwd = self.fun, self.fwd, self.bwd
-        n = len(args)
-
-        def full(d: tuple) -> list:
-            it = iter(d)
-            return [nd_vals[i] if i in nd_vals else next(it) for i in range(n)]
-
-        @jax.custom_vjp
-        def pure(values: list, other: list) -> Any:
-            (a, _), inner = lifting.rebuild(static, values, other)
-            out = fun(*full(a))
-            return lifting.collect(
-                inner,
-                out,
-                mode="all",
-                allow_structure_change=False,
-                api="ramie.custom_vjp",
-            )
-
-        def pure_fwd(values: list, other: list) -> Any:
-            (a, _), inner = lifting.rebuild(static, values, other)
-            out, res = fwd(*full(a))
-            return lifting.collect(
-                inner,
-                out,
-                mode="all",
-                allow_structure_change=False,
-                api="ramie.custom_vjp",
-            ), res
-
-        def pure_bwd(res: Any, g: Any) -> tuple[list, list]:
-            g_out, _ = g
-            cts = bwd(*[nd_vals[i] for i in nd], res, g_out) if nd else bwd(res, g_out)
-            if not isinstance(cts, tuple):
-                cts = (cts,)
-            return _cotangents_to_leaves(ext, diff_args, cts)
-
-        pure.defvjp(pure_fwd, pure_bwd)
-        out, (aux, state_vals) = pure(ext.values, ext.other)
-        index_map = lifting.apply_state(ext, aux.value, state_vals, "ramie.custom_vjp")
-        return lifting.build_outputs(out, aux.value, index_map)
-
-
-def _cotangents_to_leaves(ext: Extracted, args: tuple, cts: tuple) -> tuple[list, list]:
-    import jax.numpy as jnp
-
-    if len(cts) != len(args):
-        raise ValueError(
-            f"ramie.custom_vjp: bwd returned {len(cts)} cotangent(s) for {len(args)} "
-            "differentiable input(s)"
-        )
-    g_values = [jnp.zeros_like(v) if hasattr(v, "shape") else None for v in ext.values]
-    g_other: list[Any] = []
-    node_k = 0
-    for _a, (arg, ct) in enumerate(zip(args, cts)):
-        leaves = jax.tree_util.tree_leaves(arg, is_leaf=is_node)
-        ct_leaves = (
-            jax.tree_util.tree_leaves(
-                ct, is_leaf=lambda x: is_node(x) or isinstance(x, dict)
-            )
-            if ct is not None
-            else []
-        )
-        ci = 0
-        for leaf in leaves:
-            if is_node(leaf):
-                node_ct = ct_leaves[ci] if ci < len(ct_leaves) else None
-                ci += 1
-                for j, path in enumerate(ext.flat.paths):
-                    if path[0] != node_k:
-                        continue
-                    t = node_ct
-                    for key in path[1:]:
-                        if t is None:
-                            break
-                        try:
-                            t = t[key]
-                        except (KeyError, IndexError, TypeError):
-                            t = None
-                    if isinstance(t, Variable):
-                        t = t._raw
-                    if t is not None:
-                        g_values[j] = t
-                node_k += 1
-            else:
-                g = ct_leaves[ci] if ci < len(ct_leaves) else None
-                ci += 1
-                g_other.append(jnp.zeros_like(leaf) if g is None else g)
-    return g_values, g_other
-
-
 @modal("ramie.custom_vjp", ("nondiff_argnums",))
 def custom_vjp(
     fun: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
-    nondiff_argnums: tuple[int, ...] = (),
-    graph: Any = None,
-    graph_updates: Any = None,
+    nondiff_argnums: tuple[int | DiffState, ...] = (),
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Any:
     """``jax.custom_vjp`` for functions that take modules.
+
+    Define the passes with ``f.defvjp(fwd, bwd)``; ``fwd(*args)`` returns
+    ``(out, residuals)``.
+
+    In graph mode with graph updates (the default) a module argument keeps
+    reference semantics: its Variable updates (and structural changes) made in
+    ``f`` reach the caller, so its state after the call is an output as well.
+    ``bwd(res, g)`` receives ``g = (inputs_g, out_g)``, where ``inputs_g`` has
+    one entry per differentiable argument (a State of cotangents, Variable by
+    Variable, for a module; ``None`` otherwise), and returns one cotangent per
+    differentiable argument: a State by path for a module (Variables left out
+    get zero), an array for an array. Returning ``inputs_g``'s entry unchanged
+    passes the gradient of the module's later use straight through.
+
+    ``nondiff_argnums`` holds integers for plain non-differentiable arguments
+    (given first to ``bwd``, as in JAX) and ``ramie.DiffState(i, filter)`` to
+    differentiate only the Variables of argument ``i`` matching ``filter``.
+
+    With ``graph=False`` or ``graph_updates=False`` the protocol is JAX's:
+    ``bwd(*nondiff, res, g)`` gets the output cotangent ``g`` and returns a
+    cotangent of each argument's own type (a module for a module, e.g. a
+    ``ramie.clone`` holding the gradients); ``DiffState`` is not allowed. A
+    ``bwd`` that declares ``updates_g`` also receives the cotangents of the
+    Variables that ``f`` updated (``None`` elsewhere), with the structure of
+    the arguments.
 
     Example:
         >>> import jax, jax.numpy as jnp, ramie
@@ -670,14 +569,41 @@ def custom_vjp(
         >>> def fwd(m, x):
         ...     return m(x), (m.kernel.value, x)
         >>> def bwd(res, g):
+        ...     (m_g, _), out_g = g  # (inputs_g, out_g)
         ...     kernel, x = res
-        ...     return ramie.State({"kernel": x.T @ g}), g @ kernel.T
+        ...     return ramie.State({"kernel": x.T @ out_g}), out_g @ kernel.T
         >>> scale.defvjp(fwd, bwd)
         >>> m = ramie.Linear(2, 2, use_bias=False, rngs=ramie.Rngs(0))
         >>> grads = ramie.grad(lambda m, x: scale(m, x).sum())(m, jnp.ones((1, 2)))
         >>> grads.kernel.shape
         (2, 2)
+
+        The same in tree mode, where ``bwd`` returns a module of cotangents:
+
+        >>> @ramie.custom_vjp(graph=False)
+        ... def scale(m, x):
+        ...     return m(x)
+        >>> def bwd(res, g):
+        ...     m, x = res
+        ...     m_g = ramie.clone(m)
+        ...     m_g.kernel.value = x.T @ g
+        ...     return m_g, g @ m.kernel.value.T
+        >>> scale.defvjp(lambda m, x: (scale(m, x), (m, x)), bwd)
+        >>> g = ramie.grad(lambda m: scale(m, jnp.ones((1, 2))).sum(), graph=False)(m)
+        >>> type(g).__name__, g.kernel.shape
+        ('Linear', (2, 2))
     """
+    from ramie._src.transforms.custom_vjp import CustomVJP, TreeCustomVJP
+
     if fun is MISSING:
-        return lambda f: CustomVJP(f, nondiff_argnums)
+        return functools.partial(
+            custom_vjp,
+            nondiff_argnums=nondiff_argnums,
+            graph=graph,
+            graph_updates=graph_updates,
+        )
+    if is_simple(graph, graph_updates):
+        return TreeCustomVJP(
+            fun, nondiff_argnums, graph=bool(resolve_graph(graph))  # type: ignore[arg-type]
+        )
     return CustomVJP(fun, nondiff_argnums)
