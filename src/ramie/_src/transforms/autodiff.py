@@ -19,12 +19,12 @@ import jax.numpy as jnp
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph.flatten import to_state
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.variables import Param, Variable, new_variable
 from ramie._src.transforms import lifting
 from ramie._src.transforms.axes import DiffState
 from ramie._src.transforms.lifting import Extracted, is_node
-from ramie._src.core.modes import resolve_graph
 from ramie._src.transforms.simple import is_simple, modal
 
 
@@ -295,7 +295,6 @@ def _tree_grad(
     """Tree mode / ``graph_updates=False``: the gradient of a module argument is
     a module of the same type (all its floating-point Variables differentiated,
     the others keep their values), as ``jax.grad`` gives for a pytree."""
-    from ramie._src.core.graph.api import clone, update
 
     single = isinstance(argnums, int)
     idx = (argnums,) if single else tuple(argnums)
@@ -314,6 +313,9 @@ def _tree_grad(
             allow_int,
             return_value=return_value,
         )
+        _check_diff_aliasing(
+            args, idx, "ramie.value_and_grad" if return_value else "ramie.grad"
+        )
         res = inner(*args, **kwargs)
         if return_value:
             value, grads = res
@@ -322,19 +324,83 @@ def _tree_grad(
         else:
             grads = res
         gs = [grads] if single else list(grads)
-        out = []
-        for i, g in zip(idx, gs):
-            if lifting.is_node(args[i]):
-                m = clone(args[i])
-                update(m, g)
-                g = m
-            out.append(g)
+        out = [_tree_like(args[i], g) for i, g in zip(idx, gs)]
         grads = out[0] if single else tuple(out)
         if return_value:
             return value, grads
         return (grads, aux) if has_aux else grads
 
     return wrapper
+
+
+def _variable_ids(tree: Any) -> dict[int, Variable]:
+    from ramie._src.core.graph.api import iter_graph
+
+    found: dict[int, Variable] = {}
+    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=lifting.is_node):
+        if isinstance(leaf, Variable):
+            found[id(leaf)] = leaf
+        elif lifting.is_node(leaf):
+            for _, v in iter_graph(leaf):
+                if isinstance(v, Variable):
+                    found[id(v)] = v
+    return found
+
+
+def _check_diff_aliasing(args: tuple, idx: tuple, api: str) -> None:
+    """``graph_updates=False``: a Variable may not be both differentiated and
+    not (passed in a differentiated argument and in another one)."""
+    diff = _variable_ids(tuple(args[i] for i in idx if i < len(args)))
+    rest = _variable_ids(tuple(a for i, a in enumerate(args) if i not in idx))
+    for key in diff.keys() & rest.keys():
+        var = diff[key]
+        from ramie.errors import SharedReferenceError
+
+        raise SharedReferenceError(
+            f"{api}: Inconsistent aliasing detected: the same "
+            f"{type(var).__name__} is passed in a differentiated argument "
+            f"(argnums={idx if len(idx) > 1 else idx[0]}) and in a "
+            "non-differentiated one, so it would be both differentiated and "
+            "constant.\n"
+            "  Fix: pass it once, or copy it for the constant use:\n"
+            "      f(v, ramie.clone(v))"
+        )
+
+
+def _tree_like(arg: Any, g: Any) -> Any:
+    """Graph-mode gradients ``g`` of ``arg`` with the structure of ``arg``:
+    a module for a module, a Variable (holding its gradient) at every
+    occurrence of a Variable, also a shared one."""
+    from ramie._src.core.graph.api import clone, update
+
+    if isinstance(arg, Variable):
+        return g
+    if lifting.is_node(arg):
+        m = clone(arg)
+        update(m, g)
+        return m
+    leaves, treedef = jax.tree_util.tree_flatten(arg, is_leaf=lifting.is_node)
+    try:
+        g_items = treedef.flatten_up_to(g)
+    except (ValueError, TypeError):
+        return g
+    seen: dict[int, Any] = {}
+    for leaf, gi in zip(leaves, g_items):
+        if isinstance(leaf, Variable) and isinstance(gi, Variable):
+            seen.setdefault(id(leaf), gi)
+    out = []
+    for leaf, gi in zip(leaves, g_items):
+        if isinstance(leaf, Variable) and not isinstance(gi, Variable):
+            first = seen.get(id(leaf))
+            gi = (
+                first
+                if first is None
+                else new_variable(type(first), first._raw, dict(first._meta))
+            )
+        elif lifting.is_node(leaf):
+            gi = _tree_like(leaf, gi)
+        out.append(gi)
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _grad_impl(
@@ -450,9 +516,9 @@ def vjp(
 
 
 def jvp(
-    f: Callable[..., Any],
-    primals: tuple,
-    tangents: tuple,
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    primals: tuple = MISSING,  # type: ignore[assignment]
+    tangents: tuple = MISSING,  # type: ignore[assignment]
     *,
     has_aux: bool = False,
     graph: Any = None,
@@ -460,16 +526,43 @@ def jvp(
 ) -> Any:
     """``jax.jvp`` with modules among the primals.
 
-    The tangent of a module primal is a State of tangents for (some of) its
-    Params, by path; Params not in it get zero tangents.
+    The tangent of a module primal gives tangents for (some of) its Variables
+    by path: a State, or a module of the same type (``jax.tree.map(jnp.ones_like,
+    m)``). The Params of a module are differentiated in graph mode, all its
+    floating-point Variables with ``graph=False`` or ``graph_updates=False``;
+    Variables without a tangent get zero. Without ``f``, a decorator whose
+    function takes ``(primals, tangents)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> m = ramie.Linear(2, 1, use_bias=False, rngs=ramie.Rngs(0))
+        >>> x = jnp.ones((1, 2))
+        >>> t_m = jax.tree.map(jnp.ones_like, m)  # d(kernel) = 1
+        >>> out, t_out = ramie.jvp(lambda m: m(x), (m,), (t_m,))
+        >>> float(t_out[0, 0])  # x @ ones
+        2.0
     """
+    if f is MISSING:
+        return lambda fn: functools.wraps(fn)(
+            lambda primals, tangents: jvp(
+                fn,
+                primals,
+                tangents,
+                has_aux=has_aux,
+                graph=graph,
+                graph_updates=graph_updates,
+            )
+        )
     lifting.reject_bound_method(f, "ramie.jvp")
     import jax.numpy as jnp
 
+    simple = is_simple(graph, graph_updates)
+    tangents = tuple(_as_tangent_tree(p, t) for p, t in zip(primals, tangents))
     ext = lifting.extract((tuple(primals), {}))
     lifting.check_traces(ext, "ramie.jvp")
+    filt = _inexact_variable if simple else Param
     plan = _DiffPlan(
-        ext, tuple(primals), [(i, Param) for i in range(len(primals))], "ramie.jvp"
+        ext, tuple(primals), [(i, filt) for i in range(len(primals))], "ramie.jvp"
     )
     static = ext.static
     dg, do, rg, ro = plan.split(ext.values, ext.other)
@@ -517,6 +610,15 @@ def jvp(
     index_map = lifting.apply_state(ext, auxs.value, state_vals, "ramie.jvp")
     aux = lifting.build_outputs(aux_out, auxs.value, index_map)
     return (out, t_out, aux) if has_aux else (out, t_out)
+
+
+def _as_tangent_tree(primal: Any, t: Any) -> Any:
+    """A module given as a tangent is read through its State."""
+    if lifting.is_node(t) and not isinstance(t, Variable):
+        from ramie._src.core.graph.api import state
+
+        return state(t)
+    return t
 
 
 def _arg_of_leaf(plan: _DiffPlan, leaf_pos: int) -> int | None:
@@ -604,6 +706,8 @@ def custom_vjp(
         )
     if is_simple(graph, graph_updates):
         return TreeCustomVJP(
-            fun, nondiff_argnums, graph=bool(resolve_graph(graph))  # type: ignore[arg-type]
+            fun,
+            nondiff_argnums,
+            graph=bool(resolve_graph(graph)),  # type: ignore[arg-type]
         )
     return CustomVJP(fun, nondiff_argnums)

@@ -385,7 +385,6 @@ class TreeCustomVJP:
         from ramie._src.transforms.simple import check_inputs
 
         check_inputs(API, args, {}, tree=True)  # each Variable once
-        n = len(args)
         nd = set(self._ints)
         fun, fwd, bwd = self.fun, self.fwd, self.bwd
         wants_updates = _accepts_updates_g(bwd)
