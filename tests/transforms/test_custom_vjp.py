@@ -344,3 +344,26 @@ def test_jvp_module_tangent_and_decorator(graph_updates):
     deco = ramie.jvp(graph_updates=graph_updates)(f)
     out2, t_out2 = deco((model, X), (t_model, t_x))
     np.testing.assert_allclose(t_out2, r_t, rtol=1e-5)
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_fwd_must_return_a_pair(graph):
+    @ramie.custom_vjp(graph=graph)
+    def f(m):
+        return m.kernel.value.sum()
+
+    f.defvjp(lambda m: f(m), lambda res, g: (None,))
+    model = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
+    with pytest.raises(TransformError, match=r"fwd must return a pair"):
+        ramie.grad(f, graph=graph)(model)
+
+
+def test_tree_mode_cotangent_of_the_wrong_structure():
+    @ramie.custom_vjp(graph=False)
+    def f(m):
+        return m.kernel.value.sum()
+
+    f.defvjp(lambda m: (f(m), ()), lambda res, g: ({"kernel": g},))
+    model = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
+    with pytest.raises(TransformError, match=r"module of the same type"):
+        ramie.grad(f, graph=False)(model)

@@ -90,6 +90,16 @@ def _split_nondiff(
     return tuple(sorted(ints)), filters
 
 
+def _fwd_pair(pair: Any) -> tuple[Any, Any]:
+    if not (isinstance(pair, tuple) and len(pair) == 2):
+        raise TransformError(
+            f"{API}: fwd must return a pair (out, residuals), got "
+            f"{type(pair).__name__}.\n"
+            "  Fix:\n      def f_fwd(*args):\n          return f(*args), res"
+        )
+    return pair
+
+
 def _accepts_updates_g(bwd: Callable[..., Any]) -> bool:
     try:
         params = inspect.signature(bwd).parameters
@@ -153,7 +163,11 @@ class CustomVJP:
         bwd: Callable[..., Any],
         symbolic_zeros: bool = False,
     ) -> None:
-        """Set the forward (``fwd(*args) -> (out, res)``) and backward passes."""
+        """Set the forward (``fwd(*args) -> (out, res)``) and backward passes.
+
+        ``symbolic_zeros`` is accepted for compatibility; cotangents given to
+        ``bwd`` are always materialized arrays.
+        """
         self.fwd = fwd
         self.bwd = bwd
         self.symbolic_zeros = symbolic_zeros
@@ -175,8 +189,8 @@ class CustomVJP:
                     f"{API}: nondiff_argnums refers to argument {i}, but the "
                     f"function was called with {n} positional argument(s)"
                 )
-            nodes = [x for x in jax.tree_util.tree_leaves(args[i], is_leaf=is_node)]
-            if any(is_node(x) for x in nodes):
+            leaves = jax.tree_util.tree_leaves(args[i], is_leaf=is_node)
+            if any(is_node(x) for x in leaves):
                 raise TransformError(
                     f"{API}: argument {i} holds a Module or Variable but is in "
                     "nondiff_argnums as an integer. Passing integers to "
@@ -236,13 +250,7 @@ class CustomVJP:
 
         def pure_fwd(values: list, other: list) -> Any:
             pair, inner = run(fwd, values, other)
-            if not (isinstance(pair, tuple) and len(pair) == 2):
-                raise TransformError(
-                    f"{API}: fwd must return a pair (out, residuals), got "
-                    f"{type(pair).__name__}.\n"
-                    "  Fix:\n      def f_fwd(*args):\n          return f(*args), res"
-                )
-            out, res = pair
+            out, res = _fwd_pair(pair)
             result = lifting.collect(inner, out, mode="all", api=API)
             state_static = result[1][0].value[0]
             if state_static[0] == "same":
@@ -368,7 +376,11 @@ class TreeCustomVJP:
         bwd: Callable[..., Any],
         symbolic_zeros: bool = False,
     ) -> None:
-        """Set the forward (``fwd(*args) -> (out, res)``) and backward passes."""
+        """Set the forward (``fwd(*args) -> (out, res)``) and backward passes.
+
+        ``symbolic_zeros`` is accepted for compatibility; cotangents given to
+        ``bwd`` are always materialized arrays.
+        """
         self.fwd = fwd
         self.bwd = bwd
         self.symbolic_zeros = symbolic_zeros
@@ -428,7 +440,7 @@ class TreeCustomVJP:
 
         def pure_fwd(diff_vals: list) -> Any:
             inner, new_leaves, start = rebuild(diff_vals)
-            out, res = fwd(*inner)
+            out, res = _fwd_pair(fwd(*inner))
             upd = updates_of(new_leaves, start)
             mask = tuple(u is not None for u in upd)
             return (out, upd), (res, Aux(mask))
