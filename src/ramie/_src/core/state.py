@@ -597,10 +597,37 @@ def _make_unflatten(cls: type) -> Callable:
     return unflatten
 
 
-for _cls in (State, GraphState):
-    jax.tree_util.register_pytree_with_keys(
-        _cls, _state_flatten_with_keys, _make_unflatten(_cls), _state_flatten
-    )
+jax.tree_util.register_pytree_with_keys(
+    State, _state_flatten_with_keys, _make_unflatten(State), _state_flatten
+)
+
+
+# A GraphState keeps its GraphDef through JAX transforms (as static data), so
+# ``merge(params, rest)`` works on the States a transform passes in.
+def _graph_state_flatten(s: GraphState):
+    children, keys = _state_flatten(s)
+    return children, (s._graphdef, keys)
+
+
+def _graph_state_flatten_with_keys(s: GraphState):
+    children, keys = _state_flatten_with_keys(s)
+    return children, (s._graphdef, keys)
+
+
+def _graph_state_unflatten(aux: tuple, children: Iterable[Any]) -> GraphState:
+    graphdef, keys = aux
+    s = GraphState.__new__(GraphState)
+    object.__setattr__(s, "_graphdef", graphdef)
+    dict.update(s, zip(keys, children))
+    return s
+
+
+jax.tree_util.register_pytree_with_keys(
+    GraphState,
+    _graph_state_flatten_with_keys,
+    _graph_state_unflatten,
+    _graph_state_flatten,
+)
 
 
 def _flat_state_flatten(f: FlatState):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph.flatten import to_state
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.variables import Param, Variable, new_variable
 from ramie._src.transforms import lifting
@@ -294,7 +295,6 @@ def _tree_grad(
     """Tree mode / ``graph_updates=False``: the gradient of a module argument is
     a module of the same type (all its floating-point Variables differentiated,
     the others keep their values), as ``jax.grad`` gives for a pytree."""
-    from ramie._src.core.graph.api import clone, update
 
     single = isinstance(argnums, int)
     idx = (argnums,) if single else tuple(argnums)
@@ -313,6 +313,9 @@ def _tree_grad(
             allow_int,
             return_value=return_value,
         )
+        _check_diff_aliasing(
+            args, idx, "ramie.value_and_grad" if return_value else "ramie.grad"
+        )
         res = inner(*args, **kwargs)
         if return_value:
             value, grads = res
@@ -321,19 +324,83 @@ def _tree_grad(
         else:
             grads = res
         gs = [grads] if single else list(grads)
-        out = []
-        for i, g in zip(idx, gs):
-            if lifting.is_node(args[i]):
-                m = clone(args[i])
-                update(m, g)
-                g = m
-            out.append(g)
+        out = [_tree_like(args[i], g) for i, g in zip(idx, gs)]
         grads = out[0] if single else tuple(out)
         if return_value:
             return value, grads
         return (grads, aux) if has_aux else grads
 
     return wrapper
+
+
+def _variable_ids(tree: Any) -> dict[int, Variable]:
+    from ramie._src.core.graph.api import iter_graph
+
+    found: dict[int, Variable] = {}
+    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=lifting.is_node):
+        if isinstance(leaf, Variable):
+            found[id(leaf)] = leaf
+        elif lifting.is_node(leaf):
+            for _, v in iter_graph(leaf):
+                if isinstance(v, Variable):
+                    found[id(v)] = v
+    return found
+
+
+def _check_diff_aliasing(args: tuple, idx: tuple, api: str) -> None:
+    """``graph_updates=False``: a Variable may not be both differentiated and
+    not (passed in a differentiated argument and in another one)."""
+    diff = _variable_ids(tuple(args[i] for i in idx if i < len(args)))
+    rest = _variable_ids(tuple(a for i, a in enumerate(args) if i not in idx))
+    for key in diff.keys() & rest.keys():
+        var = diff[key]
+        from ramie.errors import SharedReferenceError
+
+        raise SharedReferenceError(
+            f"{api}: Inconsistent aliasing detected: the same "
+            f"{type(var).__name__} is passed in a differentiated argument "
+            f"(argnums={idx if len(idx) > 1 else idx[0]}) and in a "
+            "non-differentiated one, so it would be both differentiated and "
+            "constant.\n"
+            "  Fix: pass it once, or copy it for the constant use:\n"
+            "      f(v, ramie.clone(v))"
+        )
+
+
+def _tree_like(arg: Any, g: Any) -> Any:
+    """Graph-mode gradients ``g`` of ``arg`` with the structure of ``arg``:
+    a module for a module, a Variable (holding its gradient) at every
+    occurrence of a Variable, also a shared one."""
+    from ramie._src.core.graph.api import clone, update
+
+    if isinstance(arg, Variable):
+        return g
+    if lifting.is_node(arg):
+        m = clone(arg)
+        update(m, g)
+        return m
+    leaves, treedef = jax.tree_util.tree_flatten(arg, is_leaf=lifting.is_node)
+    try:
+        g_items = treedef.flatten_up_to(g)
+    except (ValueError, TypeError):
+        return g
+    seen: dict[int, Any] = {}
+    for leaf, gi in zip(leaves, g_items):
+        if isinstance(leaf, Variable) and isinstance(gi, Variable):
+            seen.setdefault(id(leaf), gi)
+    out = []
+    for leaf, gi in zip(leaves, g_items):
+        if isinstance(leaf, Variable) and not isinstance(gi, Variable):
+            first = seen.get(id(leaf))
+            gi = (
+                first
+                if first is None
+                else new_variable(type(first), first._raw, dict(first._meta))
+            )
+        elif lifting.is_node(leaf):
+            gi = _tree_like(leaf, gi)
+        out.append(gi)
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _grad_impl(
@@ -449,9 +516,9 @@ def vjp(
 
 
 def jvp(
-    f: Callable[..., Any],
-    primals: tuple,
-    tangents: tuple,
+    f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
+    primals: tuple = MISSING,  # type: ignore[assignment]
+    tangents: tuple = MISSING,  # type: ignore[assignment]
     *,
     has_aux: bool = False,
     graph: Any = None,
@@ -459,16 +526,43 @@ def jvp(
 ) -> Any:
     """``jax.jvp`` with modules among the primals.
 
-    The tangent of a module primal is a State of tangents for (some of) its
-    Params, by path; Params not in it get zero tangents.
+    The tangent of a module primal gives tangents for (some of) its Variables
+    by path: a State, or a module of the same type (``jax.tree.map(jnp.ones_like,
+    m)``). The Params of a module are differentiated in graph mode, all its
+    floating-point Variables with ``graph=False`` or ``graph_updates=False``;
+    Variables without a tangent get zero. Without ``f``, a decorator whose
+    function takes ``(primals, tangents)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ramie
+        >>> m = ramie.Linear(2, 1, use_bias=False, rngs=ramie.Rngs(0))
+        >>> x = jnp.ones((1, 2))
+        >>> t_m = jax.tree.map(jnp.ones_like, m)  # d(kernel) = 1
+        >>> out, t_out = ramie.jvp(lambda m: m(x), (m,), (t_m,))
+        >>> float(t_out[0, 0])  # x @ ones
+        2.0
     """
+    if f is MISSING:
+        return lambda fn: functools.wraps(fn)(
+            lambda primals, tangents: jvp(
+                fn,
+                primals,
+                tangents,
+                has_aux=has_aux,
+                graph=graph,
+                graph_updates=graph_updates,
+            )
+        )
     lifting.reject_bound_method(f, "ramie.jvp")
     import jax.numpy as jnp
 
+    simple = is_simple(graph, graph_updates)
+    tangents = tuple(_as_tangent_tree(p, t) for p, t in zip(primals, tangents))
     ext = lifting.extract((tuple(primals), {}))
     lifting.check_traces(ext, "ramie.jvp")
+    filt = _inexact_variable if simple else Param
     plan = _DiffPlan(
-        ext, tuple(primals), [(i, Param) for i in range(len(primals))], "ramie.jvp"
+        ext, tuple(primals), [(i, filt) for i in range(len(primals))], "ramie.jvp"
     )
     static = ext.static
     dg, do, rg, ro = plan.split(ext.values, ext.other)
@@ -518,6 +612,15 @@ def jvp(
     return (out, t_out, aux) if has_aux else (out, t_out)
 
 
+def _as_tangent_tree(primal: Any, t: Any) -> Any:
+    """A module given as a tangent is read through its State."""
+    if lifting.is_node(t) and not isinstance(t, Variable):
+        from ramie._src.core.graph.api import state
+
+        return state(t)
+    return t
+
+
 def _arg_of_leaf(plan: _DiffPlan, leaf_pos: int) -> int | None:
     for a in range(len(plan.args)):
         if plan.starts[a] <= leaf_pos < plan.starts[a + 1]:
@@ -525,142 +628,40 @@ def _arg_of_leaf(plan: _DiffPlan, leaf_pos: int) -> int | None:
     return None
 
 
-class CustomVJP:
-    """A function with a custom backward pass; modules allowed as inputs.
-
-    ``bwd(res, g)`` returns one cotangent per (differentiable) input: for a
-    module input, a State of cotangents for (some of) its Variables by path -
-    missing ones are zero.
-    """
-
-    def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple[int, ...] = ()):
-        lifting.reject_bound_method(fun, "ramie.custom_vjp")
-        self.fun = fun
-        self.nondiff_argnums = tuple(nondiff_argnums)
-        self.fwd: Callable[..., Any] | None = None
-        self.bwd: Callable[..., Any] | None = None
-        functools.update_wrapper(self, fun)
-
-    def defvjp(
-        self,
-        fwd: Callable[..., Any],
-        bwd: Callable[..., Any],
-        symbolic_zeros: bool = False,
-    ) -> None:
-        self.fwd = fwd
-        self.bwd = bwd
-
-    def __call__(self, *args: Any) -> Any:
-        if self.fwd is None or self.bwd is None:
-            raise TypeError(
-                "ramie.custom_vjp: call defvjp(fwd, bwd) before calling the function"
-            )
-        nd = self.nondiff_argnums
-        nd_vals = {i: args[i] for i in nd}
-        diff_args = tuple(a for i, a in enumerate(args) if i not in nd)
-        ext = lifting.extract((diff_args, {}))
-        lifting.check_traces(ext, "ramie.custom_vjp")
-        static = ext.static
-        fun, fwd, bwd = self.fun, self.fwd, self.bwd
-        n = len(args)
-
-        def full(d: tuple) -> list:
-            it = iter(d)
-            return [nd_vals[i] if i in nd_vals else next(it) for i in range(n)]
-
-        @jax.custom_vjp
-        def pure(values: list, other: list) -> Any:
-            (a, _), inner = lifting.rebuild(static, values, other)
-            out = fun(*full(a))
-            return lifting.collect(
-                inner,
-                out,
-                mode="all",
-                allow_structure_change=False,
-                api="ramie.custom_vjp",
-            )
-
-        def pure_fwd(values: list, other: list) -> Any:
-            (a, _), inner = lifting.rebuild(static, values, other)
-            out, res = fwd(*full(a))
-            return lifting.collect(
-                inner,
-                out,
-                mode="all",
-                allow_structure_change=False,
-                api="ramie.custom_vjp",
-            ), res
-
-        def pure_bwd(res: Any, g: Any) -> tuple[list, list]:
-            g_out, _ = g
-            cts = bwd(*[nd_vals[i] for i in nd], res, g_out) if nd else bwd(res, g_out)
-            if not isinstance(cts, tuple):
-                cts = (cts,)
-            return _cotangents_to_leaves(ext, diff_args, cts)
-
-        pure.defvjp(pure_fwd, pure_bwd)
-        out, (aux, state_vals) = pure(ext.values, ext.other)
-        index_map = lifting.apply_state(ext, aux.value, state_vals, "ramie.custom_vjp")
-        return lifting.build_outputs(out, aux.value, index_map)
-
-
-def _cotangents_to_leaves(ext: Extracted, args: tuple, cts: tuple) -> tuple[list, list]:
-    import jax.numpy as jnp
-
-    if len(cts) != len(args):
-        raise ValueError(
-            f"ramie.custom_vjp: bwd returned {len(cts)} cotangent(s) for {len(args)} "
-            "differentiable input(s)"
-        )
-    g_values = [jnp.zeros_like(v) if hasattr(v, "shape") else None for v in ext.values]
-    g_other: list[Any] = []
-    node_k = 0
-    for _a, (arg, ct) in enumerate(zip(args, cts)):
-        leaves = jax.tree_util.tree_leaves(arg, is_leaf=is_node)
-        ct_leaves = (
-            jax.tree_util.tree_leaves(
-                ct, is_leaf=lambda x: is_node(x) or isinstance(x, dict)
-            )
-            if ct is not None
-            else []
-        )
-        ci = 0
-        for leaf in leaves:
-            if is_node(leaf):
-                node_ct = ct_leaves[ci] if ci < len(ct_leaves) else None
-                ci += 1
-                for j, path in enumerate(ext.flat.paths):
-                    if path[0] != node_k:
-                        continue
-                    t = node_ct
-                    for key in path[1:]:
-                        if t is None:
-                            break
-                        try:
-                            t = t[key]
-                        except (KeyError, IndexError, TypeError):
-                            t = None
-                    if isinstance(t, Variable):
-                        t = t._raw
-                    if t is not None:
-                        g_values[j] = t
-                node_k += 1
-            else:
-                g = ct_leaves[ci] if ci < len(ct_leaves) else None
-                ci += 1
-                g_other.append(jnp.zeros_like(leaf) if g is None else g)
-    return g_values, g_other
-
-
 @modal("ramie.custom_vjp", ("nondiff_argnums",))
 def custom_vjp(
     fun: Callable[..., Any] = MISSING,  # type: ignore[assignment]
     *,
-    nondiff_argnums: tuple[int, ...] = (),
-    graph: Any = None,
-    graph_updates: Any = None,
+    nondiff_argnums: tuple[int | DiffState, ...] = (),
+    graph: bool | None = None,
+    graph_updates: bool | None = None,
 ) -> Any:
     """``jax.custom_vjp`` for functions that take modules.
+
+    Define the passes with ``f.defvjp(fwd, bwd)``; ``fwd(*args)`` returns
+    ``(out, residuals)``.
+
+    In graph mode with graph updates (the default) a module argument keeps
+    reference semantics: its Variable updates (and structural changes) made in
+    ``f`` reach the caller, so its state after the call is an output as well.
+    ``bwd(res, g)`` receives ``g = (inputs_g, out_g)``, where ``inputs_g`` has
+    one entry per differentiable argument (a State of cotangents, Variable by
+    Variable, for a module; ``None`` otherwise), and returns one cotangent per
+    differentiable argument: a State by path for a module (Variables left out
+    get zero), an array for an array. Returning ``inputs_g``'s entry unchanged
+    passes the gradient of the module's later use straight through.
+
+    ``nondiff_argnums`` holds integers for plain non-differentiable arguments
+    (given first to ``bwd``, as in JAX) and ``ramie.DiffState(i, filter)`` to
+    differentiate only the Variables of argument ``i`` matching ``filter``.
+
+    With ``graph=False`` or ``graph_updates=False`` the protocol is JAX's:
+    ``bwd(*nondiff, res, g)`` gets the output cotangent ``g`` and returns a
+    cotangent of each argument's own type (a module for a module, e.g. a
+    ``ramie.clone`` holding the gradients); ``DiffState`` is not allowed. A
+    ``bwd`` that declares ``updates_g`` also receives the cotangents of the
+    Variables that ``f`` updated (``None`` elsewhere), with the structure of
+    the arguments.
 
     Example:
         >>> import jax, jax.numpy as jnp, ramie
@@ -670,14 +671,43 @@ def custom_vjp(
         >>> def fwd(m, x):
         ...     return m(x), (m.kernel.value, x)
         >>> def bwd(res, g):
+        ...     (m_g, _), out_g = g  # (inputs_g, out_g)
         ...     kernel, x = res
-        ...     return ramie.State({"kernel": x.T @ g}), g @ kernel.T
+        ...     return ramie.State({"kernel": x.T @ out_g}), out_g @ kernel.T
         >>> scale.defvjp(fwd, bwd)
         >>> m = ramie.Linear(2, 2, use_bias=False, rngs=ramie.Rngs(0))
         >>> grads = ramie.grad(lambda m, x: scale(m, x).sum())(m, jnp.ones((1, 2)))
         >>> grads.kernel.shape
         (2, 2)
+
+        The same in tree mode, where ``bwd`` returns a module of cotangents:
+
+        >>> @ramie.custom_vjp(graph=False)
+        ... def scale(m, x):
+        ...     return m(x)
+        >>> def bwd(res, g):
+        ...     m, x = res
+        ...     m_g = ramie.clone(m)
+        ...     m_g.kernel.value = x.T @ g
+        ...     return m_g, g @ m.kernel.value.T
+        >>> scale.defvjp(lambda m, x: (scale(m, x), (m, x)), bwd)
+        >>> g = ramie.grad(lambda m: scale(m, jnp.ones((1, 2))).sum(), graph=False)(m)
+        >>> type(g).__name__, g.kernel.shape
+        ('Linear', (2, 2))
     """
+    from ramie._src.transforms.custom_vjp import CustomVJP, TreeCustomVJP
+
     if fun is MISSING:
-        return lambda f: CustomVJP(f, nondiff_argnums)
+        return functools.partial(
+            custom_vjp,
+            nondiff_argnums=nondiff_argnums,
+            graph=graph,
+            graph_updates=graph_updates,
+        )
+    if is_simple(graph, graph_updates):
+        return TreeCustomVJP(
+            fun,
+            nondiff_argnums,
+            graph=bool(resolve_graph(graph)),  # type: ignore[arg-type]
+        )
     return CustomVJP(fun, nondiff_argnums)

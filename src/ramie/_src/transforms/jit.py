@@ -803,7 +803,11 @@ def _deleted_error(variables: list, error: Exception) -> Exception | None:
 
     for var in variables:
         raw = var._raw
-        if isinstance(raw, jax.Array) and raw.is_deleted():
+        if (
+            isinstance(raw, jax.Array)
+            and not isinstance(raw, jax.core.Tracer)
+            and raw.is_deleted()
+        ):
             path = path_of(var)
             where = f" at {format_path(path)}" if path else ""
             return DeletedArrayError(
