@@ -63,6 +63,10 @@ class SNode:
     entries: dict[str, SourceEntry] = field(default_factory=dict)
     children: dict[str, SNode] = field(default_factory=dict)
     unit: str | None = None
+    # optional entries that do not decide the layer's kind (Haiku's EMA
+    # ``hidden``/``counter``): loaded where the ramie layer has a place for
+    # them, ignored otherwise
+    extras: dict[str, SourceEntry] = field(default_factory=dict)
 
     def child(self, name: str) -> SNode:
         if name not in self.children:
@@ -71,6 +75,7 @@ class SNode:
 
     def all_entries(self) -> Iterator[SourceEntry]:
         yield from self.entries.values()
+        yield from self.extras.values()
         for c in self.children.values():
             yield from c.all_entries()
 
@@ -84,9 +89,13 @@ class TNode:
     vars: dict[str, tuple[tuple, Variable]] = field(default_factory=dict)
     children: dict[Any, TNode] = field(default_factory=dict)
     unit: str | None = None
+    # Variables a layer class lists in ``_load_extras``: filled from a
+    # checkpoint layer's extras, not part of the layer's kind
+    extras: dict[str, tuple[tuple, Variable]] = field(default_factory=dict)
 
     def all_vars(self) -> Iterator[tuple[tuple, Variable]]:
         yield from self.vars.values()
+        yield from self.extras.values()
         for c in self.children.values():
             yield from c.all_vars()
 
@@ -143,19 +152,20 @@ def target_tree(
     seen = set() if seen is None else seen
     seen.add(id(model))
     node = TNode(path, model)
-    for cls, unit in units.items():
-        if isinstance(model, cls):
-            node.unit = unit
+    # the most derived class with a unit decides (HaikuGRUCell over GRUCell)
+    node.unit = next((units[c] for c in type(model).__mro__ if c in units), None)
+    extras = getattr(type(model), "_load_extras", ())
     for key, value in _ordered_children(model):
         if id(value) in seen:
             continue
         if isinstance(value, Variable):
             seen.add(id(value))
             if not isinstance(value, RngState):
-                node.vars[key] = (path + (key,), value)
+                where = node.extras if key in extras else node.vars
+                where[key] = (path + (key,), value)
         elif hasattr(value, "_graph_children"):
             child = target_tree(value, units, path + (key,), seen)
-            if child.vars or child.children:
+            if child.vars or child.children or child.extras:
                 node.children[key] = child
     return node
 
@@ -340,7 +350,14 @@ _ALIASES = {
     "multiheaddotproductattention": "multiheadattention",
     "batchnorm": "batchnorm",
     "lstm": "lstmcell",
+    "optimizedlstmcell": "lstmcell",
     "gru": "grucell",
+    "haikugrucell": "grucell",
+    "haikubatchnorm": "batchnorm",
+    "conv1dtranspose": "convtranspose",
+    "conv2dtranspose": "convtranspose",
+    "conv3dtranspose": "convtranspose",
+    "convndtranspose": "convtranspose",
 }
 
 
