@@ -124,7 +124,9 @@ def test_loaded_haiku_batchnorm_keeps_training_like_haiku():
     # evaluation uses the continued statistics, as Haiku does
     model.eval()
     x = xs[0]
-    close(model(x), hk.transform_with_state(h_net).apply(params, state, None, x, False)[0])
+    close(
+        model(x), hk.transform_with_state(h_net).apply(params, state, None, x, False)[0]
+    )
 
 
 def test_plain_batchnorm_gets_the_averages_and_is_told_what_it_drops():
@@ -219,7 +221,9 @@ def test_haiku_gru_loads_into_haiku_gru_cell_over_a_sequence():
     cell = nnx.bridge.HaikuGRUCell(4, 5, rngs=nnx.Rngs(0))
     report = nnx.bridge.load_haiku(cell, params)
     assert {x.sources for x in report.loaded} == {
-        ("params/gru/w_i",), ("params/gru/b",), ("params/gru/w_h",)
+        ("params/gru/w_i",),
+        ("params/gru/b",),
+        ("params/gru/w_h",),
     }
     assert all("z negated" in x.transform for x in report.loaded)
     rnn = nnx.RNN(cell, time_major=True)

@@ -180,9 +180,7 @@ class HaikuGRUCell(GRUCell):
         h = carry
         xr, xz, xn = jnp.split(self.dense_i(inputs), 3, axis=-1)
         hidden = self.hidden_features
-        h, kernel = self.promote_dtype(
-            (h, self.dense_h.kernel._raw), dtype=self.dtype
-        )
+        h, kernel = self.promote_dtype((h, self.dense_h.kernel._raw), dtype=self.dtype)
         hr, hz = jnp.split(h @ kernel[:, : 2 * hidden], 2, axis=-1)
         r = self.gate_fn(xr + hr)
         z = self.gate_fn(xz + hz)

@@ -303,13 +303,17 @@ def _haiku_lstm(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
         for node, value, rows in ((di, wx, f"[:{n_in}]"), (dh, wh, f"[{n_in}:]")):
             path, var = node.vars["kernel"]
             value = _gates(value, 4, "igfo", "ifgo")
-            out.assigns.append(_Assign(path, var, value, (w.key,), f"rows {rows}; {how}"))
+            out.assigns.append(
+                _Assign(path, var, value, (w.key,), f"rows {rows}; {how}")
+            )
         if b is not None and "bias" in dh.vars:
             bias = _gates(b.value, 4, "igfo", "ifgo")
             bias = bias.at[..., h : 2 * h].add(1)
             path, var = dh.vars["bias"]
             out.assigns.append(
-                _Assign(path, var, bias, (b.key,), how + "; f + 1 (Haiku's forget offset)")
+                _Assign(
+                    path, var, bias, (b.key,), how + "; f + 1 (Haiku's forget offset)"
+                )
             )
         return
     # Haiku's gate order along the packed axis is i, g, f, o.
