@@ -44,19 +44,19 @@ def snapshot(model):
 
 
 def h_net(x, is_training):
-    x = hk.Conv2D(4, 3, name="conv")(x)
+    x = hk.Linear(4, w_init=jnp.zeros, name="body")(x)
     x = hk.BatchNorm(True, True, decay_rate=0.9, name="bn")(x, is_training)
-    return hk.Linear(2, name="head")(jax.nn.relu(x).mean((1, 2)))
+    return hk.Linear(2, w_init=jnp.zeros, name="head")(jax.nn.relu(x))
 
 
 class Net(nnx.Module):
     def __init__(self, bn_cls, rngs):
-        self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+        self.body = nnx.Linear(3, 4, rngs=rngs)
         self.bn = bn_cls(4, momentum=0.9, rngs=rngs)
         self.head = nnx.Linear(4, 2, rngs=rngs)
 
     def __call__(self, x):
-        return self.head(jax.nn.relu(self.bn(self.conv(x))).mean((1, 2)))
+        return self.head(jax.nn.relu(self.bn(self.body(x))))
 
 
 @jax.jit
@@ -101,7 +101,7 @@ def trained_haiku(xs, steps):
 
 
 def test_loaded_haiku_batchnorm_keeps_training_like_haiku():
-    xs = batches(6, (4, 6, 6, 3))
+    xs = batches(6, (8, 3))
     params, state = trained_haiku(xs, 2)
     model = Net(nnx.bridge.HaikuBatchNorm, nnx.Rngs(0))
     report = nnx.bridge.load_haiku(model, params, state)
@@ -119,7 +119,7 @@ def test_loaded_haiku_batchnorm_keeps_training_like_haiku():
         for name, value in ref.items():
             close(getattr(model.bn, name).value, value)
     assert int(model.bn.counter.value) == 6
-    close(model.conv.kernel.value, params["conv"]["w"])
+    close(model.body.kernel.value, params["body"]["w"])
     close(model.head.kernel.value, params["head"]["w"])
     # evaluation uses the continued statistics, as Haiku does
     model.eval()
@@ -130,7 +130,7 @@ def test_loaded_haiku_batchnorm_keeps_training_like_haiku():
 
 
 def test_plain_batchnorm_gets_the_averages_and_is_told_what_it_drops():
-    xs = batches(3, (4, 6, 6, 3))
+    xs = batches(3, (8, 3))
     params, state = trained_haiku(xs, 2)
     model = Net(nnx.BatchNorm, nnx.Rngs(0))
     report = nnx.bridge.load_haiku(model, params, state)
@@ -165,7 +165,7 @@ def test_fresh_haiku_batchnorm_follows_a_fresh_hk_batchnorm():
 
 
 def test_unequal_ema_counters_are_refused_and_load_nothing():
-    xs = batches(2, (4, 6, 6, 3))
+    xs = batches(2, (8, 3))
     params, state = trained_haiku(xs, 1)
     state = jax.tree.map(lambda a: a, state)
     state["bn/~/var_ema"] = dict(state["bn/~/var_ema"], counter=jnp.array(5))
@@ -178,7 +178,7 @@ def test_unequal_ema_counters_are_refused_and_load_nothing():
 
 
 def test_haiku_to_nnx_batchnorm_trains_like_haiku():
-    xs = batches(4, (4, 6, 6, 3))
+    xs = batches(4, (8, 3))
     f = hk.transform_with_state(h_net)
     params, state = f.init(KEY, xs[0], True)
     params = randomize(params)
@@ -209,7 +209,7 @@ def test_haiku_to_nnx_batchnorm_trains_like_haiku():
 
 
 def h_gru(xs):
-    core = hk.GRU(5)
+    core = hk.GRU(5, w_i_init=jnp.zeros, w_h_init=jnp.zeros)
     ys, _ = hk.dynamic_unroll(core, xs, core.initial_state(xs.shape[1]))
     return ys
 

@@ -287,9 +287,12 @@ def _match(
         sig = _signature(c)
         same = [x for x in s_rest if sigs[x] == sig]
         hint = _hint(Layer(c, tpath + (k,)))
+        hinted = [x for x in same if _hint(Layer(s.children[x], (x,))) == hint]
+        # creation order among equal hints, but a child whose shapes fit wins
+        # (a checkpoint's keys may be sorted: ``conv_1`` before ``conv_2d``)
         sk = next(
-            (x for x in same if _hint(Layer(s.children[x], (x,))) == hint),
-            same[0] if same else None,
+            (x for x in hinted + same if _subtree_fits(c, s.children[x], fits)),
+            hinted[0] if hinted else same[0] if same else None,
         )
         if sk is None:
             unpaired_t.append(k)
@@ -303,6 +306,14 @@ def _match(
     for k in s_rest:
         s_left += _layers(s.children[k], spath + (k,))
     return _align_level(t_left, s_left, res, fits)
+
+
+def _subtree_fits(t: TNode, s: SNode, fits: Any) -> bool:
+    """Whether two subtrees' layers, in order, pair without any mismatch."""
+    lt, ls = _layers(t, ()), _layers(s, ())
+    return len(lt) == len(ls) and all(
+        a.kind == b.kind and not fits(a, b) for a, b in zip(lt, ls)
+    )
 
 
 def _positional(t: TNode, t_rest: list, s: SNode, s_rest: list) -> bool:
