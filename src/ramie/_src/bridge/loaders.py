@@ -15,9 +15,20 @@ Variable is worked out from the structure of both (see
   ``(in, heads*size)`` -> ramie's ``(in, heads, size)``; ``linear`` -> ``out``.
 * ``hk.LSTM``'s packed ``linear`` (gates i, g, f, o; +1 forget bias added at
   run time) -> ramie ``LSTMCell``'s eight gate Linears (+1 folded into
-  ``hf.bias``).
+  ``hf.bias``), or ``OptimizedLSTMCell``'s ``dense_i``/``dense_h`` (gates
+  reordered to i, f, g, o).
+* ``hk.GRU``'s ``w_i``/``w_h``/``b`` (gates z, r, a) -> ``bridge.HaikuGRUCell``
+  (gates r, z, n; z negated, as Haiku's z is the complement of ramie's).
+  Into a plain ``GRUCell`` it is refused: the candidate formulas differ.
+* BatchNorm's ``mean_ema``/``var_ema`` ``hidden`` and ``counter`` ->
+  ``bridge.HaikuBatchNorm``'s ``mean_hidden``/``var_hidden``/``counter``
+  (ignored, and reported, for a plain ``BatchNorm``).
+* ``hk.ConvNDTranspose`` kernels ``(*k, out, in)`` -> ``ConvTranspose``'s
+  ``(*k, in, out)``.
 * Linen ``GRUCell``'s six gate Denses -> ramie ``GRUCell``'s packed
-  ``dense_i``/``dense_h``.
+  ``dense_i``/``dense_h``; Linen ``LSTMCell``/``OptimizedLSTMCell``'s eight
+  gate Denses -> ``LSTMCell`` (as they are) or ``OptimizedLSTMCell``
+  (concatenated, gates i, f, g, o).
 
 The result is a :class:`LoadReport`. If anything does not fit, one
 :class:`~ramie.errors.StateLoadError` lists every problem and nothing is
@@ -869,8 +880,12 @@ def load_haiku(
     Pairing works as in :func:`load_linen` on Haiku's module names
     (``model/~/block/linear``, ``linear_1``); ``w``/``b``, ``scale``/
     ``offset``, ``embeddings``, BatchNorm ``mean_ema``/``var_ema`` averages,
-    ``hk.layer_stack`` stacks, ``hk.MultiHeadAttention`` and ``hk.LSTM`` are
-    converted to ramie's layouts (see the module docs). Haiku is not imported.
+    ``hk.layer_stack`` stacks, ``hk.MultiHeadAttention``, ``hk.LSTM``,
+    ``hk.ConvNDTranspose`` and ``hk.GRU`` (into
+    :class:`~ramie.bridge.HaikuGRUCell`) are converted to ramie's layouts
+    (see the module docs). A :class:`~ramie.bridge.HaikuBatchNorm` also
+    receives the moving averages' ``hidden`` and ``counter``, so training
+    continues with Haiku's statistics. Haiku is not imported.
 
     Args:
         model: The ramie model to fill.
