@@ -170,7 +170,7 @@ class HaikuGRUCell(GRUCell):
         >>> import jax.numpy as jnp, ramie
         >>> cell = ramie.bridge.HaikuGRUCell(3, 4, rngs=ramie.Rngs(0))
         >>> x = jnp.ones((2, 3))
-        >>> h, y = cell(cell.initialize_carry(x.shape), x)
+        >>> h, y = cell(jnp.zeros((2, 4)), x)
         >>> h.shape, cell.dense_h.kernel.shape
         ((2, 4), (4, 12))
     """
