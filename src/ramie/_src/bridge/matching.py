@@ -281,24 +281,12 @@ def _match(
             t_left += a
             s_left += b
         t_rest, s_rest = [], []
-    unpaired_t = []
-    for k in t_rest:
-        c = t.children[k]
-        sig = _signature(c)
-        same = [x for x in s_rest if sigs[x] == sig]
-        hint = _hint(Layer(c, tpath + (k,)))
-        hinted = [x for x in same if _hint(Layer(s.children[x], (x,))) == hint]
-        # creation order among equal hints, but a child whose shapes fit wins
-        # (a checkpoint's keys may be sorted: ``conv_1`` before ``conv_2d``)
-        sk = next(
-            (x for x in hinted + same if _subtree_fits(c, s.children[x], fits)),
-            hinted[0] if hinted else same[0] if same else None,
-        )
-        if sk is None:
-            unpaired_t.append(k)
-            continue
+    pairs, unpaired_t = _pair_children(t, tpath, t_rest, s, s_rest, sigs, fits)
+    for k, sk in pairs:
         s_rest.remove(sk)
-        a, b = _match(c, tpath + (k,), s.children[sk], spath + (sk,), res, fits)
+        a, b = _match(
+            t.children[k], tpath + (k,), s.children[sk], spath + (sk,), res, fits
+        )
         t_left += a
         s_left += b
     for k in unpaired_t:
@@ -306,6 +294,53 @@ def _match(
     for k in s_rest:
         s_left += _layers(s.children[k], spath + (k,))
     return _align_level(t_left, s_left, res, fits)
+
+
+def _pair_children(
+    t: TNode,
+    tpath: tuple,
+    t_rest: list,
+    s: SNode,
+    s_rest: list,
+    sigs: dict,
+    fits: Any,
+) -> tuple[list[tuple[Any, str]], list]:
+    """Pair children with the same layers: equal class hints, creation order.
+
+    If that pairs some children whose shapes do not fit, and choosing by fit
+    pairs every child without a mismatch (a checkpoint whose keys were
+    sorted: ``conv2_d_transpose_1`` before ``conv3_d_transpose``), the fitting
+    pairing is used; otherwise creation order stays, so a wrong entry is
+    reported against its own layer.
+    """
+
+    def pair(by_fit: bool) -> tuple[list, list]:
+        free, out, unpaired = list(s_rest), [], []
+        for k in t_rest:
+            c = t.children[k]
+            sig = _signature(c)
+            same = [x for x in free if sigs[x] == sig]
+            hint = _hint(Layer(c, tpath + (k,)))
+            hinted = [x for x in same if _hint(Layer(s.children[x], (x,))) == hint]
+            sk = hinted[0] if hinted else same[0] if same else None
+            if by_fit:
+                sk = next(
+                    (x for x in hinted + same if _subtree_fits(c, s.children[x], fits)),
+                    None,
+                )
+            if sk is None:
+                unpaired.append(k)
+                continue
+            free.remove(sk)
+            out.append((k, sk))
+        return out, unpaired
+
+    pairs, unpaired = pair(by_fit=False)
+    if any(not _subtree_fits(t.children[k], s.children[sk], fits) for k, sk in pairs):
+        alt, alt_unpaired = pair(by_fit=True)
+        if len(alt) == len(pairs) and not alt_unpaired and not unpaired:
+            return alt, alt_unpaired
+    return pairs, unpaired
 
 
 def _subtree_fits(t: TNode, s: SNode, fits: Any) -> bool:
