@@ -259,3 +259,58 @@ def test_linen_gru_is_not_loaded_into_haiku_gru_cell():
     cell = nnx.bridge.HaikuGRUCell(4, 5, rngs=nnx.Rngs(0))
     with pytest.raises(StateLoadError, match="use ramie.GRUCell"):
         nnx.bridge.load_linen(cell, variables)
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(4, 4, rngs=rngs)
+        self.bn = nnx.bridge.HaikuBatchNorm(4, momentum=0.9, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.bn(self.linear(x)))
+
+
+class Stack(nnx.Module):
+    def __init__(self, rngs):
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return Block(rngs)
+
+        self.blocks = make(rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def forward(x, block):
+            return block(x)
+
+        return forward(x, self.blocks)
+
+
+@pytest.mark.slow
+def test_layer_stack_of_batchnorms_continues_per_layer():
+    def fwd(x, is_training):
+        @hk.layer_stack(3)
+        def body(x):
+            x = hk.Linear(4, w_init=jnp.zeros)(x)
+            return jax.nn.relu(hk.BatchNorm(True, True, 0.9)(x, is_training))
+
+        return body(x)
+
+    f = hk.transform_with_state(fwd)
+    xs = batches(4, (8, 4), seed=5)
+    params, state = f.init(KEY, xs[0], True)
+    params = randomize(params)
+    apply = jax.jit(f.apply, static_argnums=4)
+    for x in xs[:2]:
+        _, state = apply(params, state, None, x, True)
+    model = Stack(nnx.Rngs(0))
+    assert nnx.bridge.load_haiku(model, params, state).ok
+    ema = "__layer_stack_no_per_layer/batch_norm/~/var_ema"
+    for x in xs[2:]:
+        y, state = apply(params, state, None, x, True)
+        close(model(x), y)
+        close(model.blocks.bn.var_hidden.value, state[ema]["hidden"][:, 0])
+        np.testing.assert_array_equal(
+            model.blocks.bn.counter.value, state[ema]["counter"]
+        )
