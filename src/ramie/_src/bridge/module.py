@@ -47,6 +47,7 @@ from ramie.errors import BridgeError
 
 A = TypeVar("A")
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound="Module")
 PENDING = "bridge__pending__"
 _SETUP_FLAG = "bridge__is_setup"
 

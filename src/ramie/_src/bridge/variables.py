@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from ramie._src.bridge import deps
 from ramie._src.core.variables import (
@@ -34,6 +34,8 @@ from ramie._src.core.variables import (
 from ramie._src.spmd import sharding as spmd
 from ramie.errors import BridgeError
 
+A = TypeVar("A")
+B = TypeVar("B")
 _LINEN_META = "linen_meta_type"
 
 
