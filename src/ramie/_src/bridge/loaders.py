@@ -285,7 +285,9 @@ def _gates(x: Any, n: int, order: str, want: str) -> Any:
     return jnp.concatenate([_gate_split(x, n, order.index(g)) for g in want], -1)
 
 
-def _lstm_shape_error(t: m.TNode, w: m.SourceEntry, want: str, out: _Conversion):
+def _lstm_shape_error(
+    t: m.TNode, w: m.SourceEntry, want: str, out: _Conversion
+) -> None:
     out.mismatched.append(
         Mismatch(w.key, format_path(t.path), want, str(tuple(np.shape(w.value))))
     )
@@ -331,17 +333,14 @@ def _haiku_lstm(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
     for g, k in {"i": 0, "g": 1, "f": 2, "o": 3}.items():
         tx = t.children["if_" if g == "f" else "i" + g]
         th = t.children["h" + g]
-        for node, value, rows in ((tx, wx, "input rows"), (th, wh, "hidden rows")):
+        for node, value, rows in (
+            (tx, wx, f"input rows [:{n_in}]"),
+            (th, wh, f"hidden rows [{n_in}:]"),
+        ):
             path, var = node.vars["kernel"]
+            how = f"{rows}, gate {g} of i,g,f,o"
             out.assigns.append(
-                _Assign(
-                    path,
-                    var,
-                    _gate_split(value, 4, k),
-                    (w.key,),
-                    f"{rows} {'[:' if node is tx else '['}{n_in}"
-                    f"{']' if node is tx else ':]'}, gate {g} of i,g,f,o",
-                )
+                _Assign(path, var, _gate_split(value, 4, k), (w.key,), how)
             )
         if b is not None and "bias" in th.vars:
             bias = _gate_split(b.value, 4, k)
@@ -376,7 +375,9 @@ def _linen_lstm(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
                 out.used |= {id(e) for e in es if e is not None}
 
 
-def _concat_gates(out: Any, target: tuple, entries: list, order: str = "r, z, n"):
+def _concat_gates(
+    out: Any, target: tuple, entries: list, order: str = "r, z, n"
+) -> None:
     """Assign the gate entries, concatenated on the last axis, to target."""
     out.assigns.append(
         _Assign(
