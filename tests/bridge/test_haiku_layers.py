@@ -164,6 +164,32 @@ def test_fresh_haiku_batchnorm_follows_a_fresh_hk_batchnorm():
     close(bn(xs[0]), f.apply(params, state, None, xs[0], False)[0])
 
 
+def test_haiku_batchnorm_through_to_haiku_replaces_hk_batchnorm():
+    def haiku_bn(x, is_training):
+        return hk.BatchNorm(True, True, 0.9, name="bn")(x, is_training)
+
+    def ramie_bn(x, is_training):
+        bn = nnx.bridge.ToHaiku(
+            nnx.bridge.HaikuBatchNorm, 4, momentum=0.9, name="bn"
+        )  # fmt: skip
+        return bn(x, use_running_average=not is_training)
+
+    ref, ours = hk.transform_with_state(haiku_bn), hk.transform_with_state(ramie_bn)
+    xs = batches(3, (8, 4), seed=2)
+    p_ref, s_ref = ref.init(KEY, xs[0], True)
+    p_ours, s_ours = ours.init(KEY, xs[0], True)
+    assert set(s_ours["bn"]) == {"mean", "var", "mean_hidden", "var_hidden", "counter"}
+    for x in xs:
+        y_ref, s_ref = ref.apply(p_ref, s_ref, None, x, True)
+        y_ours, s_ours = ours.apply(p_ours, s_ours, None, x, True)
+        close(y_ours, y_ref)
+        close(s_ours["bn"]["var"], s_ref["bn/~/var_ema"]["average"][0])
+        close(s_ours["bn"]["mean_hidden"], s_ref["bn/~/mean_ema"]["hidden"][0])
+    x = xs[0]
+    close(ours.apply(p_ours, s_ours, None, x, False)[0],
+          ref.apply(p_ref, s_ref, None, x, False)[0])  # fmt: skip
+
+
 def test_unequal_ema_counters_are_refused_and_load_nothing():
     xs = batches(2, (8, 3))
     params, state = trained_haiku(xs, 1)
