@@ -340,3 +340,25 @@ def test_layer_stack_of_batchnorms_continues_per_layer():
         np.testing.assert_array_equal(
             model.blocks.bn.counter.value, state[ema]["counter"]
         )
+
+
+def test_trained_linen_gru_loads_into_linen_gru_cell_with_its_candidate_bias():
+    class LGRU(nn.Module):
+        @nn.compact
+        def __call__(self, h, x):
+            return nn.GRUCell(5, name="cell")(h, x)
+
+    x, h = batches(1, (3, 4), seed=4)[0], jnp.full((3, 5), 0.4)
+    variables = randomize(LGRU().init(KEY, h, x))  # hn/bias non-zero, as trained
+    assert np.any(variables["params"]["cell"]["hn"]["bias"] != 0)
+    cell = nnx.bridge.LinenGRUCell(4, 5, rngs=nnx.Rngs(0))
+    report = nnx.bridge.load_linen(cell, variables)
+    assert {x.target: x.sources for x in report.loaded}["bias_hn"] == (
+        "params/cell/hn/bias",
+    )
+    for ours, ref in zip(cell(h, x), LGRU().apply(variables, h, x)):
+        close(ours, ref)
+    # a plain GRUCell refuses the same checkpoint, naming the cell that fits
+    plain = nnx.GRUCell(4, 5, rngs=nnx.Rngs(0))
+    with pytest.raises(StateLoadError, match="LinenGRUCell"):
+        nnx.bridge.load_linen(plain, variables)

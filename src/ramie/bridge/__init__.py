@@ -19,6 +19,7 @@ from ramie._src.bridge.haiku import HaikuToNNX as HaikuToNNX
 from ramie._src.bridge.haiku import ToHaiku as ToHaiku
 from ramie._src.bridge.haiku_layers import HaikuBatchNorm as HaikuBatchNorm
 from ramie._src.bridge.haiku_layers import HaikuGRUCell as HaikuGRUCell
+from ramie._src.bridge.haiku_layers import LinenGRUCell as LinenGRUCell
 from ramie._src.bridge.interop import linen_in_bridge_mdl as linen_in_bridge_mdl
 from ramie._src.bridge.interop import nnx_in_bridge_mdl as nnx_in_bridge_mdl
 from ramie._src.bridge.loaders import LoadReport as LoadReport

@@ -1,4 +1,4 @@
-"""Layers that compute exactly what a Haiku layer computes, in ramie's layout.
+"""Layers that compute exactly what a Haiku or Linen layer does, in ramie's layout.
 
 Two Haiku layers cannot be expressed by ramie's own layers, so a loaded model
 would drift from Haiku (BatchNorm, once training continues) or differ from the
@@ -14,6 +14,9 @@ change only the computation:
   the recurrent matmul, as ``hk.GRU`` (and Cho et al., 2014) do; ramie's
   :class:`~ramie.GRUCell` (like Flax's and PyTorch's) applies it after.
 
+Linen's ``nn.GRUCell`` has one parameter more than ramie's (a bias on the
+recurrent candidate), so :class:`LinenGRUCell` lives here too.
+
 Haiku is not imported here; the layers are plain ramie Modules.
 """
 
@@ -25,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from ramie._src.core.rngs import Rngs
-from ramie._src.core.variables import BatchStat
+from ramie._src.core.variables import BatchStat, Param
 from ramie._src.nn.checks import check_features
 from ramie._src.nn.normalization import (
     BatchNorm,
@@ -185,5 +188,45 @@ class HaikuGRUCell(GRUCell):
         r = self.gate_fn(xr + hr)
         z = self.gate_fn(xz + hz)
         n = self.activation_fn(xn + (r * h) @ kernel[:, 2 * hidden :])
+        new_h = (1.0 - z) * n + z * h
+        return new_h, new_h
+
+
+class LinenGRUCell(GRUCell):
+    r"""A GRU cell with Linen's recurrent candidate bias ``b_hn``.
+
+    .. math::
+        n = \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn}))
+
+    Everything else is :class:`~ramie.GRUCell` (which, like Flax NNX's, has
+    no ``b_hn``). Linen's ``nn.GRUCell`` starts ``b_hn`` at zero and trains
+    it, so a trained Linen GRU needs this cell: :func:`~ramie.bridge.
+    load_linen` puts Linen's ``hn/bias`` into ``bias_hn``.
+
+    Takes the arguments of :class:`~ramie.GRUCell`; ``bias_hn`` starts at
+    zero, so a fresh cell computes what a fresh ``GRUCell`` computes.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> cell = ramie.bridge.LinenGRUCell(3, 4, rngs=ramie.Rngs(0))
+        >>> cell.bias_hn.shape
+        (4,)
+        >>> cell(jnp.zeros((2, 4)), jnp.ones((2, 3)))[0].shape
+        (2, 4)
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, **kwargs: Any):
+        super().__init__(in_features, hidden_features, **kwargs)
+        self.bias_hn = Param(jnp.zeros((hidden_features,), self.param_dtype))
+
+    def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[Any, Any]:
+        """One GRU step; returns ``(new_h, new_h)``."""
+        h = carry
+        xr, xz, xn = jnp.split(self.dense_i(inputs), 3, axis=-1)
+        hr, hz, hn = jnp.split(self.dense_h(h), 3, axis=-1)
+        (bias_hn,) = self.promote_dtype((self.bias_hn._raw,), dtype=self.dtype)
+        r = self.gate_fn(xr + hr)
+        z = self.gate_fn(xz + hz)
+        n = self.activation_fn(xn + r * (hn + bias_hn))
         new_h = (1.0 - z) * n + z * h
         return new_h, new_h

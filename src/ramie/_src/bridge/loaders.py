@@ -26,9 +26,11 @@ Variable is worked out from the structure of both (see
 * ``hk.ConvNDTranspose`` kernels ``(*k, out, in)`` -> ``ConvTranspose``'s
   ``(*k, in, out)``.
 * Linen ``GRUCell``'s six gate Denses -> ramie ``GRUCell``'s packed
-  ``dense_i``/``dense_h``; Linen ``LSTMCell``/``OptimizedLSTMCell``'s eight
-  gate Denses -> ``LSTMCell`` (as they are) or ``OptimizedLSTMCell``
-  (concatenated, gates i, f, g, o).
+  ``dense_i``/``dense_h`` (``hn``'s bias into ``bridge.LinenGRUCell``'s
+  ``bias_hn``; a plain ``GRUCell`` takes it only when it is zero).
+* Linen ``LSTMCell``/``OptimizedLSTMCell``'s eight gate Denses ->
+  ``LSTMCell`` (as they are) or ``OptimizedLSTMCell`` (concatenated, gates
+  i, f, g, o).
 
 The result is a :class:`LoadReport`. If anything does not fit, one
 :class:`~ramie.errors.StateLoadError` lists every problem and nothing is
@@ -471,13 +473,17 @@ def _linen_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
     hn_b = parts["hn"].get("bias")
     if hn_b is not None:
         out.used.add(id(hn_b))
-        if np.any(np.asarray(hn_b.value) != 0):
+        if "bias_hn" in t.vars:  # a LinenGRUCell
+            path, var = t.vars["bias_hn"]
+            out.assigns.append(_Assign(path, var, hn_b.value, (hn_b.key,)))
+        elif np.any(np.asarray(hn_b.value) != 0):
             out.mismatched.append(
                 Mismatch(
                     hn_b.key,
                     format_path(dh.path),
                     "a zero recurrent candidate bias (ramie's GRUCell has none)",
-                    "non-zero values",
+                    "non-zero values; load into ramie.bridge.LinenGRUCell, "
+                    "which has one",
                 )
             )
         else:

@@ -399,6 +399,7 @@ _ALIASES = {
     "optimizedlstmcell": "lstmcell",
     "gru": "grucell",
     "haikugrucell": "grucell",
+    "linengrucell": "grucell",
     "haikubatchnorm": "batchnorm",
     "conv1dtranspose": "convtranspose",
     "conv2dtranspose": "convtranspose",
