@@ -17,6 +17,9 @@ from ramie._src.bridge import variables as variables
 from ramie._src.bridge import wrappers as wrappers
 from ramie._src.bridge.haiku import HaikuToNNX as HaikuToNNX
 from ramie._src.bridge.haiku import ToHaiku as ToHaiku
+from ramie._src.bridge.haiku_layers import HaikuBatchNorm as HaikuBatchNorm
+from ramie._src.bridge.haiku_layers import HaikuGRUCell as HaikuGRUCell
+from ramie._src.bridge.haiku_layers import LinenGRUCell as LinenGRUCell
 from ramie._src.bridge.interop import linen_in_bridge_mdl as linen_in_bridge_mdl
 from ramie._src.bridge.interop import nnx_in_bridge_mdl as nnx_in_bridge_mdl
 from ramie._src.bridge.loaders import LoadReport as LoadReport

@@ -15,9 +15,22 @@ Variable is worked out from the structure of both (see
   ``(in, heads*size)`` -> ramie's ``(in, heads, size)``; ``linear`` -> ``out``.
 * ``hk.LSTM``'s packed ``linear`` (gates i, g, f, o; +1 forget bias added at
   run time) -> ramie ``LSTMCell``'s eight gate Linears (+1 folded into
-  ``hf.bias``).
+  ``hf.bias``), or ``OptimizedLSTMCell``'s ``dense_i``/``dense_h`` (gates
+  reordered to i, f, g, o).
+* ``hk.GRU``'s ``w_i``/``w_h``/``b`` (gates z, r, a) -> ``bridge.HaikuGRUCell``
+  (gates r, z, n; z negated, as Haiku's z is the complement of ramie's).
+  Into a plain ``GRUCell`` it is refused: the candidate formulas differ.
+* BatchNorm's ``mean_ema``/``var_ema`` ``hidden`` and ``counter`` ->
+  ``bridge.HaikuBatchNorm``'s ``mean_hidden``/``var_hidden``/``counter``
+  (ignored, and reported, for a plain ``BatchNorm``).
+* ``hk.ConvNDTranspose`` kernels ``(*k, out, in)`` -> ``ConvTranspose``'s
+  ``(*k, in, out)``.
 * Linen ``GRUCell``'s six gate Denses -> ramie ``GRUCell``'s packed
-  ``dense_i``/``dense_h``.
+  ``dense_i``/``dense_h`` (``hn``'s bias into ``bridge.LinenGRUCell``'s
+  ``bias_hn``; a plain ``GRUCell`` takes it only when it is zero).
+* Linen ``LSTMCell``/``OptimizedLSTMCell``'s eight gate Denses ->
+  ``LSTMCell`` (as they are) or ``OptimizedLSTMCell`` (concatenated, gates
+  i, f, g, o).
 
 The result is a :class:`LoadReport`. If anything does not fit, one
 :class:`~ramie.errors.StateLoadError` lists every problem and nothing is
@@ -36,10 +49,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ramie._src.bridge import matching as m
+from ramie._src.bridge.haiku_layers import HaikuGRUCell
 from ramie._src.core.loading import SKIPPED, check_load
 from ramie._src.core.paths import format_path
+from ramie._src.nn.conv_transpose import ConvTranspose
 from ramie._src.nn.multi_head_attention import MultiHeadAttention
-from ramie._src.nn.recurrent import GRUCell, LSTMCell
+from ramie._src.nn.recurrent import GRUCell, LSTMCell, OptimizedLSTMCell
 from ramie.errors import StateLoadError
 
 MappingValue = str | tuple[str, Callable[[Any], Any]] | None
@@ -190,15 +205,76 @@ def _value(entry: m.SourceEntry, target_shape: tuple, reshape: bool) -> tuple:
     return value, ""
 
 
-def _leaf(t: m.TNode, s: m.SNode, out: _Conversion, reshape: bool = False) -> None:
+_EMA_REASON = (
+    "Haiku's moving-average bookkeeping; ramie.BatchNorm keeps only the "
+    "average (ramie.bridge.HaikuBatchNorm keeps all of it and continues "
+    "Haiku's statistics exactly)"
+)
+
+
+def _leaf(
+    t: m.TNode,
+    s: m.SNode,
+    out: _Conversion,
+    reshape: bool = False,
+    flavour: str = "linen",
+) -> None:
     by_name = {m.norm_name(e.name): e for e in s.entries.values()}
     for name, (path, var) in t.vars.items():
         e = by_name.get(m.norm_name(name))
         if e is None:
             continue
+        if (
+            flavour == "haiku"
+            and name == "kernel"
+            and isinstance(t.obj, ConvTranspose)
+            and np.ndim(e.value) >= 3
+        ):
+            # hk.ConvNDTranspose stores (*kernel, out, in); ramie (*kernel, in, out)
+            out.assigns.append(
+                _Assign(
+                    path,
+                    var,
+                    jnp.swapaxes(e.value, -1, -2),
+                    (e.key,),
+                    "swap the last two axes (Haiku's (..., out, in) -> (..., in, out))",
+                )
+            )
+            out.used.add(id(e))
+            continue
         value, how = _value(e, np.shape(var.value), reshape)
         out.assigns.append(_Assign(path, var, value, (e.key,), how))
         out.used.add(id(e))
+    _extras(t, s, out)
+
+
+def _extras(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
+    """Load a checkpoint layer's optional entries where the ramie layer has room."""
+    for name, (path, var) in t.extras.items():
+        e = s.extras.get(name)
+        if e is not None:
+            value, how = _value(e, np.shape(var.value), False)
+            out.assigns.append(_Assign(path, var, value, (e.key,), how))
+            out.used.add(id(e))
+    for name, e in s.extras.items():
+        if name in t.extras:
+            continue
+        out.used.add(id(e))
+        first = s.extras.get("counter")
+        if name == "var_counter" and "counter" in t.extras and first is not None:
+            if np.array_equal(np.asarray(e.value), np.asarray(first.value)):
+                out.ignored.append((e.key, f"equal to {first.key}"))
+            else:
+                out.mismatched.append(
+                    Mismatch(
+                        e.key,
+                        format_path(t.extras["counter"][0]),
+                        f"the same step count as {first.key}",
+                        "a different count",
+                    )
+                )
+        else:
+            out.ignored.append((e.key, _EMA_REASON))
 
 
 def _gate_split(x: Any, n: int, i: int) -> Any:
@@ -206,53 +282,68 @@ def _gate_split(x: Any, n: int, i: int) -> Any:
     return x[..., i * size : (i + 1) * size]
 
 
+def _gates(x: Any, n: int, order: str, want: str) -> Any:
+    """Reorder ``n`` gates packed on the last axis from ``order`` to ``want``."""
+    return jnp.concatenate([_gate_split(x, n, order.index(g)) for g in want], -1)
+
+
+def _lstm_shape_error(
+    t: m.TNode, w: m.SourceEntry, want: str, out: _Conversion
+) -> None:
+    out.mismatched.append(
+        Mismatch(w.key, format_path(t.path), want, str(tuple(np.shape(w.value))))
+    )
+    out.accounted |= {id(v) for _, v in t.all_vars()}
+
+
 def _haiku_lstm(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
-    cell: LSTMCell = t.obj
+    cell = t.obj
     lin = s.children.get("linear")
     w = lin.entries.get("kernel") if lin else None
     b = lin.entries.get("bias") if lin else None
     if w is None:
         return
+    out.used.add(id(w))
+    if b is not None:
+        out.used.add(id(b))
     n_in, h = cell.in_features, cell.hidden_features
-    shape = tuple(np.shape(w.value))
-    if shape[-2:] != (n_in + h, 4 * h):
-        out.mismatched.append(
-            Mismatch(
-                w.key,
-                format_path(t.path),
-                f"an LSTM kernel of shape (..., {n_in} + {h}, 4 * {h})",
-                str(shape),
-            )
-        )
-        out.used.add(id(w))
-        if b is not None:
-            out.used.add(id(b))
-        out.accounted |= {id(v) for _, v in t.all_vars()}
+    if tuple(np.shape(w.value))[-2:] != (n_in + h, 4 * h):
+        want = f"an LSTM kernel of shape (..., {n_in} + {h}, 4 * {h})"
+        _lstm_shape_error(t, w, want, out)
         return
     wx, wh = w.value[..., :n_in, :], w.value[..., n_in:, :]
+    if isinstance(cell, OptimizedLSTMCell):
+        di, dh = t.children["dense_i"], t.children["dense_h"]
+        how = "gates i,g,f,o -> i,f,g,o"
+        for node, value, rows in ((di, wx, f"[:{n_in}]"), (dh, wh, f"[{n_in}:]")):
+            path, var = node.vars["kernel"]
+            value = _gates(value, 4, "igfo", "ifgo")
+            out.assigns.append(
+                _Assign(path, var, value, (w.key,), f"rows {rows}; {how}")
+            )
+        if b is not None and "bias" in dh.vars:
+            bias = _gates(b.value, 4, "igfo", "ifgo")
+            bias = bias.at[..., h : 2 * h].add(1)
+            path, var = dh.vars["bias"]
+            out.assigns.append(
+                _Assign(
+                    path, var, bias, (b.key,), how + "; f + 1 (Haiku's forget offset)"
+                )
+            )
+        return
     # Haiku's gate order along the packed axis is i, g, f, o.
-    gates = {"i": 0, "g": 1, "f": 2, "o": 3}
-    for g, k in gates.items():
+    for g, k in {"i": 0, "g": 1, "f": 2, "o": 3}.items():
         tx = t.children["if_" if g == "f" else "i" + g]
         th = t.children["h" + g]
-        out.assigns.append(
-            _Assign(
-                tx.vars["kernel"][0],
-                tx.vars["kernel"][1],
-                _gate_split(wx, 4, k),
-                (w.key,),
-                f"input rows [:{n_in}], gate {g} of i,g,f,o",
+        for node, value, rows in (
+            (tx, wx, f"input rows [:{n_in}]"),
+            (th, wh, f"hidden rows [{n_in}:]"),
+        ):
+            path, var = node.vars["kernel"]
+            how = f"{rows}, gate {g} of i,g,f,o"
+            out.assigns.append(
+                _Assign(path, var, _gate_split(value, 4, k), (w.key,), how)
             )
-        )
-        out.assigns.append(
-            _Assign(
-                th.vars["kernel"][0],
-                th.vars["kernel"][1],
-                _gate_split(wh, 4, k),
-                (w.key,),
-                f"hidden rows [{n_in}:], gate {g} of i,g,f,o",
-            )
-        )
         if b is not None and "bias" in th.vars:
             bias = _gate_split(b.value, 4, k)
             how = f"gate {g} of i,g,f,o"
@@ -261,42 +352,109 @@ def _haiku_lstm(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
             out.assigns.append(
                 _Assign(th.vars["bias"][0], th.vars["bias"][1], bias, (b.key,), how)
             )
-    out.used.add(id(w))
-    if b is not None:
-        out.used.add(id(b))
 
 
-def _concat_gates(out: Any, target: tuple, entries: list) -> None:
-    """Assign the r, z, n gate entries, concatenated on the last axis, to target."""
+_LSTM_GATES = ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")
+
+
+def _linen_lstm(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
+    """Linen ``LSTMCell``/``OptimizedLSTMCell`` (eight gate Denses) -> ramie."""
+    if not isinstance(t.obj, OptimizedLSTMCell):
+        for g in _LSTM_GATES:
+            tn = t.children.get("if_" if g == "if" else g)
+            if tn is not None:
+                _leaf(tn, s.children[g], out)
+        return
+    parts = {g: s.children[g].entries for g in _LSTM_GATES}
+    di, dh = t.children["dense_i"], t.children["dense_h"]
+    for node, side in ((di, "i"), (dh, "h")):
+        for name in ("kernel", "bias"):
+            es = [parts[side + g].get(name) for g in "ifgo"]
+            if name in node.vars and all(es):
+                _concat_gates(out, node.vars[name], es, "i, f, g, o")
+            else:
+                # Linen's input gates have no bias; ramie's dense_i has none either
+                out.used |= {id(e) for e in es if e is not None}
+
+
+def _concat_gates(
+    out: Any, target: tuple, entries: list, order: str = "r, z, n"
+) -> None:
+    """Assign the gate entries, concatenated on the last axis, to target."""
     out.assigns.append(
         _Assign(
             target[0],
             target[1],
             jnp.concatenate([e.value for e in entries], -1),
             tuple(e.key for e in entries),
-            "concatenate r, z, n along the last axis",
+            f"concatenate {order} along the last axis",
         )
     )
     out.used |= {id(e) for e in entries}
 
 
-def _linen_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
+def _haiku_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
+    """``hk.GRU``'s ``w_i``/``w_h``/``b`` (gates z, r, a) -> HaikuGRUCell."""
+    di, dh = t.children["dense_i"], t.children["dense_h"]
+    how = "gates z,r,a -> r,z,n with z negated (Haiku's z is 1 - ramie's)"
+
+    def convert(x: Any) -> Any:
+        z, r, a = (_gate_split(x, 3, i) for i in range(3))
+        return jnp.concatenate([r, -z, a], -1)
+
+    for key, node, name in (
+        ("w_i", di, "kernel"),
+        ("bias", di, "bias"),
+        ("w_h", dh, "kernel"),
+    ):
+        e = s.entries.get(key)
+        if e is None or name not in node.vars:
+            continue
+        path, var = node.vars[name]
+        out.assigns.append(_Assign(path, var, convert(e.value), (e.key,), how))
+        out.used.add(id(e))
+
+
+def _gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
     if "dense_i" not in t.children or "dense_h" not in t.children:
         return
-    di, dh = t.children["dense_i"], t.children["dense_h"]
-    if {"w_i", "w_h", "bias"} <= set(s.entries):  # Haiku's GRU
-        out.mismatched.append(
-            Mismatch(
-                s.entries["w_i"].key.rsplit("/", 1)[0],
-                format_path(t.path),
-                "a GRU computing n = tanh(W x + r * (U h))",
+    haiku_src = {"w_i", "w_h", "bias"} <= set(s.entries)
+    haiku_dst = isinstance(t.obj, HaikuGRUCell)
+    if haiku_src != haiku_dst:
+        src = s.entries["w_i"].key.rsplit("/", 1)[0] if haiku_src else ""
+        if not src:
+            src = next(iter(s.all_entries())).key.rsplit("/", 2)[0]
+        found, fix = (
+            (
                 "Haiku's GRU, which computes n = tanh(W x + U (r * h)); the two "
                 "cannot be converted into each other",
+                "ramie.bridge.HaikuGRUCell",
+            )
+            if haiku_src
+            else (
+                "a GRU computing n = tanh(W x + r * (U h)) (Linen's GRUCell)",
+                "ramie.GRUCell",
             )
         )
-        out.used |= {id(e) for e in s.entries.values()}
+        want = (
+            "a GRU computing n = tanh(W x + r * (U h))"
+            if not haiku_dst
+            else "a GRU computing n = tanh(W x + U (r * h)) (HaikuGRUCell)"
+        )
+        out.mismatched.append(
+            Mismatch(src, format_path(t.path), want, f"{found}; use {fix} there")
+        )
+        out.used |= {id(e) for e in s.all_entries()}
         out.accounted |= {id(v) for _, v in t.all_vars()}
         return
+    if haiku_src:
+        _haiku_gru(t, s, out)
+    else:
+        _linen_gru(t, s, out)
+
+
+def _linen_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
+    di, dh = t.children["dense_i"], t.children["dense_h"]
     parts = {}
     for g in ("ir", "iz", "in", "hr", "hz", "hn"):
         node = s.children.get(g)
@@ -315,13 +473,17 @@ def _linen_gru(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
     hn_b = parts["hn"].get("bias")
     if hn_b is not None:
         out.used.add(id(hn_b))
-        if np.any(np.asarray(hn_b.value) != 0):
+        if "bias_hn" in t.vars:  # a LinenGRUCell
+            path, var = t.vars["bias_hn"]
+            out.assigns.append(_Assign(path, var, hn_b.value, (hn_b.key,)))
+        elif np.any(np.asarray(hn_b.value) != 0):
             out.mismatched.append(
                 Mismatch(
                     hn_b.key,
                     format_path(dh.path),
                     "a zero recurrent candidate bias (ramie's GRUCell has none)",
-                    "non-zero values",
+                    "non-zero values; load into ramie.bridge.LinenGRUCell, "
+                    "which has one",
                 )
             )
         else:
@@ -341,20 +503,19 @@ def _haiku_mha(t: m.TNode, s: m.SNode, out: _Conversion) -> None:
             _leaf(t.children[tn], s.children[sn], out, reshape=True)
 
 
-_UNITS: dict[str, Callable[[m.TNode, m.SNode, _Conversion], None]] = {
-    "lstm": _haiku_lstm,
-    "gru": _linen_gru,
-    "mha": _haiku_mha,
+_UNITS: dict[str, dict[str, Callable[[m.TNode, m.SNode, _Conversion], None]]] = {
+    "haiku": {"lstm": _haiku_lstm, "gru": _gru, "mha": _haiku_mha},
+    "linen": {"lstm": _linen_lstm, "gru": _gru},
 }
 
 
-def _convert(t: m.Layer, s: m.Layer) -> _Conversion:
+def _convert(t: m.Layer, s: m.Layer, flavour: str) -> _Conversion:
     out = _Conversion()
     if t.node.unit is not None:
         if t.node.unit == s.node.unit:
-            _UNITS[t.node.unit](t.node, s.node, out)
+            _UNITS[flavour][t.node.unit](t.node, s.node, out)
     else:
-        _leaf(t.node, s.node, out)
+        _leaf(t.node, s.node, out, flavour=flavour)
     return out
 
 
@@ -381,11 +542,15 @@ def _fit_problems(a: _Assign) -> bool:
     return have != want
 
 
-def _fits(t: m.Layer, s: m.Layer) -> int:
-    conv = _convert(t, s)
+def _fits(t: m.Layer, s: m.Layer, flavour: str) -> int:
+    conv = _convert(t, s, flavour)
     bad = len(conv.mismatched) + sum(_fit_problems(a) for a in conv.assigns)
-    n_t = sum(1 for _ in t.node.all_vars()) if t.node.unit else len(t.node.vars)
-    n_s = sum(1 for _ in s.node.all_entries()) if s.node.unit else len(s.node.entries)
+    if t.node.unit:
+        n_t = sum(1 for _ in t.node.all_vars())
+        n_s = sum(1 for _ in s.node.all_entries())
+    else:
+        n_t = len(t.node.vars) + len(t.node.extras)
+        n_s = len(s.node.entries) + len(s.node.extras)
     return bad + (n_t - len(conv.assigns)) + (n_s - len(conv.used))
 
 
@@ -427,6 +592,8 @@ _MHA_HAIKU = frozenset({"query", "key", "value", "linear"})
 def _linen_unit(node: m.SNode) -> str | None:
     if set(node.children) == _GRU_GATES and not node.entries:
         return "gru"
+    if set(node.children) == set(_LSTM_GATES) and not node.entries:
+        return "lstm"
     return None
 
 
@@ -488,18 +655,22 @@ def haiku_tree(
         ema = _EMA.match(last)
         if ema and "average" in entries:
             node = node_of(module.rsplit("/", 1)[0]) if "/" in module else root
-            node.entries[ema.group(1)] = m.SourceEntry(
-                f"state/{module}/average", ema.group(1), entries["average"], True
+            which = ema.group(1)
+            node.entries[which] = m.SourceEntry(
+                f"state/{module}/average", which, entries["average"], True
             )
-            for name in entries:
-                if name != "average":
-                    ignored.append(
-                        (
-                            f"state/{module}/{name}",
-                            "Haiku moving-average "
-                            "bookkeeping; ramie keeps only the average",
-                        )
-                    )
+            # hidden sum and step counter: loaded into a HaikuBatchNorm,
+            # ignored (and reported) for a plain BatchNorm
+            for name, value in entries.items():
+                key = f"state/{module}/{name}"
+                if name == "hidden":
+                    extra = f"{which}_hidden"
+                    node.extras[extra] = m.SourceEntry(key, extra, value, True)
+                elif name == "counter":
+                    extra = "counter" if which == "mean" else "var_counter"
+                    node.extras[extra] = m.SourceEntry(key, extra, value)
+                elif name != "average":
+                    ignored.append((key, "not part of Haiku's moving average"))
             continue
         node = node_of(module)
         for name, value in entries.items():
@@ -519,6 +690,8 @@ def haiku_tree(
 def _remove_entries(node: m.SNode, drop: set[str]) -> None:
     for k in [k for k, e in node.entries.items() if e.key in drop]:
         del node.entries[k]
+    for k in [k for k, e in node.extras.items() if e.key in drop]:
+        del node.extras[k]
     for c in node.children.values():
         _remove_entries(c, drop)
 
@@ -526,6 +699,8 @@ def _remove_entries(node: m.SNode, drop: set[str]) -> None:
 def _remove_vars(node: m.TNode, drop: set[int]) -> None:
     for k in [k for k, (_, v) in node.vars.items() if id(v) in drop]:
         del node.vars[k]
+    for k in [k for k, (_, v) in node.extras.items() if id(v) in drop]:
+        del node.extras[k]
     for c in node.children.values():
         _remove_vars(c, drop)
 
@@ -584,11 +759,12 @@ def _load(
     _remove_entries(source, claimed_entries)
     _remove_vars(target, claimed_vars)
 
-    result = m.match(target, source, _fits)
+    flavour = "haiku" if "haiku" in api else "linen"
+    result = m.match(target, source, lambda t, s: _fits(t, s, flavour))
     used: set[int] = set()
     accounted: set[int] = set()
     for t, s in result.pairs:
-        conv = _convert(t, s)
+        conv = _convert(t, s, flavour)
         assigns += conv.assigns
         used |= conv.used
         mismatched += conv.mismatched
@@ -691,7 +867,7 @@ def load_linen(
         "ramie.bridge.load_linen()",
         model,
         source,
-        {GRUCell: "gru"},
+        {GRUCell: "gru", LSTMCell: "lstm", OptimizedLSTMCell: "lstm"},
         mapping,
         strict,
         [],
@@ -711,8 +887,12 @@ def load_haiku(
     Pairing works as in :func:`load_linen` on Haiku's module names
     (``model/~/block/linear``, ``linear_1``); ``w``/``b``, ``scale``/
     ``offset``, ``embeddings``, BatchNorm ``mean_ema``/``var_ema`` averages,
-    ``hk.layer_stack`` stacks, ``hk.MultiHeadAttention`` and ``hk.LSTM`` are
-    converted to ramie's layouts (see the module docs). Haiku is not imported.
+    ``hk.layer_stack`` stacks, ``hk.MultiHeadAttention``, ``hk.LSTM``,
+    ``hk.ConvNDTranspose`` and ``hk.GRU`` (into
+    :class:`~ramie.bridge.HaikuGRUCell`) are converted to ramie's layouts
+    (see the module docs). A :class:`~ramie.bridge.HaikuBatchNorm` also
+    receives the moving averages' ``hidden`` and ``counter``, so training
+    continues with Haiku's statistics. Haiku is not imported.
 
     Args:
         model: The ramie model to fill.
@@ -740,7 +920,12 @@ def load_haiku(
     """
     ignored: list[tuple[str, str]] = []
     source = haiku_tree(params, state, ignored)
-    units = {LSTMCell: "lstm", GRUCell: "gru", MultiHeadAttention: "mha"}
+    units = {
+        LSTMCell: "lstm",
+        OptimizedLSTMCell: "lstm",
+        GRUCell: "gru",
+        MultiHeadAttention: "mha",
+    }
     return _load(
         "ramie.bridge.load_haiku()", model, source, units, mapping, strict, ignored
     )

@@ -63,6 +63,10 @@ class SNode:
     entries: dict[str, SourceEntry] = field(default_factory=dict)
     children: dict[str, SNode] = field(default_factory=dict)
     unit: str | None = None
+    # optional entries that do not decide the layer's kind (Haiku's EMA
+    # ``hidden``/``counter``): loaded where the ramie layer has a place for
+    # them, ignored otherwise
+    extras: dict[str, SourceEntry] = field(default_factory=dict)
 
     def child(self, name: str) -> SNode:
         if name not in self.children:
@@ -71,6 +75,7 @@ class SNode:
 
     def all_entries(self) -> Iterator[SourceEntry]:
         yield from self.entries.values()
+        yield from self.extras.values()
         for c in self.children.values():
             yield from c.all_entries()
 
@@ -84,9 +89,13 @@ class TNode:
     vars: dict[str, tuple[tuple, Variable]] = field(default_factory=dict)
     children: dict[Any, TNode] = field(default_factory=dict)
     unit: str | None = None
+    # Variables a layer class lists in ``_load_extras``: filled from a
+    # checkpoint layer's extras, not part of the layer's kind
+    extras: dict[str, tuple[tuple, Variable]] = field(default_factory=dict)
 
     def all_vars(self) -> Iterator[tuple[tuple, Variable]]:
         yield from self.vars.values()
+        yield from self.extras.values()
         for c in self.children.values():
             yield from c.all_vars()
 
@@ -143,19 +152,20 @@ def target_tree(
     seen = set() if seen is None else seen
     seen.add(id(model))
     node = TNode(path, model)
-    for cls, unit in units.items():
-        if isinstance(model, cls):
-            node.unit = unit
+    # the most derived class with a unit decides (HaikuGRUCell over GRUCell)
+    node.unit = next((units[c] for c in type(model).__mro__ if c in units), None)
+    extras = getattr(type(model), "_load_extras", ())
     for key, value in _ordered_children(model):
         if id(value) in seen:
             continue
         if isinstance(value, Variable):
             seen.add(id(value))
             if not isinstance(value, RngState):
-                node.vars[key] = (path + (key,), value)
+                where = node.extras if key in extras else node.vars
+                where[key] = (path + (key,), value)
         elif hasattr(value, "_graph_children"):
             child = target_tree(value, units, path + (key,), seen)
-            if child.vars or child.children:
+            if child.vars or child.children or child.extras:
                 node.children[key] = child
     return node
 
@@ -271,21 +281,12 @@ def _match(
             t_left += a
             s_left += b
         t_rest, s_rest = [], []
-    unpaired_t = []
-    for k in t_rest:
-        c = t.children[k]
-        sig = _signature(c)
-        same = [x for x in s_rest if sigs[x] == sig]
-        hint = _hint(Layer(c, tpath + (k,)))
-        sk = next(
-            (x for x in same if _hint(Layer(s.children[x], (x,))) == hint),
-            same[0] if same else None,
-        )
-        if sk is None:
-            unpaired_t.append(k)
-            continue
+    pairs, unpaired_t = _pair_children(t, tpath, t_rest, s, s_rest, sigs, fits)
+    for k, sk in pairs:
         s_rest.remove(sk)
-        a, b = _match(c, tpath + (k,), s.children[sk], spath + (sk,), res, fits)
+        a, b = _match(
+            t.children[k], tpath + (k,), s.children[sk], spath + (sk,), res, fits
+        )
         t_left += a
         s_left += b
     for k in unpaired_t:
@@ -293,6 +294,61 @@ def _match(
     for k in s_rest:
         s_left += _layers(s.children[k], spath + (k,))
     return _align_level(t_left, s_left, res, fits)
+
+
+def _pair_children(
+    t: TNode,
+    tpath: tuple,
+    t_rest: list,
+    s: SNode,
+    s_rest: list,
+    sigs: dict,
+    fits: Any,
+) -> tuple[list[tuple[Any, str]], list]:
+    """Pair children with the same layers: equal class hints, creation order.
+
+    If that pairs some children whose shapes do not fit, and choosing by fit
+    pairs every child without a mismatch (a checkpoint whose keys were
+    sorted: ``conv2_d_transpose_1`` before ``conv3_d_transpose``), the fitting
+    pairing is used; otherwise creation order stays, so a wrong entry is
+    reported against its own layer.
+    """
+
+    def pair(by_fit: bool) -> tuple[list, list]:
+        free, out, unpaired = list(s_rest), [], []
+        for k in t_rest:
+            c = t.children[k]
+            sig = _signature(c)
+            same = [x for x in free if sigs[x] == sig]
+            hint = _hint(Layer(c, tpath + (k,)))
+            hinted = [x for x in same if _hint(Layer(s.children[x], (x,))) == hint]
+            sk = hinted[0] if hinted else same[0] if same else None
+            if by_fit:
+                sk = next(
+                    (x for x in hinted + same if _subtree_fits(c, s.children[x], fits)),
+                    None,
+                )
+            if sk is None:
+                unpaired.append(k)
+                continue
+            free.remove(sk)
+            out.append((k, sk))
+        return out, unpaired
+
+    pairs, unpaired = pair(by_fit=False)
+    if any(not _subtree_fits(t.children[k], s.children[sk], fits) for k, sk in pairs):
+        alt, alt_unpaired = pair(by_fit=True)
+        if len(alt) == len(pairs) and not alt_unpaired and not unpaired:
+            return alt, alt_unpaired
+    return pairs, unpaired
+
+
+def _subtree_fits(t: TNode, s: SNode, fits: Any) -> bool:
+    """Whether two subtrees' layers, in order, pair without any mismatch."""
+    lt, ls = _layers(t, ()), _layers(s, ())
+    return len(lt) == len(ls) and all(
+        a.kind == b.kind and not fits(a, b) for a, b in zip(lt, ls)
+    )
 
 
 def _positional(t: TNode, t_rest: list, s: SNode, s_rest: list) -> bool:
@@ -340,7 +396,15 @@ _ALIASES = {
     "multiheaddotproductattention": "multiheadattention",
     "batchnorm": "batchnorm",
     "lstm": "lstmcell",
+    "optimizedlstmcell": "lstmcell",
     "gru": "grucell",
+    "haikugrucell": "grucell",
+    "linengrucell": "grucell",
+    "haikubatchnorm": "batchnorm",
+    "conv1dtranspose": "convtranspose",
+    "conv2dtranspose": "convtranspose",
+    "conv3dtranspose": "convtranspose",
+    "convndtranspose": "convtranspose",
 }
 
 

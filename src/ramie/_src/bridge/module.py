@@ -36,11 +36,18 @@ from ramie._src.core.graph import api
 from ramie._src.core.module import Module as _RamieModule
 from ramie._src.core.pytree import Pytree
 from ramie._src.core.rngs import Rngs, RngState
+from ramie._src.core.state import (
+    State,
+    _make_unflatten,
+    _state_flatten,
+    _state_flatten_with_keys,
+)
 from ramie._src.core.variables import Param, Variable, variable_type_from_name
 from ramie.errors import BridgeError
 
 A = TypeVar("A")
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound="Module")
 PENDING = "bridge__pending__"
 _SETUP_FLAG = "bridge__is_setup"
 
@@ -137,10 +144,44 @@ def _auto_name(ctx: ModuleStackEntry, cls: type) -> str:
     return f"{cls.__name__}_{i}"
 
 
+class ModuleState(State):
+    """Variables waiting for a submodule that ``compact`` has not created yet.
+
+    ``apply(variables, ...)`` receives the state of every submodule up front,
+    but a ``compact`` method creates its submodules only when it runs. Until
+    then their Variables are kept in a ``ModuleState`` on the parent (it is a
+    :class:`~ramie.State`, so transforms and ``ramie.split`` carry it), and
+    they move into the submodule as soon as it is assigned.
+    """
+
+
+# flattened exactly as ramie's State
+jax.tree_util.register_pytree_with_keys(
+    ModuleState,
+    _state_flatten_with_keys,
+    _make_unflatten(ModuleState),
+    _state_flatten,
+)
+
+
+def has_setup(x: Any) -> bool:
+    """Whether ``x`` defines ``setup`` (which a bridge Module runs once, lazily).
+
+    Example:
+        >>> import ramie
+        >>> class WithSetup(ramie.bridge.Module):
+        ...     def setup(self):
+        ...         self.dense = ramie.Linear(2, 2, rngs=ramie.Rngs(0))
+        >>> ramie.bridge.module.has_setup(WithSetup()), has_setup(object())
+        (True, False)
+    """
+    return hasattr(x, "setup")
+
+
 def _maybe_call_setup(module: Any) -> None:
     if (
         isinstance(module, Module)
-        and hasattr(module, "setup")
+        and has_setup(module)
         and not module.__dict__.get(_SETUP_FLAG, False)
     ):
         MODULE_CONTEXT.module_stack.append(ModuleStackEntry(module, in_compact=False))
@@ -159,7 +200,15 @@ def _bind(parent: Module, node: Any) -> None:
             _maybe_call_setup(value)
 
 
-class _ModuleMeta(type):
+class ModuleMeta(type):
+    """Metaclass of :class:`Module`: Linen's naming and parenting at construction.
+
+    Inside a parent's ``setup`` or ``compact`` method, constructing a bridge
+    Module attaches it to the parent, under ``name=`` or, in ``compact``, an
+    automatic name (``Dense_0``); ``parent=None`` opts out (outside
+    ``compact``). The instance starts without a :class:`Scope`.
+    """
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         ctx = MODULE_CONTEXT.module_stack[-1]
         parent = name = None
@@ -193,7 +242,21 @@ class _ModuleMeta(type):
         return module
 
 
-class Module(_RamieModule, pytree=False, metaclass=_ModuleMeta):
+class ModuleBase:
+    """The attributes every bridge Module has besides its dataclass fields.
+
+    Attributes:
+        scope: The :class:`Scope` (Rngs, mutable collections) while inside
+            ``init``/``apply``, else None.
+        attr_priorities: ``{attribute: AttrPriority}``, the order in which
+            ``ramie.split`` and ``variables`` list attributes.
+    """
+
+    scope: Scope | None
+    attr_priorities: dict[str, AttrPriority]
+
+
+class Module(_RamieModule, ModuleBase, pytree=False, metaclass=ModuleMeta):
     """A ramie Module with Linen's API: dataclass fields, ``setup``/``compact``,
     ``param``/``variable``/``make_rng``, ``init``/``apply``.
 
@@ -214,9 +277,6 @@ class Module(_RamieModule, pytree=False, metaclass=_ModuleMeta):
     """
 
     _uses_init_flag = True
-    if False:  # for type checkers only
-        scope: Scope | None
-        attr_priorities: dict[str, AttrPriority]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         kwargs.setdefault("pytree", False)
@@ -423,7 +483,7 @@ def _install(node: Any, tree: Mapping) -> None:
             if cur is not None and not isinstance(cur, Variable):
                 _install(cur, value)
             elif isinstance(node, Module):
-                node.__dict__[PENDING + key] = dict(value)
+                node.__dict__[PENDING + key] = ModuleState(value)
             elif isinstance(node, Pytree):
                 setattr(node, key, dict(value))
             else:

@@ -16,9 +16,9 @@ on the way back. A ramie Variable with metadata of its own becomes an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from ramie._src.bridge import deps
 from ramie._src.core.variables import (
@@ -34,6 +34,8 @@ from ramie._src.core.variables import (
 from ramie._src.spmd import sharding as spmd
 from ramie.errors import BridgeError
 
+A = TypeVar("A")
+B = TypeVar("B")
 _LINEN_META = "linen_meta_type"
 
 
@@ -79,6 +81,52 @@ def type_of(collection: str) -> type[Variable]:
         True
     """
     return variable_type_from_name(collection, allow_register=True)
+
+
+def sort_variable_types(types: Iterable[type]) -> list[type]:
+    """Variable types ordered most derived first (stable among equals).
+
+    A filter built from the result tests ``LoRAParam`` before its parent
+    ``Param``, so a subclass is never claimed by its base type's collection.
+
+    Example:
+        >>> import ramie
+        >>> from ramie.bridge.variables import sort_variable_types
+        >>> [t.__name__ for t in sort_variable_types([ramie.Param, ramie.LoRAParam])]
+        ['LoRAParam', 'Param']
+    """
+    types = list(types)
+
+    def depth(t: type) -> int:
+        return sum(1 for base in t.__mro__ if issubclass(base, Variable))
+
+    return sorted(types, key=lambda t: -depth(t))
+
+
+def get_col_name(keypath: Sequence[Any]) -> str:
+    """The Linen collection named by the first key of a variables-tree path.
+
+    Accepts the key paths of ``jax.tree_util`` (``DictKey``, ``GetAttrKey``,
+    ``SequenceKey``) and plain keys alike.
+
+    Example:
+        >>> import jax
+        >>> from ramie.bridge.variables import get_col_name
+        >>> variables = {"batch_stats": {"mean": 0.0}}
+        >>> [get_col_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
+        ['batch_stats']
+    """
+    if not keypath:
+        raise BridgeError(
+            "ramie.bridge.variables.get_col_name(keypath): the path is empty; "
+            "expected a path that starts with a collection name, e.g.\n"
+            "      get_col_name((jax.tree_util.DictKey('params'), ...))"
+        )
+    first = keypath[0]
+    for attr in ("key", "name", "idx"):
+        if hasattr(first, attr):
+            return str(getattr(first, attr))
+    return str(first)
 
 
 def is_vanilla_variable(var: Variable) -> bool:

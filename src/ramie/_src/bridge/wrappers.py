@@ -138,12 +138,69 @@ def lazy_init(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return fn
 
 
-def _current_linen_module() -> Any:
+def current_linen_module() -> Any:
+    """The Linen module whose method is running (None outside Linen).
+
+    Does not import Flax: without ``flax.linen`` loaded there is none.
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from ramie.bridge.wrappers import current_linen_module
+        >>> class Probe(nn.Module):
+        ...     @nn.compact
+        ...     def __call__(self, x):
+        ...         return type(current_linen_module()).__name__
+        >>> Probe().apply({}, jnp.ones(1)), current_linen_module()
+        ('Probe', None)
+    """
     nn_module = sys.modules.get("flax.linen.module")
     if nn_module is None:
         return None
     stack = nn_module._context.module_stack  # noqa: SLF001  (Linen's own stack)
     return stack[-1] if stack else None
+
+
+_current_linen_module = current_linen_module
+
+
+def linen_rngs_dict(linen_module: Any, add_default: bool = False) -> dict[str, Any]:
+    """One fresh key from each RNG stream a bound Linen module has.
+
+    Args:
+        linen_module: A Linen module inside ``init``/``apply``.
+        add_default: Add a ``default`` entry (the integer seed 0) when the
+            module has no ``default`` stream, so ``ramie.Rngs(**result)``
+            always has one.
+
+    Returns:
+        ``{stream_name: key}``, ready for ``ramie.Rngs(**result)``.
+
+    Raises:
+        BridgeError: when the module is not bound (called outside Linen's
+            ``init``/``apply``).
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from ramie.bridge.wrappers import linen_rngs_dict
+        >>> class Keys(nn.Module):
+        ...     @nn.compact
+        ...     def __call__(self, x):
+        ...         return sorted(linen_rngs_dict(self, add_default=True))
+        >>> Keys().apply({}, jnp.ones(1), rngs={"dropout": jax.random.key(0)})
+        ['default', 'dropout']
+    """
+    scope = getattr(linen_module, "scope", None)
+    if scope is None:
+        raise BridgeError(
+            f"ramie.bridge.wrappers.linen_rngs_dict({type(linen_module).__name__}"
+            "): the Linen module is not bound, so it has no RNG streams.\n  Call "
+            "it inside the module's methods, under init/apply:\n"
+            "      rngs = linen_rngs_dict(self)  # in a @nn.compact method"
+        )
+    out = {name: linen_module.make_rng(name) for name in scope.rngs}
+    if add_default and "default" not in out:
+        out["default"] = 0
+    return out
 
 
 def _rngs_dict(rngs: Any) -> dict[str, Any]:
