@@ -26,7 +26,9 @@ from ramie._src.checkpoint import durable, entries, stformat
 from ramie.errors import CheckpointError
 
 FORMAT = "ramie.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: one checksum per ``chunk_bytes`` chunk of every stored shard (``chunks``);
+1: one checksum per stored shard (``checksum``). Both are read."""
 
 
 @dataclasses.dataclass
@@ -151,6 +153,7 @@ def snapshot(
         "step": step,
         "metadata": metadata or {},
         "checksum": checksum_lib.default_algorithm(),
+        "chunk_bytes": checksum_lib.CHUNK_BYTES,
         "process_count": pcount,
     }
     try:
@@ -246,6 +249,7 @@ def write(snap: Snapshot) -> None:
         snap.tensors,
         metadata={"format": FORMAT},
         algorithm=algorithm,
+        chunk_bytes=snap.header["chunk_bytes"],
         fsync=multi,
     )
     durable.fault_point("after_data")
@@ -255,7 +259,7 @@ def write(snap: Snapshot) -> None:
             if sh["file"] == fname:
                 sh.update(
                     offsets=where[sh["name"]]["offsets"],
-                    checksum=where[sh["name"]]["checksum"],
+                    chunks=where[sh["name"]]["chunks"],
                 )
                 shard_recs.append(sh)
     if multi:
