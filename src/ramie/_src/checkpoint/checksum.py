@@ -5,10 +5,12 @@ with the same one. Since format version 2 every stored array (or shard) has one
 checksum per fixed-size chunk of its bytes (:data:`CHUNK_BYTES`, recorded in the
 manifest as ``chunk_bytes``), so a read of part of an array (one shard of a
 sharded restore) verifies only the chunks it touches. The digests of an array
-are stored as one string of fixed-width hex digests (:func:`chunk_digests`). xxh3-64 runs at over 10 GB/s (measured in
-``benchmarks/checkpoint.py``), far faster than any disk, so verifying on every
-restore is nearly free; ``zlib.crc32`` (about 2 GB/s) is the fallback that
-needs nothing beyond the standard library.
+are stored as one string of fixed-width hex digests (:func:`chunk_digests`).
+
+xxh3-64 hashes several GB/s on one core (``benchmarks/checkpoint.py`` prints the
+rate measured on the machine it runs on), faster than the disk, so verifying
+on every restore costs little; ``zlib.crc32`` is the slower fallback that needs
+nothing beyond the standard library.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from typing import Any
-
 
 CHUNK_BYTES = 1 << 20
 """Bytes per checksum chunk: small enough that a partial read verifies little
