@@ -21,11 +21,13 @@ resident memory:
   one raw ``readinto`` per array into preallocated buffers + ``jax.device_put``
   (restore).
 
-Restores read files that were just written (page cache warm) for every method.
+Every timed run starts after ``os.sync()``, so that what earlier runs left
+dirty is not written during it. Restores read files that were just written
+(page cache warm) for every method.
 The checksum rates (xxh3-64 and crc32 over 1 MiB chunks) are printed last.
 
 Run: ``python benchmarks/checkpoint.py --repeats 5`` (``--quick``: the 2 MB
-state only).
+state only; ``--big-only``; ``--methods floor,ramie,safetensors``: a subset).
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ CHILD = textwrap.dedent(
         return out
 
     def timed(i):
+        os.sync()  # what earlier runs (any method's) left dirty is not timed here
         gc.collect()
         t0 = time.perf_counter()
         result = run(i)
@@ -169,7 +172,8 @@ CHILD = textwrap.dedent(
     """
 )
 
-METHODS = ("floor", "ramie", "orbax", "orbax_fast", "safetensors")
+ALL_METHODS = ("floor", "ramie", "orbax", "orbax_fast", "safetensors")
+METHODS = ALL_METHODS
 
 
 class Child:
@@ -271,7 +275,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 MB state only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where to write (default: tmp)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(ALL_METHODS),
+        help="comma-separated subset of " + ",".join(ALL_METHODS),
+    )
+    parser.add_argument("--big-only", action="store_true", help="420 MB state only")
     args = parser.parse_args()
+    global METHODS
+    METHODS = tuple(m for m in ALL_METHODS if m in args.methods.split(","))
+    if "floor" not in METHODS or "ramie" not in METHODS:
+        parser.error("--methods must include floor and ramie")
     import jax
 
     print(
@@ -279,7 +293,7 @@ def main() -> None:
         f"{platform.machine()} {os.cpu_count()} cores, backend "
         f"{os.environ.get('JAX_PLATFORMS', 'cpu')}"
     )
-    sizes = ["small"] if args.quick else ["small", "big"]
+    sizes = ["small"] if args.quick else ["big"] if args.big_only else ["small", "big"]
     for size in sizes:
         root = tempfile.mkdtemp(prefix="ramie-ckpt-bench-", dir=args.dir)
         repeats = args.repeats if size == "big" else 5 * args.repeats
