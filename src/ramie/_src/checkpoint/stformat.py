@@ -73,7 +73,10 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[n:]
 
 
-_PIECE = 4 << 20
+_PIECE = 2 << 20
+"""Bytes per write and per writeback request. Measured on a shared virtio disk
+(420 MB, interleaved with ``dd``): 1-2 MiB 1.2-1.3x ``dd``, 4 MiB 1.0-2.1x,
+16-64 MiB 2.5-2.9x, none at all (fsync only) about 2.5x."""
 _SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -100,12 +103,12 @@ def _sync_file_range() -> Callable[[int, int, int], None] | None:
 class _Writer:
     """Sequential writes that start the disk writing behind them.
 
-    Every 4 MiB written is handed to the kernel's writeback at once
+    Every 2 MiB written is handed to the kernel's writeback at once
     (``sync_file_range(..., SYNC_FILE_RANGE_WRITE)``, which does not wait), so
     the disk works while later bytes are still being copied and the final
     ``fsync`` finds little left to do. Without this, the page cache holds the
     whole file until ``fsync`` (far below the dirty-page thresholds) and the
-    copy and the disk write run one after the other. Files under 4 MiB make
+    copy and the disk write run one after the other. Files under 2 MiB make
     no extra calls.
     """
 
