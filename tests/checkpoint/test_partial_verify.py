@@ -245,3 +245,36 @@ def test_touched_chunks_are_exactly_those_of_the_box_bytes(case):
     expected = sorted({int(c) for f, l in zip(first, last) for c in range(f, l + 1)})
     got = reader.touched_chunks(shape, box, itemsize, chunk).tolist()
     assert got == expected
+
+
+def test_large_entries_written_in_pieces_read_back_exactly(tmp_path, monkeypatch):
+    from safetensors.numpy import load_file
+
+    from ramie._src.checkpoint import stformat
+
+    piece = 3 * 4096 + 12  # pieces end at odd places inside the arrays
+    monkeypatch.setattr(stformat, "_PIECE", piece)
+    ranges = []
+    real = stformat._sync_file_range()
+    if real is not None:
+
+        def record(fd, offset, nbytes):
+            ranges.append((offset, nbytes))
+            real(fd, offset, nbytes)
+
+        monkeypatch.setattr(stformat, "_sync_file_range", lambda: record)
+    src = _model(3)
+    path = str(tmp_path / "c")
+    nnx.checkpoint.save(path, src)
+    data = os.path.join(path, "data-00000.safetensors")
+    loaded = load_file(data)
+    np.testing.assert_array_equal(loaded["model/kernel"], _kernel(src))
+    target = _model(4)
+    nnx.checkpoint.restore(path, target)
+    np.testing.assert_array_equal(_kernel(target), _kernel(src))
+    if real is not None:  # Linux: writeback requested for consecutive ranges
+        size = os.path.getsize(data)
+        assert ranges and ranges[0][0] == 0
+        assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:]))
+        assert all(n >= piece for _, n in ranges)
+        assert 0 <= size - sum(n for _, n in ranges) < piece  # the rest: fsync
