@@ -76,7 +76,7 @@ def _write_all(fd: int, data: memoryview) -> None:
 _PIECE = 2 << 20
 """Bytes per write and per writeback request. Measured on a shared virtio disk
 (420 MB, interleaved with ``dd``): 1-2 MiB 1.2-1.3x ``dd``, 4 MiB 1.0-2.1x,
-16-64 MiB 2.5-2.9x, none at all (fsync only) about 2.5x."""
+16-64 MiB 2.5-2.9x, none at all (fsync only) 1.5-2.9x."""
 _SYNC_FILE_RANGE_WRITE = 2
 
 
