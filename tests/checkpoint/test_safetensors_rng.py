@@ -170,3 +170,25 @@ def test_reserved_metadata_names_are_refused(tmp_path):
             tmp_path / "x.safetensors", Net(0), metadata={"ramie.rng": "x"}
         )
     assert not (tmp_path / "x.safetensors").exists()
+
+
+class WithScalar(nnx.Module):
+    def __init__(self):
+        self.w = nnx.Param(jnp.ones((2,)))
+        self.tag = nnx.Variable("epoch-3")
+
+
+def test_non_array_variable_is_a_clear_error_and_nothing_is_written(tmp_path):
+    path = tmp_path / "s.safetensors"
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)tag is a str, not an array.*checkpoint\.save\(path, model\)",
+    ):
+        nnx.checkpoint.save_safetensors(path, WithScalar())
+    assert list(tmp_path.iterdir()) == []
+    # the full checkpoint format keeps it
+    nnx.checkpoint.save(tmp_path / "c", WithScalar())
+    target = WithScalar()
+    target.tag.set_value("other")
+    nnx.checkpoint.restore(tmp_path / "c", target)
+    assert target.tag.get_value() == "epoch-3"

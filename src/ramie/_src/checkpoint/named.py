@@ -183,9 +183,17 @@ def save_safetensors(
             tensors.append((s.name, np.asarray(jax.random.key_data(value))))
             continue
         if not hasattr(value, "dtype") or stformat.st_dtype(value.dtype) is None:
+            what = (
+                f"dtype {value.dtype}"
+                if hasattr(value, "dtype")
+                else f"a {type(value).__name__}, not an array"
+            )
             raise CheckpointError(
-                f"{api}: {s.name} ({type(value).__name__}) cannot be stored in "
-                "safetensors; it holds arrays of standard dtypes only."
+                f"{api}: {s.name} is {what}; safetensors files hold arrays of "
+                "standard dtypes only, and nothing was written. Store it as an "
+                "array (e.g. nnx.Variable(jnp.asarray(value))), or save a full "
+                "checkpoint, which keeps any value:\n"
+                "      ramie.checkpoint.save(path, model)"
             )
         tensors.append((s.name, np.asarray(s.to_ext(value))))
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
