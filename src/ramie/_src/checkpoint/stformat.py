@@ -85,11 +85,11 @@ def _sync_file_range() -> Callable[[int, int, int], None] | None:
     """Linux ``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)``, or None."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes
-
     try:
+        import ctypes
+
         fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fn.restype = ctypes.c_int
