@@ -172,8 +172,9 @@ def restore(
         strict=strict,
     )
     new_values = []
-    files = reader.Files(root)
-    algorithm = manifest.get("checksum", "crc32")
+    files = reader.Files(
+        root, manifest.get("checksum", "crc32"), manifest.get("chunk_bytes")
+    )
     try:
         for (entry, rec), (_, target, _), want in zip(plan, pairs, loaded):
             if want is checks.SKIPPED:
@@ -182,7 +183,7 @@ def restore(
                 new_values.append((entry.variable, want))
                 continue
             arr = reader.read_entry(
-                files, rec, want, _target_sharding(entry.variable, target), algorithm
+                files, rec, want, _target_sharding(entry.variable, target)
             )
             new_values.append((entry.variable, arr))
     finally:

@@ -21,7 +21,8 @@ Embed              ``embedding``                ``weight``
 =================  ===========================  ===============================
 
 Other Variables keep their dotted path. RNG state has no PyTorch counterpart
-and is left out of the torch convention.
+and is left out of the torch convention unless asked for (``rng=True``), when
+it keeps its dotted path.
 """
 
 from __future__ import annotations
@@ -115,13 +116,23 @@ def _torch_rules() -> dict[
     return rules
 
 
-def slots(model: Any, convention: str | None, *, api: str) -> list[Slot]:
-    """The named arrays of ``model`` under ``convention``."""
+def slots(
+    model: Any, convention: str | None, *, api: str, rng: bool | None = None
+) -> list[Slot]:
+    """The named arrays of ``model`` under ``convention``.
+
+    ``rng``: include RNG state (``RngState`` Variables: keys and counts); None
+    means the convention's default (ramie names: yes; torch: no).
+    """
     if convention not in CONVENTIONS:
         raise CheckpointError(
             f"{api}: unknown convention {convention!r}; use one of {CONVENTIONS}."
         )
     flat = list(to_flat_state(graph_api.state(model)))
+    if rng is None:
+        rng = convention is None
+    if not rng:
+        flat = [(p, v) for p, v in flat if not isinstance(v, RngState)]
     if convention is None:
         return [Slot(dotted(tuple(p)), v) for p, v in flat]
     rules = _torch_rules()
@@ -132,8 +143,6 @@ def slots(model: Any, convention: str | None, *, api: str) -> list[Slot]:
     out = []
     for path, var in flat:
         path = tuple(path)
-        if isinstance(var, RngState):
-            continue
         owner = owners.get(path[:-1])
         rule = None
         for cls, table in rules.items():

@@ -72,10 +72,15 @@ def clean_stale(path: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def commit(tmp: str, path: str) -> None:
-    """Atomically make the complete directory ``tmp`` visible as ``path``."""
+def commit(tmp: str, path: str, *, tmp_synced: bool = False) -> None:
+    """Atomically make the complete directory ``tmp`` visible as ``path``.
+
+    ``tmp_synced``: the caller already fsynced ``tmp`` itself (after creating
+    every file in it), so that is not repeated.
+    """
     parent = os.path.dirname(path) or "."
-    fsync_dir(tmp)
+    if not tmp_synced:
+        fsync_dir(tmp)
     old = None
     if os.path.lexists(path):
         old = os.path.join(

@@ -5,17 +5,19 @@ A safetensors file is an 8-byte little-endian header length, a JSON header
 with spaces to a multiple of 8, and the raw little-endian bytes of every
 tensor. Any safetensors reader opens the files ramie writes. This module writes
 them straight from the arrays' buffers with ``os.write`` (no copy into one big
-bytes object), fsyncs them, and reads each tensor with one ``readinto`` into its
-final buffer; checksums are computed by :mod:`.checksum` while the previous
-tensor is being written.
+bytes object), starting the disk writing behind them, fsyncs them, and reads
+each tensor with one ``readinto`` into its final buffer; per-chunk checksums
+are computed by :mod:`.checksum` on a second thread while tensors are written.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,65 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[n:]
 
 
+_PIECE = 2 << 20
+"""Bytes per write and per writeback request. Measured on a shared virtio disk
+(420 MB, interleaved with ``dd``): 1-2 MiB 1.2-1.3x ``dd``, 4 MiB 1.0-2.1x,
+16-64 MiB 2.5-2.9x, none at all (fsync only) 1.5-2.9x."""
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux ``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)``, or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, nbytes: int) -> None:
+        fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)  # a hint: errors ignored
+
+    return start
+
+
+class _Writer:
+    """Sequential writes that start the disk writing behind them.
+
+    Every 2 MiB written is handed to the kernel's writeback at once
+    (``sync_file_range(..., SYNC_FILE_RANGE_WRITE)``, which does not wait), so
+    the disk works while later bytes are still being copied and the final
+    ``fsync`` finds little left to do. Without this, the page cache holds the
+    whole file until ``fsync`` (far below the dirty-page thresholds) and the
+    copy and the disk write run one after the other. Files under 2 MiB make
+    no extra calls.
+    """
+
+    def __init__(self, fd: int, early: bool):
+        self.fd = fd
+        self.pos = 0
+        self._flushed = 0
+        self._start = _sync_file_range() if early else None
+
+    def write(self, data: memoryview) -> None:
+        if self._start is None:
+            _write_all(self.fd, data)
+            self.pos += len(data)
+            return
+        for i in range(0, len(data), _PIECE):
+            piece = data[i : i + _PIECE]
+            _write_all(self.fd, piece)
+            self.pos += len(piece)
+            if self.pos - self._flushed >= _PIECE:
+                self._start(self.fd, self._flushed, self.pos - self._flushed)
+                self._flushed = self.pos
+
+
 def fsync_dir(path: str) -> None:
     """fsync a directory so that the names in it are durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -86,6 +147,7 @@ def write_file(
     *,
     metadata: dict[str, str] | None = None,
     algorithm: str | None = None,
+    chunk_bytes: int = checksum_lib.CHUNK_BYTES,
     fsync: bool = True,
 ) -> dict[str, dict]:
     """Write ``tensors`` as one safetensors file; return where each one went.
@@ -95,11 +157,15 @@ def write_file(
         tensors: ``(name, array)`` in file order; arrays are host NumPy arrays.
         metadata: the ``__metadata__`` string map of the header.
         algorithm: checksum algorithm (see :mod:`.checksum`), None for none.
-        fsync: fsync the file before returning.
+        chunk_bytes: bytes per checksum chunk.
+        fsync: fsync the file before returning. Either way the disk starts
+            writing the file while it is being written (see ``_Writer``), so a
+            caller's later fsync is short.
 
     Returns:
-        ``{name: {"offsets": [begin, end], "checksum": str | None}}`` where the
-        offsets are absolute positions in the file.
+        ``{name: {"offsets": [begin, end], "chunks": str | None}}`` where the
+        offsets are absolute positions in the file and ``chunks`` the
+        concatenated per-chunk digests (:func:`.checksum.chunk_digests`).
     """
     header: dict[str, Any] = {}
     if metadata:
@@ -124,37 +190,50 @@ def write_file(
     head += b" " * (-len(head) % 8)
     start = 8 + len(head)
     out: dict[str, dict] = {}
+    sums = None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _write_all(fd, memoryview(len(head).to_bytes(8, "little") + head))
-        sums = _Checksums(views, algorithm) if algorithm else None
-        for name, _ in tensors:
-            _write_all(fd, views[len(out)])
+        writer = _Writer(fd, early=True)
+        writer.write(memoryview(len(head).to_bytes(8, "little") + head))
+        sums = _Checksums(views, algorithm, chunk_bytes) if algorithm else None
+        for (name, _), view in zip(tensors, views):
+            writer.write(view)
             b, e = header[name]["data_offsets"]
-            out[name] = {"offsets": [start + b, start + e], "checksum": None}
+            out[name] = {"offsets": [start + b, start + e], "chunks": None}
         if fsync:
             os.fsync(fd)
     finally:
         os.close(fd)
     if sums is not None:
-        for rec, digest in zip(out.values(), sums.result()):
-            rec["checksum"] = digest
+        for rec, digests in zip(out.values(), sums.result()):
+            rec["chunks"] = digests
     return out
 
 
 class _Checksums:
-    """Checksums computed on a helper thread while the caller writes.
+    """Per-chunk checksums computed on a helper thread while the caller writes
+    (for small files, at once on the calling thread).
 
     A plain thread rather than an executor: async saves may run while the
     interpreter shuts down, when executors refuse new work. If no thread can
     be started the checksums are computed on the calling thread.
     """
 
-    def __init__(self, views: list[memoryview], algorithm: str):
-        self._fn = checksum_lib.function(algorithm)
+    INLINE_BYTES = 16 << 20
+    """Below this many bytes hashing (~1 ms) is cheaper than starting a thread."""
+
+    def __init__(self, views: list[memoryview], algorithm: str, chunk_bytes: int):
+        checksum_lib.function(algorithm)  # fail early on an unavailable one
+        self._algorithm = algorithm
+        self._chunk = chunk_bytes
         self._views = views
         self._out: list[str | None] = [None] * len(views)
-        self._thread: threading.Thread | None = threading.Thread(
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if sum(len(v) for v in views) < self.INLINE_BYTES:
+            self._run()
+            return
+        self._thread = threading.Thread(
             target=self._run, name="ramie-checksum", daemon=True
         )
         try:
@@ -164,12 +243,19 @@ class _Checksums:
             self._run()
 
     def _run(self) -> None:
-        for i, view in enumerate(self._views):
-            self._out[i] = self._fn(view)
+        try:
+            for i, view in enumerate(self._views):
+                self._out[i] = checksum_lib.chunk_digests(
+                    self._algorithm, view, self._chunk
+                )
+        except BaseException as e:  # re-raised by result(), on the caller's thread
+            self._error = e
 
     def result(self) -> list[str | None]:
         if self._thread is not None:
             self._thread.join()
+        if self._error is not None:
+            raise self._error
         return self._out
 
 

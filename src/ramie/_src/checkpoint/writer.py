@@ -26,7 +26,9 @@ from ramie._src.checkpoint import durable, entries, stformat
 from ramie.errors import CheckpointError
 
 FORMAT = "ramie.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: one checksum per ``chunk_bytes`` chunk of every stored shard (``chunks``);
+1: one checksum per stored shard (``checksum``). Both are read."""
 
 
 @dataclasses.dataclass
@@ -151,6 +153,7 @@ def snapshot(
         "step": step,
         "metadata": metadata or {},
         "checksum": checksum_lib.default_algorithm(),
+        "chunk_bytes": checksum_lib.CHUNK_BYTES,
         "process_count": pcount,
     }
     try:
@@ -180,7 +183,8 @@ def _write_json(path: str, obj: Any, fsync: bool = True) -> None:
 
 
 def _fsync_files(paths: list[str]) -> None:
-    """fsync several files at once (the kernel can merge their journal commits)."""
+    """fsync several files (or directories) at once: the kernel can merge their
+    journal commits, so this costs about one fsync rather than several."""
     errors: list[BaseException] = []
 
     def one(p: str) -> None:
@@ -246,6 +250,7 @@ def write(snap: Snapshot) -> None:
         snap.tensors,
         metadata={"format": FORMAT},
         algorithm=algorithm,
+        chunk_bytes=snap.header["chunk_bytes"],
         fsync=multi,
     )
     durable.fault_point("after_data")
@@ -255,7 +260,7 @@ def write(snap: Snapshot) -> None:
             if sh["file"] == fname:
                 sh.update(
                     offsets=where[sh["name"]]["offsets"],
-                    checksum=where[sh["name"]]["checksum"],
+                    chunks=where[sh["name"]]["chunks"],
                 )
                 shard_recs.append(sh)
     if multi:
@@ -268,9 +273,10 @@ def write(snap: Snapshot) -> None:
         manifest_path = os.path.join(tmp, durable.MANIFEST)
         _write_json(manifest_path, manifest, fsync=multi)
         if not multi:
-            _fsync_files([data_path, manifest_path])
+            # every name in tmp exists now: the directory is synced alongside
+            _fsync_files([data_path, manifest_path, tmp])
         durable.fault_point("after_manifest")
-        durable.commit(tmp, path)
+        durable.commit(tmp, path, tmp_synced=not multi)
     if multi:
         _sync(f"ramie-ckpt-committed-{tmp}")
 
