@@ -383,10 +383,13 @@ class JitWrapped:
                 call_kw[name] = n
             for name, a in static_kw:
                 call_kw[name] = _unwrap(a)
-            out = fun(*call_args, **call_kw)
-            result = lifting.collect(inner, out, mode="changed", always=donated)
+            out, refs = _mark_refs(fun(*call_args, **call_kw), (dyn, kw))
+            result = lifting.collect(inner, out, mode="changed", always=always)
             if leaf_sh is not None:
                 result = _constrain_state(result, leaf_sh, inner, paths)
+            if refs:
+                out, (aux, state_vals) = result
+                result = out, (lifting.Aux((aux.value[0], True, True)), state_vals)
             return result
 
         jit_kwargs = dict(self._jit_kwargs)
@@ -397,8 +400,13 @@ class JitWrapped:
         # (applied while tracing, so the cached call costs nothing more).
         leaf_sh = None
         paths = flat.paths
+        always = donated
         if shardings is not None and any(s is not None for s in shardings[0]):
             leaf_sh = shardings[0]
+            # Leaves given an in_sharding are always written back, so the
+            # caller's Variables take that sharding even if the function only
+            # read them (as in Flax).
+            always = donated | {i for i, s in enumerate(leaf_sh) if s is not None}
         if self.out_shardings is not None:
             jit_kwargs["out_shardings"] = (self.out_shardings, None)
         if donated:
@@ -454,6 +462,8 @@ class JitWrapped:
             )
             if aux.value[1]:
                 out = lifting.build_outputs(out, aux.value, index_map)
+                if len(aux.value) > 2:
+                    out = _restore_refs(out, (dyn, kw))
             return out
         STATS["fast_calls"] += 1
         # ref/hijax Variables pass their jax.Ref cells: jax.jit updates them in
@@ -488,6 +498,8 @@ class JitWrapped:
             index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
         if static[1]:
             out = lifting.build_outputs(out, static, index_map)
+            if len(static) > 2:  # jax.Refs among the outputs
+                out = _restore_refs(out, (dyn, kw))
         return out
 
     # -------------------------------------------------- generic path
@@ -539,8 +551,17 @@ class JitWrapped:
         return lifting.build_outputs(out, aux.value, index_map)
 
     # ------------------------------------------------------ jax-like API
-    def lower(self, *args: Any, **kwargs: Any) -> Any:
-        """Lower for the given arguments (like ``jax.jit(f).lower``)."""
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """Lower for the given arguments (like ``jax.jit(f).lower``).
+
+        Returns a :class:`Lowered` whose ``compile()`` gives a callable taking
+        the same arguments as the jitted function (modules included) and
+        applying Variable updates like a regular call.
+        """
+        return self._lower((), args, kwargs)
+
+    def _lower(self, bound: tuple, args: tuple, kwargs: dict) -> Lowered:
+        args = bound + args
         key = self._key(args, kwargs)
         if key is None:
             raise NotImplementedError(
@@ -553,12 +574,157 @@ class JitWrapped:
             vals[i] = read_cell(vals[i])
         dyn = tuple(args[i] for i in entry.dyn_pos)
         kw = {n: kwargs[n] for n in entry.dyn_kw}
-        return entry.jitted.lower(vals, dyn, kw)
+        return Lowered(self, bound, entry.jitted.lower(vals, dyn, kw))
+
+    def _call_compiled(
+        self, compiled: Any, bound: tuple, args: tuple, kwargs: dict
+    ) -> Any:
+        args = bound + args
+        if self._key(args, kwargs) is None:
+            raise NotImplementedError(
+                "ramie.jit(...).lower(...).compile(): graph objects nested inside "
+                "containers are not supported here; pass modules as top-level "
+                "arguments"
+            )
+        built = self._build_entry(args, kwargs)
+        entry = _Entry()
+        for name in _Entry.__slots__:
+            setattr(entry, name, getattr(built, name))
+        jitted = built.jitted
+        if isinstance(jitted, _DonatingCall):
+            entry.jitted = _DonatingCall(compiled, jitted.order, jitted.n)
+        else:
+            entry.jitted = compiled
+        return self._run(entry, args, kwargs)
 
     def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
         from ramie._src.transforms.general import eval_shape
 
         return eval_shape(self.fun, *args, **kwargs)
+
+
+class Lowered:
+    """A lowered :func:`jit` call (``jitted.lower(*args)``).
+
+    ``compile()`` gives a :class:`Compiled`; ``as_text()``, ``cost_analysis()``
+    and the other attributes of ``jax.stages.Lowered`` are forwarded.
+    """
+
+    def __init__(self, jitted: JitWrapped, bound: tuple, lowered: Any):
+        self._jitted = jitted
+        self._bound = bound
+        self.lowered = lowered
+
+    def compile(self, *args: Any, **kwargs: Any) -> Compiled:
+        """Compile (``jax.stages.Lowered.compile``); the result takes modules."""
+        compiled = self.lowered.compile(*args, **kwargs)
+        return Compiled(self._jitted, self._bound, compiled)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.lowered, name)
+
+
+class Compiled:
+    """A compiled :func:`jit` call: call it with the jitted function's arguments.
+
+    Each call runs the compiled executable and applies Variable updates to the
+    modules passed, like a call of the jitted function. Other attributes
+    (``as_text()``, ``cost_analysis()``...) are those of ``jax.stages.Compiled``.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> counter = ramie.Variable(jnp.array(0))
+        >>> @ramie.jit
+        ... def bump(c, x):
+        ...     c.value += 1
+        ...     return x * 2
+        >>> compiled = bump.lower(counter, jnp.ones(2)).compile()
+        >>> compiled(counter, jnp.ones(2)), int(counter.value)
+        (Array([2., 2.], dtype=float32), 1)
+    """
+
+    def __init__(self, jitted: JitWrapped, bound: tuple, compiled: Any):
+        self._jitted = jitted
+        self._bound = bound
+        self.compiled = compiled
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._jitted._call_compiled(self.compiled, self._bound, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.compiled, name)
+
+
+class _InRef:
+    """Output marker: the k-th ``jax.Ref`` among the non-graph arguments."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int):
+        self.k = k
+
+
+class _NewRef:
+    """Output marker: a ``jax.Ref`` created inside; carries its final value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+jax.tree_util.register_pytree_node(_InRef, lambda r: ((), r.k), lambda k, _: _InRef(k))
+jax.tree_util.register_pytree_node(
+    _NewRef, lambda r: ((r.value,), None), lambda _, c: _NewRef(c[0])
+)
+
+
+def _is_ref(x: Any) -> bool:
+    return isinstance(x, jax.Ref)
+
+
+def _mark_refs(out: Any, inputs: Any) -> tuple[Any, bool]:
+    """Replace ``jax.Ref`` outputs (which jax.jit cannot return) by markers.
+
+    Runs while tracing only. A returned argument Ref becomes ``_InRef(k)`` and
+    is the caller's own Ref again after the call; a Ref created inside becomes
+    ``_NewRef(value)`` and a new ``jax.Ref`` holding that value outside.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=is_node)
+    if not any(map(_is_ref, leaves)):
+        return out, False
+    in_refs = {id(r): k for k, r in enumerate(_ref_leaves(inputs))}
+    leaves = [
+        (_InRef(in_refs[id(x)]) if id(x) in in_refs else _NewRef(x[...]))
+        if _is_ref(x)
+        else x
+        for x in leaves
+    ]
+    return jax.tree_util.tree_unflatten(treedef, leaves), True
+
+
+def _ref_leaves(tree: Any) -> list:
+    return [x for x in jax.tree_util.tree_leaves(tree) if _is_ref(x)]
+
+
+def _restore_refs(out: Any, inputs: Any) -> Any:
+    """The outer side of :func:`_mark_refs`."""
+    in_refs = _ref_leaves(inputs)
+
+    def restore(x: Any) -> Any:
+        if type(x) is _InRef:
+            return in_refs[x.k]
+        if type(x) is _NewRef:
+            return jax.new_ref(x.value)
+        return x
+
+    return jax.tree_util.tree_map(
+        restore, out, is_leaf=lambda x: type(x) in (_InRef, _NewRef)
+    )
 
 
 def _raw_or(v: Any) -> Any:
@@ -602,7 +768,9 @@ def _constrain_state(result: tuple, leaf_sh: list, inner: Any, paths: Any) -> tu
     if st[0] == "same":
         if st[1] is None:
             return result
-        specs = [leaf_sh[i] for i in st[1]]
+        # a value passed through unchanged already has its in_sharding
+        vin = inner.values_in
+        specs = [None if v is vin[i] else leaf_sh[i] for i, v in zip(st[1], state_vals)]
     else:
         by_path = dict(zip(paths, leaf_sh))
         specs = [by_path.get(p) for p in flatten(inner.nodes).paths]
@@ -732,7 +900,12 @@ class JitPartial:
         return self.jitted(*self.args, *args, **kwargs)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
-        return self.jitted.lower(*self.args, *args, **kwargs)
+        jitted = self.jitted
+        if isinstance(jitted, functools.partial):  # jit of a callable module
+            return jitted.func._lower(
+                (*jitted.args, *self.args), args, {**jitted.keywords, **kwargs}
+            )
+        return jitted._lower(self.args, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<ramie.jit_partial of {self.jitted!r}>"
@@ -765,8 +938,53 @@ def cached_partial(
     graph: Any = None,
     graph_updates: Any = None,
 ) -> Any:
-    """Bind arguments of a ramie-transformed function (Flax's ``cached_partial``)."""
-    return functools.partial(f, *cached_args)
+    """Bind arguments of a ramie-transformed function (Flax's ``cached_partial``).
+
+    Each graph object among ``cached_args`` is bound as a *clone*: new module
+    objects of the same structure that hold the very same Variable objects.
+    Value updates made by ``f`` therefore reach the originals, while the clone
+    (which ``f`` returns when it returns the bound module) stays the same object
+    from call to call. Structural changes made inside ``f`` (a new attribute, a
+    replaced sub-module) apply to the clone only, so keep the structure fixed.
+    Graph mode with graph updates is required, as in Flax.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> @ramie.jit
+        ... def step(model, x):
+        ...     model.bias.value += 1.0
+        ...     return model(x)
+        >>> cached_step = ramie.cached_partial(step, model)
+        >>> cached_step(jnp.ones((1, 2))).shape
+        (1, 3)
+        >>> model.bias.value  # the update reached the original model
+        Array([1., 1., 1.], dtype=float32)
+    """
+    from ramie._src.core.graph.flatten import unflatten
+    from ramie._src.core.modes import resolve_graph_updates
+    from ramie.errors import TransformError
+
+    if not (resolve_graph(graph) and resolve_graph_updates(graph_updates)):
+        raise TransformError(
+            "ramie.cached_partial: cached_partial is a graph-mode-only API and "
+            "requires graph_updates=True (got graph="
+            f"{resolve_graph(graph)}, graph_updates="
+            f"{resolve_graph_updates(graph_updates)}).\n"
+            "  Fix: bind the arguments with ramie.jit_partial, which works in every "
+            "mode:\n"
+            "      step = ramie.jit_partial(f, model, graph=False)"
+        )
+    leaves, treedef = jax.tree_util.tree_flatten(cached_args, is_leaf=is_node)
+    pos = [i for i, leaf in enumerate(leaves) if is_node(leaf)]
+    if pos:
+        # One joint flatten keeps objects shared between cached arguments shared.
+        flat = flatten(tuple(leaves[i] for i in pos))
+        clones = unflatten(flat.graphdef, list(flat.leaves))
+        for i, clone in zip(pos, clones):
+            leaves[i] = clone
+    bound = jax.tree_util.tree_unflatten(treedef, leaves)
+    return functools.partial(f, *bound)
 
 
 _ = (_set_raw, raw)

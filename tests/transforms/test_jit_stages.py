@@ -1,0 +1,218 @@
+"""Tests for ``ramie.jit`` beyond plain calls: ahead-of-time ``lower``/``compile``,
+``cached_partial`` clones, ``jax.Ref`` arguments and results, in_shardings that
+place argument state, one Variable given two shardings, and ``make_jaxpr``'s
+refusal of graph updates."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import ramie
+from ramie.errors import RamieError
+
+
+class Stepper(ramie.Module):
+    def __init__(self):
+        self.count = ramie.Variable(jnp.array(0))
+        self.w = ramie.Param(jnp.arange(6.0).reshape(2, 3))
+
+
+def step(m, x):
+    m.count.value += 1
+    return x @ m.w.value
+
+
+# ------------------------------------------------------------ lower/compile
+@pytest.mark.parametrize("graph", [True, False])
+def test_compiled_call_applies_updates_and_matches_eager(graph):
+    m, ref = Stepper(), Stepper()
+    x = jnp.arange(4.0).reshape(2, 2)
+    f = ramie.jit(step, graph=graph, graph_updates=graph)
+    compiled = f.lower(m, x).compile()
+    assert "dot" in compiled.as_text()  # jax.stages.Compiled attributes forwarded
+    assert compiled.cost_analysis() is not None
+    for n in (1, 2):
+        np.testing.assert_allclose(compiled(m, x), step(ref, x))
+        assert int(m.count.value) == int(ref.count.value) == n
+
+
+def test_compiled_call_takes_other_module_of_same_structure():
+    m1, m2 = Stepper(), Stepper()
+    m2.w.value = m2.w.value * 2
+    x = jnp.ones((1, 2))
+    compiled = ramie.jit(step).lower(m1, x).compile()
+    y = compiled(m2, x)
+    np.testing.assert_allclose(y, x @ m2.w.value)
+    assert (int(m1.count.value), int(m2.count.value)) == (0, 1)
+
+
+def test_compiled_call_with_donated_module():
+    m, ref = Stepper(), Stepper()
+    x = jnp.ones((1, 2))
+    compiled = ramie.jit(step, donate_argnums=0).lower(m, x).compile()
+    np.testing.assert_allclose(compiled(m, x), step(ref, x))
+    assert int(m.count.value) == 1
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_jit_partial_lower_compile_binds_the_module(graph):
+    m, ref = Stepper(), Stepper()
+    x = jnp.ones((1, 2))
+    f = ramie.jit_partial(step, m, graph=graph, graph_updates=False)
+    compiled = f.lower(x).compile()
+    for n in (1, 2):
+        np.testing.assert_allclose(compiled(x), step(ref, x))
+        assert int(m.count.value) == n
+
+
+# ------------------------------------------------------------ cached_partial
+def test_cached_partial_binds_a_clone_sharing_variables():
+    m = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+    seen = []
+
+    @ramie.jit
+    def f(cached, model, x):
+        seen.append((cached is model, cached.kernel is model.kernel))
+        cached.bias.value = cached.bias.value + 1.0
+        return cached, model(x)
+
+    g = ramie.cached_partial(f, m)
+    x = jnp.ones((1, 2))
+    clone, y = g(m, x)
+    assert seen == [(False, True)]  # two objects inside, one set of Variables
+    assert clone is not m and clone.kernel is m.kernel and clone.bias is m.bias
+    np.testing.assert_allclose(m.bias.value, np.ones(3))
+    np.testing.assert_allclose(y, x @ m.kernel.value + 1.0, rtol=1e-6)
+    clone2, _ = g(m, x)
+    assert clone2 is clone  # the bound clone is reused
+    np.testing.assert_allclose(m.bias.value, 2 * np.ones(3))
+
+
+def test_cached_partial_keeps_sharing_between_bound_arguments():
+    m = ramie.Linear(2, 2, rngs=ramie.Rngs(0))
+    holder = ramie.Dict(inner=m)
+    g = ramie.cached_partial(lambda a, b: (a, b), m, holder)
+    a, b = g()
+    assert a is not m and b is not holder
+    assert b["inner"] is a  # shared module stays shared in the clones
+
+
+def test_cached_partial_refuses_tree_mode():
+    m = ramie.Linear(2, 2, rngs=ramie.Rngs(0))
+    with pytest.raises(RamieError, match="graph-mode-only API") as e:
+        ramie.cached_partial(ramie.jit(step), m, graph=False)
+    assert "jit_partial" in str(e.value)
+
+
+# ------------------------------------------------------------ jax.Ref
+def test_ref_argument_returned_is_the_callers_ref_and_new_refs_come_out():
+    r = jax.new_ref(jnp.array(1.0))
+
+    @ramie.jit
+    def f(r, scale):
+        r[...] += 1.0
+        return jax.new_ref(r[...] * scale), r, {"plain": r[...]}
+
+    for n in (2.0, 3.0):  # second call takes the cached path
+        new, same, rest = f(r, 10.0)
+        assert same is r
+        assert isinstance(new, jax.Ref) and new is not r
+        assert float(r[...]) == n and float(new[...]) == 10.0 * n
+        assert float(rest["plain"]) == n
+
+
+# ------------------------------------------------------------ shardings
+def _mesh():
+    if len(jax.devices()) < 4:
+        pytest.skip("needs 4 devices")
+    devices = np.array(jax.devices()[:4]).reshape(2, 2)
+    return jax.sharding.Mesh(devices, ("a", "b"))
+
+
+def test_in_shardings_place_state_the_function_only_reads():
+    mesh = _mesh()
+    spec = ramie.StateSharding(
+        {
+            ramie.PathContains("kernel"): NamedSharding(mesh, P("a", "b")),
+            ramie.PathContains("bias"): NamedSharding(mesh, P("b")),
+        }
+    )
+    m = ramie.Linear(16, 32, rngs=ramie.Rngs(0))
+    before = np.asarray(m.kernel.value)
+    assert not isinstance(m.kernel.value.sharding, NamedSharding)
+    f = ramie.jit(lambda m: None, in_shardings=(spec,))
+    f(m)
+    assert m.kernel.value.sharding.spec == P("a", "b")
+    assert m.bias.value.sharding.spec == P("b")
+    np.testing.assert_array_equal(np.asarray(m.kernel.value), before)
+
+
+def test_one_variable_given_two_shardings_is_an_error():
+    v = ramie.Param(jnp.ones(4))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("x",))
+    f = ramie.jit(lambda a, b: a.value + b.value, in_shardings=(P(), P("x")))
+    with jax.set_mesh(mesh):
+        with pytest.raises(ValueError, match="Inconsistent aliasing") as e:
+            f(v, v)
+        assert "args[0]" in str(e.value) and "args[1]" in str(e.value)
+        same = ramie.jit(lambda a, b: a.value + b.value, in_shardings=(P(), P()))
+        np.testing.assert_allclose(same(v, v), 2 * np.ones(4))
+
+
+# ------------------------------------------------------------ make_jaxpr
+def test_make_jaxpr_refuses_graph_updates_and_applies_nothing():
+    c = ramie.Variable(jnp.array(0))
+
+    def bump(c):
+        c.value += 1
+        return c.value
+
+    with pytest.raises(RamieError, match="does not support graph_updates=True"):
+        ramie.make_jaxpr(bump, graph=True, graph_updates=True)(c)
+    jaxpr = ramie.make_jaxpr(bump, graph_updates=False)(c)
+    assert "add" in str(jaxpr)
+    assert int(c.value) == 0
+
+
+# ------------------------------------------------------------ shard_map
+class MLP(ramie.Module):
+    def __init__(self, rngs):
+        self.linear1 = ramie.Linear(2, 64, use_bias=False, rngs=rngs)
+        self.linear2 = ramie.Linear(64, 3, use_bias=False, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear2(jax.nn.relu(self.linear1(x)))
+
+
+def test_shard_map_tensor_parallel_layers_see_local_kernel_shards():
+    """A Linear whose kernel is a shard (inside shard_map) takes inputs of the
+    shard's size: the in_features check follows the kernel it actually holds."""
+    n = 4
+    if len(jax.devices()) < n:
+        pytest.skip("needs 4 devices")
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:n]), ("model",))
+    m = MLP(ramie.Rngs(0))
+    x = jnp.linspace(-1.0, 1.0, 64).reshape(32, 2)
+    spec = ramie.StateSharding(
+        {
+            ramie.PathContains("linear1"): P(None, "model"),
+            ramie.PathContains("linear2"): P("model", None),
+        }
+    )
+    shapes = []
+
+    def f(m, x):
+        shapes.append((m.linear1.kernel.value.shape, m.linear2.kernel.value.shape))
+        return jax.lax.psum(m(x), "model")
+
+    sm = ramie.shard_map(f, mesh=mesh, in_specs=(spec, P()), out_specs=P())
+    y = sm(m, x)
+    assert shapes == [((2, 64 // n), (64 // n, 3))]
+    np.testing.assert_allclose(y, m(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RamieError, match="in_features=64"):
+        m.linear2(jnp.ones((1, 16)))  # outside shard_map the check still holds
