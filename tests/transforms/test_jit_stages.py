@@ -216,3 +216,64 @@ def test_shard_map_tensor_parallel_layers_see_local_kernel_shards():
     np.testing.assert_allclose(y, m(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(RamieError, match="in_features=64"):
         m.linear2(jnp.ones((1, 16)))  # outside shard_map the check still holds
+
+
+# ------------------------------------------------------------ out_shardings
+@pytest.mark.parametrize("kind", ["prefix", "state_sharding"])
+def test_out_shardings_per_variable_place_a_returned_module(kind):
+    mesh = _mesh()
+    kernel_sh, bias_sh = NamedSharding(mesh, P("a", "b")), NamedSharding(mesh, P("b"))
+    table = {
+        ramie.PathContains("kernel"): kernel_sh,
+        ramie.PathContains("bias"): bias_sh,
+    }
+    template = ramie.Linear(16, 32, rngs=ramie.Rngs(0))
+    spec = (
+        ramie.prefix(template, table)
+        if kind == "prefix"
+        else ramie.StateSharding(table)
+    )
+
+    @ramie.jit(out_shardings=(spec, NamedSharding(mesh, P())))
+    def make(scale):
+        m = ramie.Linear(16, 32, rngs=ramie.Rngs(0))
+        # the out_shardings entry wins over a constraint made inside
+        m.kernel.value = jax.lax.with_sharding_constraint(
+            m.kernel.value * scale, NamedSharding(mesh, P("b", "a"))
+        )
+        return m, scale * 2
+
+    m, y = make(2.0)
+    assert m.kernel.value.sharding.spec == P("a", "b")
+    assert m.bias.value.sharding.spec == P("b")
+    assert y.sharding.spec == P()
+    np.testing.assert_allclose(m.kernel.value, 2.0 * template.kernel.value)
+
+
+# ------------------------------------------------------------ graph_updates=False
+class Pair(ramie.Module):
+    def __init__(self):
+        self.a = ramie.Linear(2, 2, rngs=ramie.Rngs(0))
+        self.b = ramie.Linear(2, 2, rngs=ramie.Rngs(1))
+
+
+@pytest.mark.parametrize("graph_updates", [True, False])
+def test_structure_changes_come_back_only_with_graph_updates(graph_updates):
+    m = Pair()
+    a, b = m.a, m.b
+
+    @ramie.jit(graph=True, graph_updates=graph_updates)
+    def swap_and_zero(tree):
+        mod = tree[0]["pair"]
+        mod.a, mod.b = mod.b, mod.a
+        mod.a.bias.value = jnp.full(2, 7.0)  # the old b's bias Variable
+        mod.extra = 1
+
+    swap_and_zero(({"pair": m},))
+    if graph_updates:
+        assert m.a is b and m.b is a and m.extra == 1
+    else:
+        assert m.a is a and m.b is b and not hasattr(m, "extra")
+    # the value update reaches the Variable either way
+    np.testing.assert_allclose(b.bias.value, np.full(2, 7.0))
+    np.testing.assert_allclose(a.bias.value, np.zeros(2))

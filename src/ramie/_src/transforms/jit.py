@@ -163,8 +163,11 @@ class JitWrapped:
         backend: str | None = None,
         inline: bool = False,
         abstracted_axes: Any = None,
+        graph_updates: bool = True,
     ):
         self.fun = fun
+        # graph_updates=False: only Variable values come back, not structure
+        self._keep_structure = not graph_updates
         functools.update_wrapper(self, fun, updated=())
         try:
             self._sig: inspect.Signature | None = inspect.signature(fun)
@@ -177,6 +180,12 @@ class JitWrapped:
         self._resolve_names()
         self.in_shardings = in_shardings
         self.out_shardings = out_shardings
+        # What jax.jit gets, and the function traced (see _per_variable).
+        self._jax_out_shardings = out_shardings
+        self._trace_fun = fun
+        if _per_variable(out_shardings):
+            self._jax_out_shardings = None
+            self._trace_fun = _constrain_outputs_of(fun, out_shardings)
         self._jit_kwargs = {
             k: v
             for k, v in dict(
@@ -353,7 +362,7 @@ class JitWrapped:
         jitted = self._compiled.get(static)
         if jitted is not None:
             return jitted
-        fun = self.fun
+        fun = self._trace_fun
         (
             _,
             node_pos,
@@ -367,6 +376,7 @@ class JitWrapped:
             donated,
         ) = static.parts
         n_node_args = len(node_pos)
+        keep = self._keep_structure
 
         def pure(vals: list, dyn: tuple, kw: dict) -> Any:
             STATS["traces"] += 1
@@ -383,7 +393,10 @@ class JitWrapped:
                 call_kw[name] = n
             for name, a in static_kw:
                 call_kw[name] = _unwrap(a)
+            snap = _snapshot(inner.objects) if keep else None
             out, refs = _mark_refs(fun(*call_args, **call_kw), (dyn, kw))
+            if snap:
+                _restore(snap)
             result = lifting.collect(inner, out, mode="changed", always=always)
             if leaf_sh is not None:
                 result = _constrain_state(result, leaf_sh, inner, paths)
@@ -407,8 +420,8 @@ class JitWrapped:
             # caller's Variables take that sharding even if the function only
             # read them (as in Flax).
             always = donated | {i for i, s in enumerate(leaf_sh) if s is not None}
-        if self.out_shardings is not None:
-            jit_kwargs["out_shardings"] = (self.out_shardings, None)
+        if self._jax_out_shardings is not None:
+            jit_kwargs["out_shardings"] = (self._jax_out_shardings, None)
         if donated:
             order = sorted(donated) + [
                 i for i in range(len(flat.leaves)) if i not in donated
@@ -521,8 +534,9 @@ class JitWrapped:
         static = _Static("generic", ext.static, static_items, static_kw, len(args))
         jitted = self._compiled.get(static)
         if jitted is None:
-            fun = self.fun
+            fun = self._trace_fun
             n_args = len(args)
+            keep = self._keep_structure
 
             def pure(values: list, other: list) -> Any:
                 STATS["traces"] += 1
@@ -537,13 +551,16 @@ class JitWrapped:
                 call_kw = dict(d_kwargs)
                 for k, v in static_kw:
                     call_kw[k] = _unwrap(v)
+                snap = _snapshot(inner.objects) if keep else None
                 out = fun(*call_args, **call_kw)
+                if snap:
+                    _restore(snap)
                 return lifting.collect(inner, out, mode="changed")
 
             ext_static = ext.static
             jit_kwargs = dict(self._jit_kwargs)
-            if self.out_shardings is not None:
-                jit_kwargs["out_shardings"] = (self.out_shardings, None)
+            if self._jax_out_shardings is not None:
+                jit_kwargs["out_shardings"] = (self._jax_out_shardings, None)
             jitted = jax.jit(pure, **jit_kwargs)
             self._compiled[static] = jitted
         out, (aux, state_vals) = jitted(ext.values, ext.other)
@@ -657,6 +674,94 @@ class Compiled:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.compiled, name)
+
+
+def _snapshot(objects: list) -> list[tuple[Any, dict]]:
+    """The attribute dicts of the graph objects of the arguments (trace time)."""
+    return [
+        (o, dict(o.__dict__))
+        for o in objects
+        if registry.kind_of(o) is OBJECT and hasattr(o, "__dict__")
+    ]
+
+
+def _restore(snap: list[tuple[Any, dict]]) -> None:
+    """Undo attribute changes (``graph_updates=False``); Variable values stay."""
+    for obj, attrs in snap:
+        d = obj.__dict__
+        if len(d) != len(attrs) or any(d.get(k, d) is not v for k, v in attrs.items()):
+            d.clear()
+            d.update(attrs)
+
+
+def _per_variable(spec: Any) -> bool:
+    """True if ``spec`` holds a State or StateSharding (one sharding per Variable).
+
+    jax.jit cannot take those as ``out_shardings``: the output modules' leaves
+    are only known once traced, so such specs are applied inside the trace.
+    """
+    if spec is None:
+        return False
+    from ramie._src.core.state import State
+    from ramie._src.transforms.axes import _FilterMap
+
+    kinds = (State, _FilterMap)
+    leaves = jax.tree_util.tree_leaves(spec, is_leaf=lambda x: isinstance(x, kinds))
+    return any(isinstance(x, kinds) for x in leaves)
+
+
+def _constrain_outputs_of(fun: Callable[..., Any], spec: Any) -> Callable[..., Any]:
+    """``fun`` whose outputs are placed by the per-Variable ``out_shardings``.
+
+    A module among the outputs gets each Variable's sharding from the State
+    (``ramie.prefix``) or StateSharding matching it; other outputs get their
+    sharding as with ``jax.jit``. Runs while tracing only.
+    """
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.core.graph.registry import kind_of
+    from ramie._src.transforms.axes import _FilterMap
+
+    api = "ramie.jit(out_shardings=...)"
+
+    def constrained(*args: Any, **kwargs: Any) -> Any:
+        out = fun(*args, **kwargs)
+        specs = lifting.broadcast_prefix(spec, out, is_node, api)
+        leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=is_node)
+        for j, (leaf, s) in enumerate(zip(leaves, specs)):
+            if s is None:
+                continue
+            if not is_node(leaf):
+                leaves[j] = _place(leaf, s)
+                continue
+            node_spec = lifting.as_node_spec(s)
+            if kind_of(leaf) is VARIABLE:
+                paths, variables = [()], [leaf]
+            else:
+                paths, variables = leaves_with_paths(leaf)
+            for path, var in zip(paths, variables):
+                if not isinstance(var, Variable):
+                    continue
+                vs = (
+                    node_spec.lookup(path, var, api)
+                    if isinstance(node_spec, _FilterMap)
+                    else node_spec
+                )
+                vs = _raw_or(vs)
+                if vs is not None:
+                    _set_raw(var, _place(_get_raw(var), vs))
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    return constrained
+
+
+def _place(x: Any, sharding: Any) -> Any:
+    """Constrain a traced value to ``sharding`` (``reshard`` on Explicit axes)."""
+    if not hasattr(x, "shape"):
+        return x
+    try:
+        return jax.lax.with_sharding_constraint(x, sharding)
+    except ValueError:
+        return jax.sharding.reshard(x, sharding)
 
 
 class _InRef:
@@ -880,7 +985,7 @@ def jit(
             tree = not resolve_graph(graph)
             checked = checked_inner(fun, "ramie.jit", tree)
             functools.update_wrapper(checked, fun)
-            return JitWrapped(checked, **kwargs)  # type: ignore[arg-type]
+            return JitWrapped(checked, graph_updates=False, **kwargs)  # type: ignore[arg-type]
     if is_node(fun) and callable(fun):
         node = fun
         wrapped = JitWrapped(lambda m, *a, **k: m(*a, **k), **kwargs)  # type: ignore[arg-type]
