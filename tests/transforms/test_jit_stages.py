@@ -277,3 +277,35 @@ def test_structure_changes_come_back_only_with_graph_updates(graph_updates):
     # the value update reaches the Variable either way
     np.testing.assert_allclose(b.bias.value, np.full(2, 7.0))
     np.testing.assert_allclose(a.bias.value, np.zeros(2))
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_shard_map_state_argument_with_a_state_of_specs(graph):
+    """A State prefix applies key by key to a State argument (from split)."""
+    n = 4
+    if len(jax.devices()) < n:
+        pytest.skip("needs 4 devices")
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:n]), ("a",))
+    m = ramie.Linear(16, 32, rngs=ramie.Rngs(0))
+    graphdef, state = ramie.split(m)
+    specs = ramie.State({"kernel": P(None, "a"), "bias": P()})
+    x = jnp.linspace(0.0, 1.0, 32).reshape(2, 16)
+    shapes = []
+
+    def f(state, x):
+        local = ramie.merge(graphdef, state)
+        shapes.append((local.kernel.value.shape, local.bias.value.shape))
+        return x @ local.kernel.value + local.bias.value.sum()
+
+    sm = ramie.shard_map(
+        f,
+        mesh=mesh,
+        in_specs=(specs, P()),
+        out_specs=P(None, "a"),
+        graph=graph,
+        graph_updates=False,
+    )
+    y = sm(state, x)
+    assert shapes == [((16, 32 // n), (32,))]
+    expected = x @ m.kernel.value + m.bias.value.sum()
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
