@@ -309,3 +309,21 @@ def test_shard_map_state_argument_with_a_state_of_specs(graph):
     assert shapes == [((16, 32 // n), (32,))]
     expected = x @ m.kernel.value + m.bias.value.sum()
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_graph_updates_false_keeps_bare_array_attribute_updates():
+    class Holder(ramie.Module):
+        def __init__(self):
+            self.total = jnp.zeros(2)  # a bare array: a state leaf, no Variable
+
+    h = Holder()
+
+    @ramie.jit(graph=True, graph_updates=False)
+    def add(h, x):
+        h.total = h.total + x
+        h.note = "dropped"
+
+    add(h, jnp.ones(2))
+    add(h, jnp.ones(2))
+    np.testing.assert_allclose(h.total, [2.0, 2.0])
+    assert not hasattr(h, "note")

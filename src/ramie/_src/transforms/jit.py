@@ -686,12 +686,24 @@ def _snapshot(objects: list) -> list[tuple[Any, dict]]:
 
 
 def _restore(snap: list[tuple[Any, dict]]) -> None:
-    """Undo attribute changes (``graph_updates=False``); Variable values stay."""
+    """Undo attribute changes (``graph_updates=False``).
+
+    Variable values stay (they live in the Variables), and so does a new value
+    for an attribute that held a bare array (an array leaf of the state).
+    """
     for obj, attrs in snap:
         d = obj.__dict__
         if len(d) != len(attrs) or any(d.get(k, d) is not v for k, v in attrs.items()):
+            new = dict(d)
             d.clear()
             d.update(attrs)
+            for k, v in attrs.items():
+                if _is_array(v) and _is_array(new.get(k)):
+                    d[k] = new[k]
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray))
 
 
 def _per_variable(spec: Any) -> bool:
