@@ -36,6 +36,7 @@ from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
 from ramie._src.core.modes import resolve_graph
 from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
+from ramie._src.core.state import GraphState, State
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.variable_modes import REFS_USED, _RefType, read_cell, write_cell
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
@@ -47,6 +48,7 @@ from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 STATS = {"traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0}
 
 _MAX_ENTRIES = 32
+_STATE_TYPES = (State, GraphState)
 _NODE, _LEAF, _OTHER = 0, 1, 2
 _type_kinds: dict[type, int] = {}
 
@@ -139,10 +141,27 @@ class _Entry:
             if flat.graphdef != self.ext.flat.graphdef:
                 return False
             self.meta = EPOCH.meta
-        for c, snap in self.containers:
-            if not container_unchanged(c, snap):
+        for unchanged, c, snap in self.containers:
+            if not unchanged(c, snap):
                 return False
         return True
+
+
+def _container_check(c: Any, snap: tuple) -> tuple[Callable, Any, tuple]:
+    """``(unchanged, container, snapshot)`` for one container of the arguments.
+
+    A State (an Optimizer's ``opt_state`` holds several) keeps its children in
+    its dict storage, so comparing its keys and child ids at C speed is
+    equivalent to the generic pytree check, which flattens it through JAX on
+    every call.
+    """
+    if type(c) in _STATE_TYPES:
+        return _state_unchanged, c, (tuple(dict.keys(c)), tuple(map(id, dict.values(c))))
+    return container_unchanged, c, snap
+
+
+def _state_unchanged(c: Any, snap: tuple) -> bool:
+    return tuple(dict.keys(c)) == snap[0] and tuple(map(id, dict.values(c))) == snap[1]
 
 
 class JitWrapped:
@@ -325,7 +344,7 @@ class JitWrapped:
             o for o in flat.objects if registry.kind_of(o) is OBJECT
         ] + flat.tracked
         entry.vers = [version_of(o) for o in entry.objs]
-        entry.containers = flat.containers
+        entry.containers = [_container_check(c, snap) for c, snap in flat.containers]
         entry.epoch = EPOCH.value
         entry.meta = EPOCH.meta
         entry.trace = current_trace()
