@@ -327,3 +327,33 @@ def test_graph_updates_false_keeps_bare_array_attribute_updates():
     add(h, jnp.ones(2))
     np.testing.assert_allclose(h.total, [2.0, 2.0])
     assert not hasattr(h, "note")
+
+
+# ------------------------------------------------------------ cached path
+class StateHolder(ramie.Module):
+    def __init__(self):
+        self.s = ramie.State({"w": ramie.Param(jnp.ones(2))})
+
+
+def test_cached_path_sees_a_state_entry_replaced_between_calls():
+    """States inside the arguments (an Optimizer's opt_state) are checked on
+    every call: unchanged, the call takes the fast path without flattening;
+    an entry replaced or renamed rebuilds the entry."""
+    from tx_helpers import stats_delta
+
+    h = StateHolder()
+    f = ramie.jit(lambda h: h.s["w"].value.sum() + 0.0 * len(h.s))
+    assert float(f(h)) == 2.0
+    with stats_delta() as d:
+        assert float(f(h)) == 2.0
+    assert d["fast_calls"] == 1 and d["flattens"] == 0 and d["traces"] == 0
+    h.s["w"] = ramie.Param(jnp.full(2, 3.0))
+    assert float(f(h)) == 6.0
+    w = h.s.pop("w")
+    h.s["v"] = w  # same child, another key: a stale entry would still run
+    with pytest.raises(KeyError):
+        f(h)
+    g = ramie.jit(lambda h: sum(v.value.sum() for v in h.s.values()) + len(h.s))
+    assert float(g(h)) == 7.0
+    h.s["u"] = ramie.Param(jnp.ones(2))
+    assert float(g(h)) == 10.0

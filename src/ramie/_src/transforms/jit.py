@@ -156,7 +156,11 @@ def _container_check(c: Any, snap: tuple) -> tuple[Callable, Any, tuple]:
     every call.
     """
     if type(c) in _STATE_TYPES:
-        return _state_unchanged, c, (tuple(dict.keys(c)), tuple(map(id, dict.values(c))))
+        return (
+            _state_unchanged,
+            c,
+            (tuple(dict.keys(c)), tuple(map(id, dict.values(c)))),
+        )
     return container_unchanged, c, snap
 
 
