@@ -970,17 +970,31 @@ def jit(
     Repeated calls with the same objects take a cached path that costs about
     what ``jax.jit`` on the raw arrays costs.
 
+    With ``graph_updates=False`` (or ``graph=False``) only Variable values come
+    back: attributes set, deleted or swapped inside are restored afterwards.
+    ``jax.Ref`` arguments are updated in place by JAX; a Ref the function
+    returns is the caller's own Ref again, and a Ref created inside comes out
+    as a new ``jax.Ref`` holding its final value.
+
     Args:
         fun: The function (omit to use as ``@ramie.jit(static_argnums=...)``).
-        in_shardings, out_shardings: As in ``jax.jit``; for a module argument a
-            single sharding applies to all its Variables, a
-            :class:`~ramie.StateSharding` gives one per filter.
+        in_shardings, out_shardings: As in ``jax.jit``; for a module a single
+            sharding applies to all its Variables, a
+            :class:`~ramie.StateSharding` or a ``ramie.prefix(...)`` State gives
+            one per Variable. Module arguments given an in_sharding get it
+            even if the function only reads them; a Variable reached through
+            two arguments with two shardings is an "Inconsistent aliasing"
+            error.
         static_argnums, static_argnames: Arguments that are compile-time constants.
         donate_argnums, donate_argnames: Arguments whose buffers may be reused.
         keep_unused, device, backend, inline: Passed to ``jax.jit``.
+        graph, graph_updates: Graph mode and whether structural changes made
+            inside come back (both default to True).
 
     Returns:
-        The compiled callable (it also works as a method decorator).
+        The compiled callable (it also works as a method decorator). Its
+        ``lower(*args)`` gives a :class:`Lowered`, whose ``compile()`` gives a
+        :class:`Compiled` that takes the same arguments, modules included.
 
     Example:
         >>> import jax.numpy as jnp, ramie
