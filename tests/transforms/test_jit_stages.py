@@ -357,3 +357,28 @@ def test_cached_path_sees_a_state_entry_replaced_between_calls():
     assert float(g(h)) == 7.0
     h.s["u"] = ramie.Param(jnp.ones(2))
     assert float(g(h)) == 10.0
+
+
+def test_in_shardings_apply_to_modules_nested_in_containers():
+    """Modules inside a list/dict argument take the general path: its
+    in_shardings place every Variable inside (per filter) and the other leaves."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("x",))
+    spec = ramie.StateSharding(
+        {
+            ramie.PathContains("kernel"): NamedSharding(mesh, P(None, "x")),
+            ...: NamedSharding(mesh, P()),
+        }
+    )
+    m = ramie.Linear(2, 8, rngs=ramie.Rngs(0))
+    x = jnp.arange(16.0).reshape(8, 2)
+
+    @ramie.jit(in_shardings=(spec, NamedSharding(mesh, P("x"))))
+    def f(tree, x):
+        return x * 2, tree["layers"][0](x)
+
+    y, z = f({"layers": [m]}, x)
+    assert m.kernel.value.sharding.spec == P(None, "x")
+    assert m.bias.value.sharding.spec == P()
+    assert y.sharding.spec == P("x")
+    np.testing.assert_allclose(y, 2 * x)
+    np.testing.assert_allclose(z, x @ m.kernel.value + m.bias.value, rtol=1e-6)

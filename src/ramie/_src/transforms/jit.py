@@ -578,17 +578,55 @@ class JitWrapped:
                 out = fun(*call_args, **call_kw)
                 if snap:
                     _restore(snap)
-                return lifting.collect(inner, out, mode="changed")
+                result = lifting.collect(inner, out, mode="changed", always=always)
+                if graph_sh is not None:
+                    result = _constrain_state(result, graph_sh, inner, ext_paths)
+                return result
 
             ext_static = ext.static
+            ext_paths = ext.flat.paths
             jit_kwargs = dict(self._jit_kwargs)
             if self._jax_out_shardings is not None:
                 jit_kwargs["out_shardings"] = (self._jax_out_shardings, None)
+            graph_sh, always = None, frozenset()
+            if self.in_shardings is not None:
+                graph_specs, other_specs = self._generic_shardings(
+                    ext, args, dyn_args, dyn_kwargs
+                )
+                jit_kwargs["in_shardings"] = (graph_specs, other_specs)
+                if any(sp is not None for sp in graph_specs):
+                    graph_sh = graph_specs
+                    always = frozenset(
+                        i for i, sp in enumerate(graph_specs) if sp is not None
+                    )
             jitted = jax.jit(pure, **jit_kwargs)
             self._compiled[static] = jitted
         out, (aux, state_vals) = jitted(ext.values, ext.other)
         index_map = lifting.apply_state(ext, aux.value, state_vals, "ramie.jit")
         return lifting.build_outputs(out, aux.value, index_map)
+
+    def _generic_shardings(
+        self, ext: Extracted, args: tuple, dyn_args: tuple, dyn_kwargs: dict
+    ) -> tuple[list, list]:
+        """in_shardings for graph objects nested in containers: per leaf.
+
+        Each positional entry applies to its whole argument: to every Variable
+        of the modules inside it (one per filter for a StateSharding) and to
+        every other leaf.
+        """
+        from ramie._src.transforms.sharding import _per_arg, _unwrap
+
+        api = "ramie.jit(in_shardings=...)"
+        per_arg = _per_arg(self.in_shardings, len(args), self.static_argnums)
+        dyn_specs = tuple(
+            per_arg[i] for i in range(len(args)) if i not in self.static_argnums
+        )
+        prefix = (dyn_specs, {k: None for k in dyn_kwargs})
+        specs = lifting.broadcast_prefix(prefix, (dyn_args, dyn_kwargs), is_node, api)
+        graph_specs = lifting.leaf_specs(ext, specs, api, convert=_unwrap)
+        nodes = set(ext.node_pos)
+        other_specs = [sp for i, sp in enumerate(specs) if i not in nodes]
+        return graph_specs, other_specs
 
     # ------------------------------------------------------ jax-like API
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
