@@ -41,6 +41,14 @@ from ramie._src.core.tracing import current_trace
 from ramie._src.core.variable_modes import REFS_USED, _RefType, read_cell, write_cell
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
 from ramie._src.transforms import lifting
+from ramie._src.transforms.jit_support import (
+    _constrain_outputs_of,
+    _mark_refs,
+    _per_variable,
+    _restore,
+    _restore_refs,
+    _snapshot,
+)
 from ramie._src.transforms.lifting import Extracted, is_node, raw
 from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 
@@ -735,174 +743,6 @@ class Compiled:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.compiled, name)
-
-
-def _snapshot(objects: list) -> list[tuple[Any, dict]]:
-    """The attribute dicts of the graph objects of the arguments (trace time)."""
-    return [
-        (o, dict(o.__dict__))
-        for o in objects
-        if registry.kind_of(o) is OBJECT and hasattr(o, "__dict__")
-    ]
-
-
-def _restore(snap: list[tuple[Any, dict]]) -> None:
-    """Undo attribute changes (``graph_updates=False``).
-
-    Variable values stay (they live in the Variables), and so does a new value
-    for an attribute that held a bare array (an array leaf of the state).
-    """
-    for obj, attrs in snap:
-        d = obj.__dict__
-        if len(d) != len(attrs) or any(d.get(k, d) is not v for k, v in attrs.items()):
-            new = dict(d)
-            d.clear()
-            d.update(attrs)
-            for k, v in attrs.items():
-                if _is_array(v) and _is_array(new.get(k)):
-                    d[k] = new[k]
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray))
-
-
-def _per_variable(spec: Any) -> bool:
-    """True if ``spec`` holds a State or StateSharding (one sharding per Variable).
-
-    jax.jit cannot take those as ``out_shardings``: the output modules' leaves
-    are only known once traced, so such specs are applied inside the trace.
-    """
-    if spec is None:
-        return False
-    from ramie._src.core.state import State
-    from ramie._src.transforms.axes import _FilterMap
-
-    kinds = (State, _FilterMap)
-    leaves = jax.tree_util.tree_leaves(spec, is_leaf=lambda x: isinstance(x, kinds))
-    return any(isinstance(x, kinds) for x in leaves)
-
-
-def _constrain_outputs_of(fun: Callable[..., Any], spec: Any) -> Callable[..., Any]:
-    """``fun`` whose outputs are placed by the per-Variable ``out_shardings``.
-
-    A module among the outputs gets each Variable's sharding from the State
-    (``ramie.prefix``) or StateSharding matching it; other outputs get their
-    sharding as with ``jax.jit``. Runs while tracing only.
-    """
-    from ramie._src.core.graph.api import leaves_with_paths
-    from ramie._src.core.graph.registry import kind_of
-    from ramie._src.transforms.axes import _FilterMap
-
-    api = "ramie.jit(out_shardings=...)"
-
-    def constrained(*args: Any, **kwargs: Any) -> Any:
-        out = fun(*args, **kwargs)
-        specs = lifting.broadcast_prefix(spec, out, is_node, api)
-        leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=is_node)
-        for j, (leaf, s) in enumerate(zip(leaves, specs)):
-            if s is None:
-                continue
-            if not is_node(leaf):
-                leaves[j] = _place(leaf, s)
-                continue
-            node_spec = lifting.as_node_spec(s)
-            if kind_of(leaf) is VARIABLE:
-                paths, variables = [()], [leaf]
-            else:
-                paths, variables = leaves_with_paths(leaf)
-            for path, var in zip(paths, variables):
-                if not isinstance(var, Variable):
-                    continue
-                vs = (
-                    node_spec.lookup(path, var, api)
-                    if isinstance(node_spec, _FilterMap)
-                    else node_spec
-                )
-                vs = _raw_or(vs)
-                if vs is not None:
-                    _set_raw(var, _place(_get_raw(var), vs))
-        return jax.tree_util.tree_unflatten(treedef, leaves)
-
-    return constrained
-
-
-def _place(x: Any, sharding: Any) -> Any:
-    """Constrain a traced value to ``sharding`` (``reshard`` on Explicit axes)."""
-    if not hasattr(x, "shape"):
-        return x
-    try:
-        return jax.lax.with_sharding_constraint(x, sharding)
-    except ValueError:
-        return jax.sharding.reshard(x, sharding)
-
-
-class _InRef:
-    """Output marker: the k-th ``jax.Ref`` among the non-graph arguments."""
-
-    __slots__ = ("k",)
-
-    def __init__(self, k: int):
-        self.k = k
-
-
-class _NewRef:
-    """Output marker: a ``jax.Ref`` created inside; carries its final value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-
-jax.tree_util.register_pytree_node(_InRef, lambda r: ((), r.k), lambda k, _: _InRef(k))
-jax.tree_util.register_pytree_node(
-    _NewRef, lambda r: ((r.value,), None), lambda _, c: _NewRef(c[0])
-)
-
-
-def _is_ref(x: Any) -> bool:
-    return isinstance(x, jax.Ref)
-
-
-def _mark_refs(out: Any, inputs: Any) -> tuple[Any, bool]:
-    """Replace ``jax.Ref`` outputs (which jax.jit cannot return) by markers.
-
-    Runs while tracing only. A returned argument Ref becomes ``_InRef(k)`` and
-    is the caller's own Ref again after the call; a Ref created inside becomes
-    ``_NewRef(value)`` and a new ``jax.Ref`` holding that value outside.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten(out, is_leaf=is_node)
-    if not any(map(_is_ref, leaves)):
-        return out, False
-    in_refs = {id(r): k for k, r in enumerate(_ref_leaves(inputs))}
-    leaves = [
-        (_InRef(in_refs[id(x)]) if id(x) in in_refs else _NewRef(x[...]))
-        if _is_ref(x)
-        else x
-        for x in leaves
-    ]
-    return jax.tree_util.tree_unflatten(treedef, leaves), True
-
-
-def _ref_leaves(tree: Any) -> list:
-    return [x for x in jax.tree_util.tree_leaves(tree) if _is_ref(x)]
-
-
-def _restore_refs(out: Any, inputs: Any) -> Any:
-    """The outer side of :func:`_mark_refs`."""
-    in_refs = _ref_leaves(inputs)
-
-    def restore(x: Any) -> Any:
-        if type(x) is _InRef:
-            return in_refs[x.k]
-        if type(x) is _NewRef:
-            return jax.new_ref(x.value)
-        return x
-
-    return jax.tree_util.tree_map(
-        restore, out, is_leaf=lambda x: type(x) in (_InRef, _NewRef)
-    )
 
 
 def _raw_or(v: Any) -> Any:
