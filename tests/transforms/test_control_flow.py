@@ -252,3 +252,39 @@ def test_while_loop_matches_lax_while_loop():
 def test_while_loop_body_returning_wrong_structure_is_an_error():
     with pytest.raises(ValueError, match=r"same structure"):
         ramie.while_loop(lambda m: m.count.value < 3, lambda m: (m, 1), Model())
+
+
+class _Shared(ramie.Module):
+    def __init__(self, v):
+        self.a = v
+        self.b = v
+
+
+@pytest.mark.parametrize("graph_updates", [True, False])
+def test_branches_see_one_shared_variable_in_graph_mode(graph_updates):
+    m = _Shared(ramie.Variable(jnp.array(0)))
+
+    def via_a(m):
+        m.a.value += 1
+
+    def via_b(m):
+        m.b.value += 10
+
+    ramie.cond(True, via_a, via_b, m, graph=True, graph_updates=graph_updates)
+    ramie.switch(1, [via_a, via_b], m, graph=True, graph_updates=graph_updates)
+    assert m.a is m.b and int(m.a.value) == 11
+
+
+@pytest.mark.parametrize("api", ["cond", "switch"])
+def test_tree_mode_refuses_a_shared_variable_naming_both_paths(api):
+    m = _Shared(ramie.Variable(jnp.array(0)))
+    branches = [lambda m: None, lambda m: None]
+    with pytest.raises(ValueError, match="Duplicate Variable") as e:
+        if api == "cond":
+            ramie.cond(True, *branches, m, graph=False)
+        else:
+            ramie.switch(0, branches, m, graph=False)
+    msg = str(e.value)
+    assert f"ramie.{api}" in msg and "args[0].a" in msg and "args[0].b" in msg
+    assert msg.count("See https://") == 1
+    assert int(m.a.value) == 0

@@ -119,7 +119,12 @@ class Linear(Module):
                 (the message names the layer's path in the model).
         """
         shape = getattr(inputs, "shape", None)
-        if shape is not None and shape[-1:] != (self.in_features,):
+        if (
+            shape is not None
+            and shape[-1:] != (self.in_features,)
+            # inside shard_map the kernel is a local shard: its rows decide
+            and shape[-1:] != tuple(getattr(self.kernel._raw, "shape", ())[:1])
+        ):
             found = shape[-1] if shape else "?"
             check_size(
                 self,

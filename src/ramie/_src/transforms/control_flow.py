@@ -13,8 +13,10 @@ from typing import Any
 
 import jax
 
+from ramie._src.core.modes import tree_mode
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.lifting import is_node
+from ramie._src.transforms.simple import check_inputs
 
 
 def _branch(fn: Callable[..., Any], static: tuple, api: str) -> Callable[..., Any]:
@@ -52,6 +54,8 @@ def cond(
         jax.numpy.asarray(pred, jax.numpy.int32),
         [false_fun, true_fun],
         *operands,
+        graph=graph,
+        graph_updates=graph_updates,
         _api="ramie.cond",
     )
 
@@ -64,7 +68,25 @@ def switch(
     graph_updates: Any = None,
     _api: str = "ramie.switch",
 ) -> Any:
-    """``jax.lax.switch`` whose branches may take and mutate modules."""
+    """``jax.lax.switch`` whose branches may take and mutate modules.
+
+    In tree mode (``graph=False``) the operands are pytrees: a Variable
+    reached twice (``Foo(a=v, b=v)``) is refused with an error naming both
+    paths; graph mode keeps such sharing.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> total = ramie.Variable(jnp.array(0))
+        >>> def add(n):
+        ...     def branch(t):
+        ...         t.value += n
+        ...     return branch
+        >>> ramie.switch(2, [add(1), add(10), add(100)], total)
+        >>> int(total.value)
+        100
+    """
+    if tree_mode(graph, graph_updates):
+        check_inputs(_api, operands, {}, True)
     ext = lifting.extract((operands, {}))
     lifting.check_traces(ext, _api)
 

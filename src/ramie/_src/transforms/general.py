@@ -151,9 +151,32 @@ def make_jaxpr(
     graph_updates: Any = None,
     **kwargs: Any,
 ) -> Any:
-    """``jax.make_jaxpr`` for functions that take modules."""
+    """``jax.make_jaxpr`` for functions that take modules.
+
+    Tracing applies nothing to the arguments: Variable updates made by ``f``
+    appear in the jaxpr but not in the caller's modules. Asking for graph
+    updates (``graph_updates=True``, or ``ramie.set_graph_updates(True)``) is
+    therefore an error, as in Flax.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> counter = ramie.Variable(jnp.array(0))
+        >>> def bump(c):
+        ...     c.value += 1
+        ...     return c.value
+        >>> jaxpr = ramie.make_jaxpr(bump)(counter)
+        >>> len(jaxpr.eqns), int(counter.value)
+        (1, 0)
+    """
     if f is MISSING:
-        return lambda fn: make_jaxpr(fn, static_argnums=static_argnums, **kwargs)
+        return lambda fn: make_jaxpr(
+            fn,
+            static_argnums=static_argnums,
+            graph=graph,
+            graph_updates=graph_updates,
+            **kwargs,
+        )
+    _reject_graph_updates(graph_updates)
 
     lifting.reject_bound_method(f, "ramie.make_jaxpr")
     statics = (
@@ -181,6 +204,23 @@ def make_jaxpr(
         return jax.make_jaxpr(pure, **kwargs)(ext.values, ext.other)
 
     return wrapper
+
+
+def _reject_graph_updates(graph_updates: Any) -> None:
+    """make_jaxpr applies no updates: refuse an explicit request for them."""
+    from ramie._src.core.modes import _graph_updates
+    from ramie.errors import TransformError
+
+    asked = graph_updates is True or (
+        graph_updates is None and bool(_graph_updates) and _graph_updates[-1]
+    )
+    if asked:
+        raise TransformError(
+            "ramie.make_jaxpr: graph_updates=True was requested, but make_jaxpr "
+            "only traces and writes nothing back to the arguments "
+            "(nnx.make_jaxpr does not support graph_updates=True.).\n"
+            "  Fix: ramie.make_jaxpr(f, graph_updates=False)(model)"
+        )
 
 
 def checkify(

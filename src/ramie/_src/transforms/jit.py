@@ -36,10 +36,19 @@ from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE
 from ramie._src.core.modes import resolve_graph
 from ramie._src.core.pytree import version_of
 from ramie._src.core.sentinels import MISSING
+from ramie._src.core.state import GraphState, State
 from ramie._src.core.tracing import current_trace
 from ramie._src.core.variable_modes import REFS_USED, _RefType, read_cell, write_cell
 from ramie._src.core.variables import Variable, _get_raw, _set_raw, hashable
 from ramie._src.transforms import lifting
+from ramie._src.transforms.jit_support import (
+    _constrain_outputs_of,
+    _mark_refs,
+    _per_variable,
+    _restore,
+    _restore_refs,
+    _snapshot,
+)
 from ramie._src.transforms.lifting import Extracted, is_node, raw
 from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 
@@ -47,6 +56,7 @@ from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 STATS = {"traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0}
 
 _MAX_ENTRIES = 32
+_STATE_TYPES = (State, GraphState)
 _NODE, _LEAF, _OTHER = 0, 1, 2
 _type_kinds: dict[type, int] = {}
 
@@ -139,10 +149,31 @@ class _Entry:
             if flat.graphdef != self.ext.flat.graphdef:
                 return False
             self.meta = EPOCH.meta
-        for c, snap in self.containers:
-            if not container_unchanged(c, snap):
+        for unchanged, c, snap in self.containers:
+            if not unchanged(c, snap):
                 return False
         return True
+
+
+def _container_check(c: Any, snap: tuple) -> tuple[Callable, Any, tuple]:
+    """``(unchanged, container, snapshot)`` for one container of the arguments.
+
+    A State (an Optimizer's ``opt_state`` holds several) keeps its children in
+    its dict storage, so comparing its keys and child ids at C speed is
+    equivalent to the generic pytree check, which flattens it through JAX on
+    every call.
+    """
+    if type(c) in _STATE_TYPES:
+        return (
+            _state_unchanged,
+            c,
+            (tuple(dict.keys(c)), tuple(map(id, dict.values(c)))),
+        )
+    return container_unchanged, c, snap
+
+
+def _state_unchanged(c: Any, snap: tuple) -> bool:
+    return tuple(dict.keys(c)) == snap[0] and tuple(map(id, dict.values(c))) == snap[1]
 
 
 class JitWrapped:
@@ -163,8 +194,11 @@ class JitWrapped:
         backend: str | None = None,
         inline: bool = False,
         abstracted_axes: Any = None,
+        graph_updates: bool = True,
     ):
         self.fun = fun
+        # graph_updates=False: only Variable values come back, not structure
+        self._keep_structure = not graph_updates
         functools.update_wrapper(self, fun, updated=())
         try:
             self._sig: inspect.Signature | None = inspect.signature(fun)
@@ -177,6 +211,12 @@ class JitWrapped:
         self._resolve_names()
         self.in_shardings = in_shardings
         self.out_shardings = out_shardings
+        # What jax.jit gets, and the function traced (see _per_variable).
+        self._jax_out_shardings = out_shardings
+        self._trace_fun = fun
+        if _per_variable(out_shardings):
+            self._jax_out_shardings = None
+            self._trace_fun = _constrain_outputs_of(fun, out_shardings)
         self._jit_kwargs = {
             k: v
             for k, v in dict(
@@ -316,7 +356,7 @@ class JitWrapped:
             o for o in flat.objects if registry.kind_of(o) is OBJECT
         ] + flat.tracked
         entry.vers = [version_of(o) for o in entry.objs]
-        entry.containers = flat.containers
+        entry.containers = [_container_check(c, snap) for c, snap in flat.containers]
         entry.epoch = EPOCH.value
         entry.meta = EPOCH.meta
         entry.trace = current_trace()
@@ -353,7 +393,7 @@ class JitWrapped:
         jitted = self._compiled.get(static)
         if jitted is not None:
             return jitted
-        fun = self.fun
+        fun = self._trace_fun
         (
             _,
             node_pos,
@@ -367,6 +407,7 @@ class JitWrapped:
             donated,
         ) = static.parts
         n_node_args = len(node_pos)
+        keep = self._keep_structure
 
         def pure(vals: list, dyn: tuple, kw: dict) -> Any:
             STATS["traces"] += 1
@@ -383,10 +424,16 @@ class JitWrapped:
                 call_kw[name] = n
             for name, a in static_kw:
                 call_kw[name] = _unwrap(a)
-            out = fun(*call_args, **call_kw)
-            result = lifting.collect(inner, out, mode="changed", always=donated)
+            snap = _snapshot(inner.objects) if keep else None
+            out, refs = _mark_refs(fun(*call_args, **call_kw), (dyn, kw))
+            if snap:
+                _restore(snap)
+            result = lifting.collect(inner, out, mode="changed", always=always)
             if leaf_sh is not None:
                 result = _constrain_state(result, leaf_sh, inner, paths)
+            if refs:
+                out, (aux, state_vals) = result
+                result = out, (lifting.Aux((aux.value[0], True, True)), state_vals)
             return result
 
         jit_kwargs = dict(self._jit_kwargs)
@@ -397,10 +444,15 @@ class JitWrapped:
         # (applied while tracing, so the cached call costs nothing more).
         leaf_sh = None
         paths = flat.paths
+        always = donated
         if shardings is not None and any(s is not None for s in shardings[0]):
             leaf_sh = shardings[0]
-        if self.out_shardings is not None:
-            jit_kwargs["out_shardings"] = (self.out_shardings, None)
+            # Leaves given an in_sharding are always written back, so the
+            # caller's Variables take that sharding even if the function only
+            # read them (as in Flax).
+            always = donated | {i for i, s in enumerate(leaf_sh) if s is not None}
+        if self._jax_out_shardings is not None:
+            jit_kwargs["out_shardings"] = (self._jax_out_shardings, None)
         if donated:
             order = sorted(donated) + [
                 i for i in range(len(flat.leaves)) if i not in donated
@@ -454,6 +506,8 @@ class JitWrapped:
             )
             if aux.value[1]:
                 out = lifting.build_outputs(out, aux.value, index_map)
+                if len(aux.value) > 2:
+                    out = _restore_refs(out, (dyn, kw))
             return out
         STATS["fast_calls"] += 1
         # ref/hijax Variables pass their jax.Ref cells: jax.jit updates them in
@@ -488,6 +542,8 @@ class JitWrapped:
             index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
         if static[1]:
             out = lifting.build_outputs(out, static, index_map)
+            if len(static) > 2:  # jax.Refs among the outputs
+                out = _restore_refs(out, (dyn, kw))
         return out
 
     # -------------------------------------------------- generic path
@@ -509,8 +565,9 @@ class JitWrapped:
         static = _Static("generic", ext.static, static_items, static_kw, len(args))
         jitted = self._compiled.get(static)
         if jitted is None:
-            fun = self.fun
+            fun = self._trace_fun
             n_args = len(args)
+            keep = self._keep_structure
 
             def pure(values: list, other: list) -> Any:
                 STATS["traces"] += 1
@@ -525,22 +582,72 @@ class JitWrapped:
                 call_kw = dict(d_kwargs)
                 for k, v in static_kw:
                     call_kw[k] = _unwrap(v)
+                snap = _snapshot(inner.objects) if keep else None
                 out = fun(*call_args, **call_kw)
-                return lifting.collect(inner, out, mode="changed")
+                if snap:
+                    _restore(snap)
+                result = lifting.collect(inner, out, mode="changed", always=always)
+                if graph_sh is not None:
+                    result = _constrain_state(result, graph_sh, inner, ext_paths)
+                return result
 
             ext_static = ext.static
+            ext_paths = ext.flat.paths
             jit_kwargs = dict(self._jit_kwargs)
-            if self.out_shardings is not None:
-                jit_kwargs["out_shardings"] = (self.out_shardings, None)
+            if self._jax_out_shardings is not None:
+                jit_kwargs["out_shardings"] = (self._jax_out_shardings, None)
+            graph_sh, always = None, frozenset()
+            if self.in_shardings is not None:
+                graph_specs, other_specs = self._generic_shardings(
+                    ext, args, dyn_args, dyn_kwargs
+                )
+                jit_kwargs["in_shardings"] = (graph_specs, other_specs)
+                if any(sp is not None for sp in graph_specs):
+                    graph_sh = graph_specs
+                    always = frozenset(
+                        i for i, sp in enumerate(graph_specs) if sp is not None
+                    )
             jitted = jax.jit(pure, **jit_kwargs)
             self._compiled[static] = jitted
         out, (aux, state_vals) = jitted(ext.values, ext.other)
         index_map = lifting.apply_state(ext, aux.value, state_vals, "ramie.jit")
         return lifting.build_outputs(out, aux.value, index_map)
 
+    def _generic_shardings(
+        self, ext: Extracted, args: tuple, dyn_args: tuple, dyn_kwargs: dict
+    ) -> tuple[list, list]:
+        """in_shardings for graph objects nested in containers: per leaf.
+
+        Each positional entry applies to its whole argument: to every Variable
+        of the modules inside it (one per filter for a StateSharding) and to
+        every other leaf.
+        """
+        from ramie._src.transforms.sharding import _per_arg, _unwrap
+
+        api = "ramie.jit(in_shardings=...)"
+        per_arg = _per_arg(self.in_shardings, len(args), self.static_argnums)
+        dyn_specs = tuple(
+            per_arg[i] for i in range(len(args)) if i not in self.static_argnums
+        )
+        prefix = (dyn_specs, {k: None for k in dyn_kwargs})
+        specs = lifting.broadcast_prefix(prefix, (dyn_args, dyn_kwargs), is_node, api)
+        graph_specs = lifting.leaf_specs(ext, specs, api, convert=_unwrap)
+        nodes = set(ext.node_pos)
+        other_specs = [sp for i, sp in enumerate(specs) if i not in nodes]
+        return graph_specs, other_specs
+
     # ------------------------------------------------------ jax-like API
-    def lower(self, *args: Any, **kwargs: Any) -> Any:
-        """Lower for the given arguments (like ``jax.jit(f).lower``)."""
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """Lower for the given arguments (like ``jax.jit(f).lower``).
+
+        Returns a :class:`Lowered` whose ``compile()`` gives a callable taking
+        the same arguments as the jitted function (modules included) and
+        applying Variable updates like a regular call.
+        """
+        return self._lower((), args, kwargs)
+
+    def _lower(self, bound: tuple, args: tuple, kwargs: dict) -> Lowered:
+        args = bound + args
         key = self._key(args, kwargs)
         if key is None:
             raise NotImplementedError(
@@ -553,12 +660,89 @@ class JitWrapped:
             vals[i] = read_cell(vals[i])
         dyn = tuple(args[i] for i in entry.dyn_pos)
         kw = {n: kwargs[n] for n in entry.dyn_kw}
-        return entry.jitted.lower(vals, dyn, kw)
+        return Lowered(self, bound, entry.jitted.lower(vals, dyn, kw))
+
+    def _call_compiled(
+        self, compiled: Any, bound: tuple, args: tuple, kwargs: dict
+    ) -> Any:
+        args = bound + args
+        if self._key(args, kwargs) is None:
+            raise NotImplementedError(
+                "ramie.jit(...).lower(...).compile(): graph objects nested inside "
+                "containers are not supported here; pass modules as top-level "
+                "arguments"
+            )
+        built = self._build_entry(args, kwargs)
+        entry = _Entry()
+        for name in _Entry.__slots__:
+            setattr(entry, name, getattr(built, name))
+        jitted = built.jitted
+        if isinstance(jitted, _DonatingCall):
+            entry.jitted = _DonatingCall(compiled, jitted.order, jitted.n)
+        else:
+            entry.jitted = compiled
+        return self._run(entry, args, kwargs)
 
     def eval_shape(self, *args: Any, **kwargs: Any) -> Any:
         from ramie._src.transforms.general import eval_shape
 
         return eval_shape(self.fun, *args, **kwargs)
+
+
+class Lowered:
+    """A lowered :func:`jit` call (``jitted.lower(*args)``).
+
+    ``compile()`` gives a :class:`Compiled`; ``as_text()``, ``cost_analysis()``
+    and the other attributes of ``jax.stages.Lowered`` are forwarded.
+    """
+
+    def __init__(self, jitted: JitWrapped, bound: tuple, lowered: Any):
+        self._jitted = jitted
+        self._bound = bound
+        self.lowered = lowered
+
+    def compile(self, *args: Any, **kwargs: Any) -> Compiled:
+        """Compile (``jax.stages.Lowered.compile``); the result takes modules."""
+        compiled = self.lowered.compile(*args, **kwargs)
+        return Compiled(self._jitted, self._bound, compiled)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.lowered, name)
+
+
+class Compiled:
+    """A compiled :func:`jit` call: call it with the jitted function's arguments.
+
+    Each call runs the compiled executable and applies Variable updates to the
+    modules passed, like a call of the jitted function. Other attributes
+    (``as_text()``, ``cost_analysis()``...) are those of ``jax.stages.Compiled``.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> counter = ramie.Variable(jnp.array(0))
+        >>> @ramie.jit
+        ... def bump(c, x):
+        ...     c.value += 1
+        ...     return x * 2
+        >>> compiled = bump.lower(counter, jnp.ones(2)).compile()
+        >>> compiled(counter, jnp.ones(2)), int(counter.value)
+        (Array([2., 2.], dtype=float32), 1)
+    """
+
+    def __init__(self, jitted: JitWrapped, bound: tuple, compiled: Any):
+        self._jitted = jitted
+        self._bound = bound
+        self.compiled = compiled
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._jitted._call_compiled(self.compiled, self._bound, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.compiled, name)
 
 
 def _raw_or(v: Any) -> Any:
@@ -602,7 +786,9 @@ def _constrain_state(result: tuple, leaf_sh: list, inner: Any, paths: Any) -> tu
     if st[0] == "same":
         if st[1] is None:
             return result
-        specs = [leaf_sh[i] for i in st[1]]
+        # a value passed through unchanged already has its in_sharding
+        vin = inner.values_in
+        specs = [None if v is vin[i] else leaf_sh[i] for i, v in zip(st[1], state_vals)]
     else:
         by_path = dict(zip(paths, leaf_sh))
         specs = [by_path.get(p) for p in flatten(inner.nodes).paths]
@@ -662,17 +848,31 @@ def jit(
     Repeated calls with the same objects take a cached path that costs about
     what ``jax.jit`` on the raw arrays costs.
 
+    With ``graph_updates=False`` (or ``graph=False``) only Variable values come
+    back: attributes set, deleted or swapped inside are restored afterwards.
+    ``jax.Ref`` arguments are updated in place by JAX; a Ref the function
+    returns is the caller's own Ref again, and a Ref created inside comes out
+    as a new ``jax.Ref`` holding its final value.
+
     Args:
         fun: The function (omit to use as ``@ramie.jit(static_argnums=...)``).
-        in_shardings, out_shardings: As in ``jax.jit``; for a module argument a
-            single sharding applies to all its Variables, a
-            :class:`~ramie.StateSharding` gives one per filter.
+        in_shardings, out_shardings: As in ``jax.jit``; for a module a single
+            sharding applies to all its Variables, a
+            :class:`~ramie.StateSharding` or a ``ramie.prefix(...)`` State gives
+            one per Variable. Module arguments given an in_sharding get it
+            even if the function only reads them; a Variable reached through
+            two arguments with two shardings is an "Inconsistent aliasing"
+            error.
         static_argnums, static_argnames: Arguments that are compile-time constants.
         donate_argnums, donate_argnames: Arguments whose buffers may be reused.
         keep_unused, device, backend, inline: Passed to ``jax.jit``.
+        graph, graph_updates: Graph mode and whether structural changes made
+            inside come back (both default to True).
 
     Returns:
-        The compiled callable (it also works as a method decorator).
+        The compiled callable (it also works as a method decorator). Its
+        ``lower(*args)`` gives a :class:`Lowered`, whose ``compile()`` gives a
+        :class:`Compiled` that takes the same arguments, modules included.
 
     Example:
         >>> import jax.numpy as jnp, ramie
@@ -712,7 +912,7 @@ def jit(
             tree = not resolve_graph(graph)
             checked = checked_inner(fun, "ramie.jit", tree)
             functools.update_wrapper(checked, fun)
-            return JitWrapped(checked, **kwargs)  # type: ignore[arg-type]
+            return JitWrapped(checked, graph_updates=False, **kwargs)  # type: ignore[arg-type]
     if is_node(fun) and callable(fun):
         node = fun
         wrapped = JitWrapped(lambda m, *a, **k: m(*a, **k), **kwargs)  # type: ignore[arg-type]
@@ -732,7 +932,12 @@ class JitPartial:
         return self.jitted(*self.args, *args, **kwargs)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
-        return self.jitted.lower(*self.args, *args, **kwargs)
+        jitted = self.jitted
+        if isinstance(jitted, functools.partial):  # jit of a callable module
+            return jitted.func._lower(
+                (*jitted.args, *self.args), args, {**jitted.keywords, **kwargs}
+            )
+        return jitted._lower(self.args, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<ramie.jit_partial of {self.jitted!r}>"
@@ -765,8 +970,53 @@ def cached_partial(
     graph: Any = None,
     graph_updates: Any = None,
 ) -> Any:
-    """Bind arguments of a ramie-transformed function (Flax's ``cached_partial``)."""
-    return functools.partial(f, *cached_args)
+    """Bind arguments of a ramie-transformed function (Flax's ``cached_partial``).
+
+    Each graph object among ``cached_args`` is bound as a *clone*: new module
+    objects of the same structure that hold the very same Variable objects.
+    Value updates made by ``f`` therefore reach the originals, while the clone
+    (which ``f`` returns when it returns the bound module) stays the same object
+    from call to call. Structural changes made inside ``f`` (a new attribute, a
+    replaced sub-module) apply to the clone only, so keep the structure fixed.
+    Graph mode with graph updates is required, as in Flax.
+
+    Example:
+        >>> import jax.numpy as jnp, ramie
+        >>> model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+        >>> @ramie.jit
+        ... def step(model, x):
+        ...     model.bias.value += 1.0
+        ...     return model(x)
+        >>> cached_step = ramie.cached_partial(step, model)
+        >>> cached_step(jnp.ones((1, 2))).shape
+        (1, 3)
+        >>> model.bias.value  # the update reached the original model
+        Array([1., 1., 1.], dtype=float32)
+    """
+    from ramie._src.core.graph.flatten import unflatten
+    from ramie._src.core.modes import resolve_graph_updates
+    from ramie.errors import TransformError
+
+    if not (resolve_graph(graph) and resolve_graph_updates(graph_updates)):
+        raise TransformError(
+            "ramie.cached_partial: cached_partial is a graph-mode-only API and "
+            "requires graph_updates=True (got graph="
+            f"{resolve_graph(graph)}, graph_updates="
+            f"{resolve_graph_updates(graph_updates)}).\n"
+            "  Fix: bind the arguments with ramie.jit_partial, which works in every "
+            "mode:\n"
+            "      step = ramie.jit_partial(f, model, graph=False)"
+        )
+    leaves, treedef = jax.tree_util.tree_flatten(cached_args, is_leaf=is_node)
+    pos = [i for i, leaf in enumerate(leaves) if is_node(leaf)]
+    if pos:
+        # One joint flatten keeps objects shared between cached arguments shared.
+        flat = flatten(tuple(leaves[i] for i in pos))
+        clones = unflatten(flat.graphdef, list(flat.leaves))
+        for i, clone in zip(pos, clones):
+            leaves[i] = clone
+    bound = jax.tree_util.tree_unflatten(treedef, leaves)
+    return functools.partial(f, *bound)
 
 
 _ = (_set_raw, raw)

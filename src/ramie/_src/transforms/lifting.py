@@ -527,8 +527,9 @@ def broadcast_prefix(
     from ramie._src.core.state import State
 
     def rec(p: Any, f: Any, where: str) -> None:
-        # a ramie.prefix State for a plain dict of Variables applies key by key
-        per_key = isinstance(p, State) and type(f) is dict and not is_leaf(f)
+        # a ramie.prefix State for a plain dict (or a State) of Variables
+        # applies key by key
+        per_key = isinstance(p, State) and isinstance(f, dict) and not is_leaf(f)
         if (is_axis_leaf(p) and not per_key) or f is None or is_leaf(f):
             n = len(jax.tree_util.tree_leaves(f, is_leaf=is_leaf))
             out.extend([p] * n)

@@ -74,6 +74,9 @@ def leaf_shardings_for_jit(
         else None
         for ns in node_specs
     ]
+    if len(node_specs) > 1 and any(ns is not None for ns in node_specs):
+        roots = [args[i] for i in node_pos] + [kwargs[n] for n in node_kw]
+        _check_aliasing(roots, node_specs, tables)
     vals = []
     for path, leaf in zip(flat.paths, flat.leaves):
         k = path[0]
@@ -81,3 +84,39 @@ def leaf_shardings_for_jit(
     dyn = tuple(per_arg[i] for i in dyn_pos)
     kw = {n: None for n in dyn_kw}
     return vals, dyn, kw
+
+
+def _check_aliasing(roots: list, node_specs: list, tables: list) -> None:
+    """Raise if one Variable is reached through two arguments with two shardings.
+
+    A joint flatten lists a shared Variable once (at its first path), so each
+    argument root is walked to find every path that reaches it.
+    """
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.core.graph.registry import VARIABLE, kind_of
+    from ramie._src.core.paths import format_path
+    from ramie._src.core.variables import Variable
+
+    first: dict[int, tuple[tuple, Any]] = {}
+    for k, root in enumerate(roots):
+        if kind_of(root) is VARIABLE:
+            paths, leaves = [()], [root]
+        else:
+            paths, leaves = leaves_with_paths(root)
+        for path, leaf in zip(paths, leaves):
+            if not isinstance(leaf, Variable):
+                continue
+            s = _node_leaf_spec(node_specs[k], path, leaf, tables[k])
+            seen = first.setdefault(id(leaf), ((k, *path), s))
+            if seen[1] != s:
+                a, b = format_path(seen[0]), format_path((k, *path))
+                raise TransformError(
+                    "ramie.jit(in_shardings=...): Inconsistent aliasing detected: "
+                    f"one {type(leaf).__name__} is reached through two arguments "
+                    "with different shardings (path: sharding):\n"
+                    f"    args{a}: {seen[1]!r}\n"
+                    f"    args{b}: {s!r}\n"
+                    "  A shared Variable can only be placed one way.\n"
+                    "  Fix: give both arguments the same in_shardings entry, or "
+                    "pass the shared object once"
+                )

@@ -116,7 +116,7 @@ def _check_tree_transform(node: Any, api: str, prefix: tuple) -> None:
     try:
         check_tree(node, api, prefix=prefix)
     except GraphStructureError as e:
-        msg = str(e)
+        msg = e.args[0] if e.args else ""  # without the docs link str() adds
         if "Duplicate" in msg:
             raise type(e)(
                 msg.replace(
