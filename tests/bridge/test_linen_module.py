@@ -178,3 +178,34 @@ def test_current_module_and_context():
     Probe().apply({})
     assert seen == [(True, True)]
     assert bridge.current_module() is None
+
+
+def test_update_adds_entries_a_lazy_bridge_module_has_not_created_yet():
+    class Holder(bridge.Module):
+        a: int
+
+    src = ramie.Param(jnp.array(2.0))
+    foo = Holder(1)
+    ramie.update(foo, {"b": {"c": src}})
+    assert foo.b["c"] is not src  # a copy: the source State stays independent
+    assert float(foo.b["c"].value) == 2.0
+    assert list(ramie.state(foo).flat_paths()) == [("b", "c")]
+
+
+def test_update_into_a_bridge_module_is_all_or_nothing():
+    class Holder(bridge.Module):
+        a: int
+
+    class Outer(ramie.Module):
+        def __init__(self):
+            self.lazy = Holder(1)
+            self.linear = ramie.Linear(2, 2, rngs=ramie.Rngs(0))
+
+    model = Outer()
+    bad = {"lazy": {"w": ramie.Param(jnp.ones(3))}, "linear": {"nope": jnp.ones(2)}}
+    with pytest.raises(ramie.errors.StateLoadError, match="linear.nope"):
+        ramie.update(model, bad)
+    assert "w" not in vars(model.lazy)  # nothing was added
+    # an ordinary module still refuses paths it does not have
+    with pytest.raises(ramie.errors.StateLoadError, match="extra"):
+        ramie.update(model.linear, {"extra": jnp.ones(2)})

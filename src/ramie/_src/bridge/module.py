@@ -277,6 +277,10 @@ class Module(_RamieModule, ModuleBase, pytree=False, metaclass=ModuleMeta):
     """
 
     _uses_init_flag = True
+    # Its Variables are created on first use, so ``ramie.update`` may bring
+    # entries it has not created yet (restoring before the first call): they
+    # are added instead of being refused as unknown paths.
+    _graph_update_adds = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         kwargs.setdefault("pytree", False)

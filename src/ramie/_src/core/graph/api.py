@@ -421,7 +421,10 @@ def update(node: Any, state: Any, /, *states: Any, allow_cast: bool = False) -> 
     as JAX does (float64 NumPy arrays load into float32 Variables), a shape
     that differs from the Variable's is an error, a dtype that differs is cast
     only when lossless (or with ``allow_cast=True``), a path the graph does
-    not have is an error, and when anything is wrong nothing is changed.
+    not have is an error, and when anything is wrong nothing is changed. The
+    one exception is a lazily built node (a ``ramie.bridge.Module`` whose
+    Variables are created on first use): entries it does not have yet are
+    added to it, as when restoring before its first call.
 
     Args:
         node: The model (or any graph) to write into.
@@ -526,13 +529,15 @@ def _paths_by_id(node: Any) -> dict[int, tuple]:
 class _UpdatePlan:
     """What ``update`` writes, all collected (and checked) before any write."""
 
-    __slots__ = ("targets", "values", "items")
+    __slots__ = ("targets", "values", "items", "adds")
 
     def __init__(self) -> None:
         self.targets: list[Variable] = []  # Variables of the graph...
         self.values: list[Any] = []  # ...and the value or Variable for each
         # bare arrays: (container, kind, key, value, old array, path)
         self.items: list[tuple] = []
+        # new entries of nodes built lazily (bridge modules): (node, key, value)
+        self.adds: list[tuple] = []
 
 
 def _plan_update(
@@ -550,7 +555,10 @@ def _plan_update(
         if child is val:  # the graph's own Variable (or array): nothing to write
             continue
         if child is _NOTSET:
-            _unexpected_paths(val, path + (key,), unexpected)
+            if k is OBJECT and getattr(node, "_graph_update_adds", False):
+                plan.adds.append((node, key, val))  # a lazily built node
+            else:
+                _unexpected_paths(val, path + (key,), unexpected)
             continue
         if isinstance(child, Variable):
             if isinstance(val, Variable) or not _is_mapping(val):
@@ -656,8 +664,19 @@ def _apply_plan(plan: _UpdatePlan, raws: list) -> None:
     _apply_items(plan)
 
 
+def _fresh(value: Any) -> Any:
+    """A new entry for a lazily built node: Variables copied, mappings as dicts."""
+    if isinstance(value, Variable):
+        return value.copy()
+    if _is_mapping(value):
+        return {k: _fresh(value[k]) for k in sorted_keys(value)}
+    return value
+
+
 def _apply_items(plan: _UpdatePlan) -> None:
     """Write plain (non-Variable) values into their nodes."""
+    for node, key, val in plan.adds:
+        node._graph_set(key, _fresh(val))
     for node, k, key, val, *_ in plan.items:
         if isinstance(val, Variable):
             val = val._raw
