@@ -261,6 +261,24 @@ def marks_of(obj: Pytree) -> dict[str, bool]:
     return {**cls_marks, **inst}
 
 
+def data_marks(obj: Any) -> dict[str, bool] | None:
+    """``marks_of(obj)`` when any attribute of ``obj`` is marked, else None.
+
+    Graph walks use it to find Python numbers marked as data
+    (``self.count = ramie.data(0)``): those are state leaves, like arrays.
+    """
+    inst = getattr(obj, "_ramie_marks", None)
+    cls_marks = getattr(type(obj), "_ramie_class_marks", None)
+    if not inst and not cls_marks:
+        return None
+    return {**cls_marks, **inst} if inst and cls_marks else (inst or cls_marks)
+
+
+def is_data_number(marks: dict[str, bool] | None, key: Any, value: Any) -> bool:
+    """Whether ``value`` (a child of an object with ``marks``) is a marked number."""
+    return marks is not None and type(value) in _NUMBER_TYPES and bool(marks.get(key))
+
+
 def _status_of(obj: Pytree, name: str) -> tuple[bool | None, bool]:
     """``(is_data, marked_on_the_class)``; ``is_data`` is None when unmarked."""
     inst = _instance_marks(obj)
