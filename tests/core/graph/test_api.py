@@ -982,3 +982,14 @@ def test_unmarked_number_attribute_is_not_updatable():
 
     with pytest.raises(StateLoadError, match="Unexpected"):
         nnx.update(P(), {"n": 2})
+
+
+def test_map_without_recreating_variables_stores_plain_values_as_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+    ours = nnx.map(lambda p, v: 0, nnx.Rngs(0), recreate_variables=False)
+    theirs = fnnx.map(lambda p, v: 0, fnnx.Rngs(0), recreate_variables=False)
+    assert ours.default.count == theirs.default.count == 0
+    assert not isinstance(ours.default.count, nnx.Variable)
+    again = nnx.map(lambda p, v: 1 if p[-1] == "count" else v, nnx.Rngs(0))
+    assert isinstance(again.default.count, nnx.RngCount)
+    assert int(again.default.count.value) == 1

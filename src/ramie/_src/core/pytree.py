@@ -328,6 +328,15 @@ def _check_static(obj: Pytree, name: str, value: Any) -> None:
     if is_data is not False or not registry.has_data(value):
         return
     cls = type(obj).__name__
+    if name in getattr(type(obj), "_ramie_container_fields", ()):
+        raise AttributeStatusError(
+            f"{cls}.{name}: Found data on value of type '{_type_name(value)}' "
+            f"assigned to static field '{name}'; it holds {_data_types(value)}. "
+            f"A ramie.dataclass field annotated with a plain container is static "
+            "configuration.\n"
+            "  Declare the field as data, e.g.\n"
+            f"      {name}: {_type_name(value)} = ramie.data()"
+        )
     if on_class:
         raise AttributeStatusError(
             f"{cls}.{name}: Found unexpected data on value of type "

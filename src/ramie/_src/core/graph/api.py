@@ -919,15 +919,37 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
 def map(
     f: Any, node: A, /, *, graph: bool | None = None, recreate_variables: bool = True
 ) -> A:  # noqa: A001
-    """A copy of ``node`` with ``f(path, variable)`` applied to each Variable."""
+    """A copy of ``node`` with ``f(path, variable)`` applied to each Variable.
+
+    A value ``f`` returns that is not a Variable is wrapped in a copy of the
+    Variable it replaces; with ``recreate_variables=False`` it is stored as it
+    is, so the copy holds plain values where ``node`` held Variables.
+
+    Example:
+        >>> import ramie
+        >>> rngs = ramie.map(lambda path, v: 0, ramie.Rngs(0),
+        ...                  recreate_variables=False)
+        >>> rngs.default.count
+        0
+    """
     flat = flatten(node)
     new_leaves = []
     for p, v in zip(flat.paths, flat.leaves):
         out = f(p, v)
-        if isinstance(v, Variable) and not isinstance(out, Variable):
+        if (
+            recreate_variables
+            and isinstance(v, Variable)
+            and not isinstance(out, Variable)
+        ):
             out = v.copy(out)
         new_leaves.append(out)
-    return unflatten(flat.graphdef, new_leaves)
+    if recreate_variables:
+        return unflatten(flat.graphdef, new_leaves)
+    return unflatten(flat.graphdef, new_leaves, make_variable=_as_is)
+
+
+def _as_is(defn: tuple, value: Any) -> Any:
+    return value
 
 
 def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:

@@ -402,7 +402,8 @@ def _build(
             if ct == VAR:
                 v = _make_var(cdef, next(it), make_variable)
                 index_ref[cdef[2]] = v
-                _set_link(v, (pref, (key,)))
+                if isinstance(v, Variable):  # make_variable may return a value
+                    _set_link(v, (pref, (key,)))
             elif ct == REF:
                 v = index_ref[cdef[1]]
                 _link(v, (pref, (key,)))
