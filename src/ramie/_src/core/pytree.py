@@ -43,7 +43,19 @@ from ramie._src.core.variables import (
 )
 from ramie.errors import AttributeStatusError, GraphStructureError
 
-_SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_acyclic", "_ramie_marks")
+_SLOTS = (
+    "_ramie_ver",
+    "_ramie_link",
+    "_ramie_acyclic",
+    "_ramie_marks",
+    # keys that were data children when the object was rebuilt by
+    # jax.tree_util although their value holds no data (a prefix tree such as
+    # vmap's `in_axes`, built with jax.tree.map, holds 0/None there)
+    "_ramie_datakeys",
+    # on a Module-shaped tree made by ramie.prefix(..., graph=False): the
+    # same prefix as a State, for ramie's transforms
+    "_ramie_prefix",
+)
 _SLOT_SET = frozenset(_SLOTS)
 _NOTSET = object()
 _NUMBER_TYPES = (int, float, complex, bool)
@@ -432,10 +444,11 @@ def _check_acyclic(root: Pytree) -> None:
 def _classify_children(obj: Pytree) -> tuple[list, list, tuple]:
     keys, values, static = [], [], []
     marks = marks_of(obj)
+    sticky = getattr(obj, "_ramie_datakeys", None)
     for k, v in obj._graph_children():
         is_data = marks.get(k) if marks else None  # type: ignore[call-overload]
         if is_data is None:
-            is_data = registry.has_data(v)
+            is_data = registry.has_data(v) or (sticky is not None and k in sticky)
         if is_data:
             keys.append(k)
             values.append(v)
@@ -463,6 +476,9 @@ def _register_pytree(cls: type) -> None:
         if marks:
             object.__setattr__(obj, "_ramie_marks", dict(marks))
         items: dict[Hashable, Any] = dict(zip(keys, children))
+        sticky = [k for k in keys if not registry.has_data(items[k])]
+        if sticky:
+            object.__setattr__(obj, "_ramie_datakeys", frozenset(sticky))
         for k, v in static:
             items[k] = unhashable(v)
         obj._graph_rebuild(dict(sorted(items.items(), key=_sort_key)))
