@@ -199,3 +199,43 @@ def test_hijax_train_step_takes_the_cached_fast_path():
     assert STATS["traces"] == before["traces"]
     assert STATS["flattens"] == before["flattens"]
     assert int(opt.step.value) == 4 and m.layers[1].mean.hijax
+
+
+# ------------------------------------------------------ pytree-valued hijax
+def test_hijax_dict_value_updates_through_plain_jit_as_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+
+    def step(v):
+        v["a"] += 1
+        v["b"] *= 2
+
+    ours = nnx.Variable({"a": jnp.array(0), "b": jnp.array(2)}, hijax=True)
+    theirs = fnnx.Variable({"a": jnp.array(0), "b": jnp.array(2)}, hijax=True)
+    jax.jit(step)(ours)
+    jax.jit(step)(theirs)
+    assert (int(ours["a"]), int(ours["b"])) == (int(theirs["a"]), int(theirs["b"]))
+    assert (int(ours["a"]), int(ours["b"])) == (1, 4)
+
+
+def test_hijax_dict_value_gains_keys_inside_plain_jit():
+    metrics = nnx.Variable({}, hijax=True)
+    x = jnp.arange(6.0).reshape(2, 3)
+
+    @jax.jit
+    def record(x, metrics):
+        metrics["total"] = jnp.sum(x)
+        return x * 2
+
+    assert len(metrics) == 0
+    y = record(x, metrics)
+    assert "total" in metrics and float(metrics["total"]) == float(jnp.sum(x))
+    np.testing.assert_array_equal(y, x * 2)
+    metrics.value = {"other": jnp.ones(2)}  # eager writes replace the value
+    assert list(metrics) == ["other"]
+
+
+def test_plain_variable_dict_item_assignment_copies():
+    old = {"a": 1}
+    v = nnx.Variable(old)
+    v["b"] = 2
+    assert v.value == {"a": 1, "b": 2} and old == {"a": 1}
