@@ -239,3 +239,53 @@ def test_plain_variable_dict_item_assignment_copies():
     v = nnx.Variable(old)
     v["b"] = 2
     assert v.value == {"a": 1, "b": 2} and old == {"a": 1}
+
+
+class _Net(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(2, 8, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, use_running_average=False, rngs=rngs)
+        self.dropout = nnx.Dropout(0.2, deterministic=False, rngs=rngs)
+        self.out = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(nnx.relu(self.dropout(self.bn(self.linear(x)))))
+
+
+@pytest.mark.slow  # compiles two train steps
+def test_plain_jax_grad_over_hijax_batchnorm_and_dropout_matches_ramie_grad():
+    x = jax.random.normal(jax.random.key(0), (8, 2))
+    y = jax.random.normal(jax.random.key(1), (8, 3))
+    plain = _Net(nnx.Rngs(0))
+    opt_plain = nnx.Optimizer(plain, optax.adam(1e-2), wrt=nnx.Param)
+    with nnx.var_defaults(hijax=True):
+        hijax = _Net(nnx.Rngs(0))
+        opt_hijax = nnx.Optimizer(hijax, optax.adam(1e-2), wrt=nnx.Param)
+
+    @jax.jit  # plain JAX: the cells carry the updates
+    def step_hijax(x, y):
+        graphdef, params, rest = nnx.split(hijax, nnx.Param, ...)
+
+        def loss_fn(params):
+            return ((nnx.merge(graphdef, params, rest)(x) - y) ** 2).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(nnx.with_vars(params, hijax=False))
+        opt_hijax.update(hijax, grads)
+        return loss
+
+    @nnx.jit
+    def step_plain(model, optimizer, x, y):
+        loss_fn = lambda m: ((m(x) - y) ** 2).mean()  # noqa: E731
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    for _ in range(2):
+        np.testing.assert_allclose(
+            step_hijax(x, y), step_plain(plain, opt_plain, x, y), rtol=1e-5
+        )
+    np.testing.assert_allclose(hijax.bn.mean.value, plain.bn.mean.value, rtol=1e-5)
+    np.testing.assert_allclose(
+        hijax.out.kernel.value, plain.out.kernel.value, rtol=1e-5, atol=1e-6
+    )
+    assert int(hijax.dropout.rngs.count.value) == int(plain.dropout.rngs.count.value)
