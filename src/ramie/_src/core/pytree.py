@@ -33,6 +33,7 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE, kind_of
 from ramie._src.core.paths import format_path
+from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import track
 from ramie._src.core.variables import (
     Variable,
@@ -55,6 +56,10 @@ _SLOTS = (
     # on a Module-shaped tree made by ramie.prefix(..., graph=False): the
     # same prefix as a State, for ramie's transforms
     "_ramie_prefix",
+    # the JAX trace the object was constructed under (None: eagerly); unset
+    # for objects rebuilt by ramie or jax.tree_util, which may be changed
+    # under any trace
+    "_ramie_trace",
 )
 _SLOT_SET = frozenset(_SLOTS)
 _NOTSET = object()
@@ -87,6 +92,7 @@ class Pytree:
         obj = object.__new__(cls)
         _VER_SET(obj, 0)
         _LINK_SET(obj, None)
+        _TRACE_SET(obj, current_trace())
         return obj
 
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any) -> None:
@@ -124,6 +130,9 @@ class Pytree:
             # `self.count = self.count + 1`: keep the Variable, update its value.
             set_variable(self, name, old, value)
             return
+        made_under = getattr(self, "_ramie_trace", _NOTSET)
+        if made_under is not _NOTSET and made_under is not current_trace():
+            raise _outer_object_error(self, name, made_under)
         d[name] = value
         _VER_SET(self, version_of(self) + 1)
         EPOCH.value += 1
@@ -218,6 +227,29 @@ class Pytree:
 _VER_SET = Pytree._ramie_ver.__set__  # type: ignore[attr-defined]
 _VER_GET = Pytree._ramie_ver.__get__  # type: ignore[attr-defined]
 _LINK_SET = Pytree._ramie_link.__set__  # type: ignore[attr-defined]
+_TRACE_SET = Pytree._ramie_trace.__set__  # type: ignore[attr-defined]
+
+
+def _outer_object_error(obj: Pytree, name: str, made_under: Any) -> Exception:
+    from ramie._src.core.tracing import describe_trace
+    from ramie.errors import TraceContextError, flax_compatible
+
+    cls = type(obj).__name__
+    return flax_compatible(TraceContextError)(
+        f"Cannot mutate {cls!r} from different trace level: setting {name!r} on "
+        f"{links.describe(obj)}, which was created under "
+        f"{describe_trace(made_under)}, inside "
+        f"{describe_trace(current_trace())}. A value set there may be a "
+        "tracer, which would escape the transform.\n"
+        "  Fix: pass the object to the function and return it, e.g.\n"
+        "      @jax.jit\n"
+        "      def f(obj):\n"
+        f"          obj.{name} = ...\n"
+        "          return obj\n"
+        "  or use the ramie transform (ramie.jit), which carries changes out."
+    )
+
+
 _ACYC_SET = Pytree._ramie_acyclic.__set__  # type: ignore[attr-defined]
 
 
