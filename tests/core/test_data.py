@@ -133,3 +133,48 @@ def test_marker_repr_and_dict_container():
     assert repr(ramie.data(1)) == "ramie.data(1)"
     d = ramie.Dict(a=ramie.data(1))
     assert d.a == 1
+
+
+# ---------------------------------------- dataclass fields holding containers
+@ramie.dataclass
+class _Config(ramie.Module):
+    filters: list
+    sizes: tuple[int, ...] = (1, 2)
+
+
+def test_dataclass_container_field_is_static_configuration():
+    m = _Config([3, 4])
+    assert m.filters == [3, 4] and ramie.state(m) == ramie.State({})
+    leaves, _ = jax.tree_util.tree_flatten(m)
+    assert leaves == []  # part of the structure, like Flax's static fields
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: ramie.Linear(1, 1, rngs=ramie.Rngs(0)), lambda: ramie.Variable(1)]
+)
+def test_dataclass_container_field_refuses_data_as_flax(make):
+
+    @fnnx.dataclass
+    class Theirs(fnnx.Module):
+        filters: list
+
+    with pytest.raises(ValueError, match="Found data on value of type") as theirs:
+        Theirs([fnnx.Variable(1)])
+    with pytest.raises(AttributeStatusError, match="Found data on value of type") as e:
+        _Config([make()])
+    assert "filters: list = ramie.data()" in str(e.value)
+    assert isinstance(theirs.value, ValueError)
+
+
+def test_dataclass_container_field_marked_data_and_init_lists_hold_modules():
+    @ramie.dataclass
+    class Stack(ramie.Module):
+        layers: list = ramie.data()
+
+    class Hand(ramie.Module):
+        def __init__(self):
+            self.layers = [ramie.Linear(1, 1, rngs=ramie.Rngs(0))]
+
+    stack = Stack([ramie.Linear(1, 1, rngs=ramie.Rngs(0))])
+    assert len(ramie.state(stack, ramie.Param)["layers"][0]) == 2
+    assert len(ramie.state(Hand(), ramie.Param)["layers"][0]) == 2

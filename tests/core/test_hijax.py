@@ -199,3 +199,93 @@ def test_hijax_train_step_takes_the_cached_fast_path():
     assert STATS["traces"] == before["traces"]
     assert STATS["flattens"] == before["flattens"]
     assert int(opt.step.value) == 4 and m.layers[1].mean.hijax
+
+
+# ------------------------------------------------------ pytree-valued hijax
+def test_hijax_dict_value_updates_through_plain_jit_as_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+
+    def step(v):
+        v["a"] += 1
+        v["b"] *= 2
+
+    ours = nnx.Variable({"a": jnp.array(0), "b": jnp.array(2)}, hijax=True)
+    theirs = fnnx.Variable({"a": jnp.array(0), "b": jnp.array(2)}, hijax=True)
+    jax.jit(step)(ours)
+    jax.jit(step)(theirs)
+    assert (int(ours["a"]), int(ours["b"])) == (int(theirs["a"]), int(theirs["b"]))
+    assert (int(ours["a"]), int(ours["b"])) == (1, 4)
+
+
+def test_hijax_dict_value_gains_keys_inside_plain_jit():
+    metrics = nnx.Variable({}, hijax=True)
+    x = jnp.arange(6.0).reshape(2, 3)
+
+    @jax.jit
+    def record(x, metrics):
+        metrics["total"] = jnp.sum(x)
+        return x * 2
+
+    assert len(metrics) == 0
+    y = record(x, metrics)
+    assert "total" in metrics and float(metrics["total"]) == float(jnp.sum(x))
+    np.testing.assert_array_equal(y, x * 2)
+    metrics.value = {"other": jnp.ones(2)}  # eager writes replace the value
+    assert list(metrics) == ["other"]
+
+
+def test_plain_variable_dict_item_assignment_copies():
+    old = {"a": 1}
+    v = nnx.Variable(old)
+    v["b"] = 2
+    assert v.value == {"a": 1, "b": 2} and old == {"a": 1}
+
+
+class _Net(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(2, 8, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, use_running_average=False, rngs=rngs)
+        self.dropout = nnx.Dropout(0.2, deterministic=False, rngs=rngs)
+        self.out = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(nnx.relu(self.dropout(self.bn(self.linear(x)))))
+
+
+@pytest.mark.slow  # compiles two train steps
+def test_plain_jax_grad_over_hijax_batchnorm_and_dropout_matches_ramie_grad():
+    x = jax.random.normal(jax.random.key(0), (8, 2))
+    y = jax.random.normal(jax.random.key(1), (8, 3))
+    plain = _Net(nnx.Rngs(0))
+    opt_plain = nnx.Optimizer(plain, optax.adam(1e-2), wrt=nnx.Param)
+    with nnx.var_defaults(hijax=True):
+        hijax = _Net(nnx.Rngs(0))
+        opt_hijax = nnx.Optimizer(hijax, optax.adam(1e-2), wrt=nnx.Param)
+
+    @jax.jit  # plain JAX: the cells carry the updates
+    def step_hijax(x, y):
+        graphdef, params, rest = nnx.split(hijax, nnx.Param, ...)
+
+        def loss_fn(params):
+            return ((nnx.merge(graphdef, params, rest)(x) - y) ** 2).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(nnx.with_vars(params, hijax=False))
+        opt_hijax.update(hijax, grads)
+        return loss
+
+    @nnx.jit
+    def step_plain(model, optimizer, x, y):
+        loss_fn = lambda m: ((m(x) - y) ** 2).mean()  # noqa: E731
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    for _ in range(2):
+        np.testing.assert_allclose(
+            step_hijax(x, y), step_plain(plain, opt_plain, x, y), rtol=1e-5
+        )
+    np.testing.assert_allclose(hijax.bn.mean.value, plain.bn.mean.value, rtol=1e-5)
+    np.testing.assert_allclose(
+        hijax.out.kernel.value, plain.out.kernel.value, rtol=1e-5, atol=1e-6
+    )
+    assert int(hijax.dropout.rngs.count.value) == int(plain.dropout.rngs.count.value)

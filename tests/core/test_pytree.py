@@ -18,7 +18,7 @@ import ramie as nnx
 from ramie._src.core.epoch import EPOCH
 from ramie._src.core.pytree import bump, version_of
 from ramie._src.core.tracked import TrackedDict, TrackedList
-from ramie.errors import GraphStructureError
+from ramie.errors import GraphStructureError, TraceContextError
 
 
 class Box(nnx.Pytree):
@@ -279,3 +279,49 @@ def test_flax_bookkeeping_attribute_reports_the_version():
     v0 = b._pytree__state.version
     b.x = 1
     assert b._pytree__state.version == v0 + 1
+
+
+# ------------------------------------------------- changes from another trace
+class _Params(nnx.Pytree):
+    def __init__(self):
+        self.w = jnp.zeros((2, 3))
+        self.count = nnx.data(0)
+
+
+# misuse: an object made eagerly is changed inside a plain jax.jit
+def test_setting_attribute_of_outer_object_inside_jit_is_refused():
+    fnnx = pytest.importorskip("flax.nnx")
+    import flax.errors
+
+    class Theirs(fnnx.Pytree):
+        def __init__(self):
+            self.count = fnnx.data(0)
+
+    ours, theirs = _Params(), Theirs()
+    with pytest.raises(flax.errors.TraceContextError):
+        jax.jit(lambda: setattr(theirs, "count", 1))()
+    with pytest.raises(TraceContextError, match=r"'count'.*eager execution") as e:
+        jax.jit(lambda: setattr(ours, "count", 1))()
+    assert isinstance(e.value, flax.errors.TraceContextError)
+    assert ours.count == 0 and "obj.count = ..." in str(e.value)
+
+
+def test_objects_passed_in_or_rebuilt_by_ramie_may_be_changed_inside_transforms():
+    @jax.jit
+    def bump(p):
+        p.count = p.count + 1
+        p.extra = p.w * 2
+        return p
+
+    out = bump(_Params())
+    assert int(out.count) == 1 and out.extra.shape == (2, 3)
+
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+
+    @nnx.jit
+    def tag(m):
+        m.note = 3  # a change inside ramie.jit is carried out
+        return m(jnp.ones(2))
+
+    tag(model)
+    assert model.note == 3

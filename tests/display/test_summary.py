@@ -271,3 +271,18 @@ def test_call_info_row_filter_compat():
     from ramie._src.display.summary import filter_rng_streams
 
     assert filter_rng_streams(row)
+
+
+def test_flops_trace_each_call_once_and_match_xla(net):
+    CALLS.clear()
+    before = _snapshot(net)
+    text = ramie.tabulate(net, jnp.ones((4, 6)), compute_flops=True)
+    assert CALLS == {"Net": 1, "Block": 2}  # no re-run of the Python code to cost it
+    jax.tree.map(np.testing.assert_array_equal, _snapshot(net), before)
+    row = next(ln_cells(ln) for ln in text.splitlines() if "block1/linear" in ln)
+    lin = net.block1.linear
+    lowered = jax.jit(lambda x, w, b: x @ w + b).lower(
+        jnp.ones((4, 6)), lin.kernel.value, lin.bias.value
+    )
+    cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
+    assert row[4] == f"{int(cost['flops']):,}"

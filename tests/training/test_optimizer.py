@@ -509,3 +509,43 @@ def test_optimizer_sharding_metadata_becomes_the_state_sharding():
     mu = optimizer.opt_state[0].mu["kernel"]
     assert mu.get_metadata()["out_sharding"] == ("a", None)
     assert "optimizer_sharding" not in mu.get_metadata()
+
+
+# ----------------------------------------- bare arrays selected by the filter
+class _ArrayModel(ramie.Module):
+    def __init__(self):
+        self.w = jnp.arange(8.0).reshape(2, 4) / 10
+        self.count = jnp.array(0)
+
+    def __call__(self, x):
+        self.count += 1
+        return x @ self.w
+
+
+def test_optimizer_updates_bare_arrays_like_optax():
+    wrt = lambda path, x: path[-1] == "w"  # noqa: E731
+    model = _ArrayModel()
+    tx = optax.adam(1e-2)
+    optimizer = ramie.Optimizer(model, tx, wrt=wrt)
+    x, y = jnp.ones((3, 2)), jnp.zeros((3, 4))
+
+    @jax.jit
+    def step(model, optimizer):
+        graphdef, params, rest = ramie.split(model, wrt, ...)
+
+        def loss_fn(params):
+            m = ramie.merge(graphdef, params, rest)
+            return jnp.mean((m(x) - y) ** 2), ramie.state(m, ramie.Not(wrt))
+
+        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        ramie.update(model, updates)
+        optimizer.update(model, grads)
+        return loss, model, optimizer
+
+    w0 = model.w
+    _, model, optimizer = step(model, optimizer)
+    grad = jax.grad(lambda w: jnp.mean((x @ w - y) ** 2))(w0)
+    upd, _ = tx.update(grad, tx.init(w0), w0)
+    np.testing.assert_allclose(model.w, optax.apply_updates(w0, upd), rtol=1e-6)
+    assert int(model.count) == 1 and int(optimizer.step.value) == 1
+    assert not isinstance(model.w, ramie.Variable)

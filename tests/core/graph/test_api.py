@@ -880,3 +880,116 @@ def test_call_reaches_into_containers_by_key():
     assert int(out) == 1
     new = nnx.merge(graphdef, state)
     assert int(new["a"].count.value) == 0 and int(new["b"].count.value) == 1
+
+
+# ------------------------------------------- plain dict entries and numbers
+def _dict_graph(lib):
+    return {"a": {"b": 1, "c": lib.Param(jnp.array(2)), "d": 3}}
+
+
+def test_update_replaces_python_values_in_plain_dicts_as_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+    ours, theirs = _dict_graph(nnx), _dict_graph(fnnx)
+    values = {"a": {"b": 4, "c": jnp.array(10)}}
+    nnx.update(ours, values)
+    fnnx.update(theirs, values)
+    assert ours["a"]["b"] == theirs["a"]["b"] == 4
+    assert ours["a"]["d"] == theirs["a"]["d"] == 3
+    assert int(ours["a"]["c"].value) == int(theirs["a"]["c"][...]) == 10
+
+
+# misuse: a key the dict does not have is still refused, and nothing changes
+def test_update_plain_dict_unknown_key_changes_nothing():
+    node = _dict_graph(nnx)
+    with pytest.raises(StateLoadError, match=r"a\.e"):
+        nnx.update(node, {"a": {"b": 4, "e": 5}})
+    assert node["a"]["b"] == 1 and "e" not in node["a"]
+
+
+def test_pop_takes_bare_arrays_matched_by_filters_as_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+
+    def make(lib):
+        return {
+            "a": {
+                "b": jnp.array(1),
+                "c": lib.Param(jnp.array(2)),
+                "d": 3.0 + jnp.zeros(()),
+            }
+        }
+
+    below_two = lambda _, x: x < 2  # noqa: E731
+    ours, theirs = make(nnx), make(fnnx)
+    got = nnx.pop(ours, (nnx.Param, below_two))
+    want = fnnx.pop(theirs, (fnnx.Param, below_two))
+    assert sorted(got["a"]) == sorted(want["a"]) == ["b", "c"]
+    assert sorted(ours["a"]) == sorted(theirs["a"]) == ["d"]
+    assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(theirs)) == 1
+
+
+def test_pop_bare_array_attribute_of_module():
+    class M(nnx.Module):
+        def __init__(self):
+            self.w = jnp.ones(2)
+            self.p = nnx.Param(jnp.zeros(2))
+
+    m = M()
+    popped = nnx.pop(m, "w")
+    np.testing.assert_array_equal(popped["w"], jnp.ones(2))
+    assert not hasattr(m, "w") and isinstance(m.p, nnx.Param)
+
+
+class _Marked(nnx.Pytree):
+    def __init__(self, n, tag):
+        self.n = nnx.data(n)
+        self.tag = nnx.static(tag)
+
+
+def test_number_marked_data_is_a_state_leaf_as_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+
+    class Theirs(fnnx.Pytree):
+        def __init__(self, n, tag):
+            self.n = fnnx.data(n)
+            self.tag = fnnx.static(tag)
+
+    ours, theirs = nnx.state(_Marked(1, 2)), fnnx.state(Theirs(1, 2))
+    assert dict(ours) == dict(theirs) == {"n": 1}
+    graphdef, state = nnx.split(_Marked(7, 2))
+    rebuilt = nnx.merge(graphdef, state)
+    assert (rebuilt.n, rebuilt.tag) == (7, 2)
+
+
+def test_number_marked_data_updates_and_passes_through_jit():
+    obj = _Marked(1, "x")
+    nnx.update(obj, {"n": 5})
+    assert obj.n == 5
+
+    @jax.jit
+    def step(o):
+        o.n = o.n + 1
+        return o
+
+    assert int(step(obj).n) == 6
+    assert int(nnx.state(obj)["n"]) == 5  # the input is unchanged
+
+
+# misuse: an unmarked number stays static and cannot be updated
+def test_unmarked_number_attribute_is_not_updatable():
+    class P(nnx.Pytree):
+        def __init__(self):
+            self.n = 1
+
+    with pytest.raises(StateLoadError, match="Unexpected"):
+        nnx.update(P(), {"n": 2})
+
+
+def test_map_without_recreating_variables_stores_plain_values_as_flax():
+    fnnx = pytest.importorskip("flax.nnx")
+    ours = nnx.map(lambda p, v: 0, nnx.Rngs(0), recreate_variables=False)
+    theirs = fnnx.map(lambda p, v: 0, fnnx.Rngs(0), recreate_variables=False)
+    assert ours.default.count == theirs.default.count == 0
+    assert not isinstance(ours.default.count, nnx.Variable)
+    again = nnx.map(lambda p, v: 1 if p[-1] == "count" else v, nnx.Rngs(0))
+    assert isinstance(again.default.count, nnx.RngCount)
+    assert int(again.default.count.value) == 1

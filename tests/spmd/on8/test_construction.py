@@ -215,3 +215,14 @@ def test_optimizer_step_keeps_shardings():
         assert k.sharding.is_equivalent_to(spec, 2)
         mu = opt.opt_state[0].mu["layers"][i]["kernel"]
         assert mu.sharding.is_equivalent_to(spec, 2)
+
+
+@pytest.mark.parametrize("hijax", [False, True])
+def test_hijax_variables_are_placed_on_creation_like_plain_ones(hijax):
+    mesh = mesh_of("auto", (2, 4), ("row", "col"))
+    with jax.set_mesh(mesh), nnx.var_defaults(hijax=hijax):
+        w = nnx.Param(jnp.ones((8, 4)), out_sharding=("row", "col"))
+    assert w.hijax == hijax
+    want = NamedSharding(mesh, P("row", "col"))
+    assert w.value.sharding.is_equivalent_to(want, 2)
+    np.testing.assert_array_equal(w.value, np.ones((8, 4)))

@@ -158,7 +158,7 @@ def dataclass(
     """
 
     def wrap(c: type) -> type:
-        return dataclasses.dataclass(
+        c = dataclasses.dataclass(
             c,
             init=init,
             eq=False,
@@ -169,8 +169,45 @@ def dataclass(
             slots=slots,
             weakref_slot=weakref_slot,
         )
+        _mark_container_fields(c)
+        return c
 
     return wrap if cls is None else wrap(cls)
+
+
+_CONTAINER_TYPES = (list, dict, tuple, set, frozenset)
+_CONTAINER_NAME = re.compile(
+    r"^(?:typing\.)?(list|dict|tuple|set|frozenset|List|Dict|Tuple|Set)(?:\[|$)"
+)
+
+
+def _is_container_annotation(ann: Any) -> bool:
+    if isinstance(ann, str):
+        return bool(_CONTAINER_NAME.match(ann.strip()))
+    return ann in _CONTAINER_TYPES or get_origin(ann) in _CONTAINER_TYPES
+
+
+def _mark_container_fields(c: type) -> None:
+    """Make unmarked fields annotated with a plain container static (as Flax).
+
+    In a ``ramie.dataclass`` a field such as ``filters: list`` holds
+    configuration; storing Modules or Variables in it is an error that
+    names ``ramie.data()`` / ``ramie.List`` as the fix. Lists assigned in a
+    hand-written ``__init__`` are not affected.
+    """
+    marks = getattr(c, "_ramie_class_marks", None)
+    if marks is None:  # not a ramie graph object
+        return
+    names = [
+        f.name
+        for f in dataclasses.fields(c)
+        if f.name not in marks and _is_container_annotation(f.type)
+    ]
+    if names:
+        c._ramie_class_marks = {**marks, **dict.fromkeys(names, False)}  # type: ignore[attr-defined]
+        c._ramie_container_fields = frozenset(  # type: ignore[attr-defined]
+            (*getattr(c, "_ramie_container_fields", ()), *names)
+        )
 
 
 def register_data_type(type_: type, /) -> type:

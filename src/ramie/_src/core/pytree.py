@@ -33,6 +33,7 @@ from ramie._src.core.epoch import EPOCH
 from ramie._src.core.graph import registry
 from ramie._src.core.graph.registry import ARRAY, OBJECT, VARIABLE, kind_of
 from ramie._src.core.paths import format_path
+from ramie._src.core.tracing import current_trace
 from ramie._src.core.tracked import track
 from ramie._src.core.variables import (
     Variable,
@@ -43,7 +44,23 @@ from ramie._src.core.variables import (
 )
 from ramie.errors import AttributeStatusError, GraphStructureError
 
-_SLOTS = ("_ramie_ver", "_ramie_link", "_ramie_acyclic", "_ramie_marks")
+_SLOTS = (
+    "_ramie_ver",
+    "_ramie_link",
+    "_ramie_acyclic",
+    "_ramie_marks",
+    # keys that were data children when the object was rebuilt by
+    # jax.tree_util although their value holds no data (a prefix tree such as
+    # vmap's `in_axes`, built with jax.tree.map, holds 0/None there)
+    "_ramie_datakeys",
+    # on a Module-shaped tree made by ramie.prefix(..., graph=False): the
+    # same prefix as a State, for ramie's transforms
+    "_ramie_prefix",
+    # the JAX trace the object was constructed under (None: eagerly); unset
+    # for objects rebuilt by ramie or jax.tree_util, which may be changed
+    # under any trace
+    "_ramie_trace",
+)
 _SLOT_SET = frozenset(_SLOTS)
 _NOTSET = object()
 _NUMBER_TYPES = (int, float, complex, bool)
@@ -75,6 +92,7 @@ class Pytree:
         obj = object.__new__(cls)
         _VER_SET(obj, 0)
         _LINK_SET(obj, None)
+        _TRACE_SET(obj, current_trace())
         return obj
 
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any) -> None:
@@ -112,6 +130,9 @@ class Pytree:
             # `self.count = self.count + 1`: keep the Variable, update its value.
             set_variable(self, name, old, value)
             return
+        made_under = getattr(self, "_ramie_trace", _NOTSET)
+        if made_under is not _NOTSET and made_under is not current_trace():
+            raise _outer_object_error(self, name, made_under)
         d[name] = value
         _VER_SET(self, version_of(self) + 1)
         EPOCH.value += 1
@@ -206,6 +227,29 @@ class Pytree:
 _VER_SET = Pytree._ramie_ver.__set__  # type: ignore[attr-defined]
 _VER_GET = Pytree._ramie_ver.__get__  # type: ignore[attr-defined]
 _LINK_SET = Pytree._ramie_link.__set__  # type: ignore[attr-defined]
+_TRACE_SET = Pytree._ramie_trace.__set__  # type: ignore[attr-defined]
+
+
+def _outer_object_error(obj: Pytree, name: str, made_under: Any) -> Exception:
+    from ramie._src.core.tracing import describe_trace
+    from ramie.errors import TraceContextError, flax_compatible
+
+    cls = type(obj).__name__
+    return flax_compatible(TraceContextError)(
+        f"Cannot mutate {cls!r} from different trace level: setting {name!r} on "
+        f"{links.describe(obj)}, which was created under "
+        f"{describe_trace(made_under)}, inside "
+        f"{describe_trace(current_trace())}. A value set there may be a "
+        "tracer, which would escape the transform.\n"
+        "  Fix: pass the object to the function and return it, e.g.\n"
+        "      @jax.jit\n"
+        "      def f(obj):\n"
+        f"          obj.{name} = ...\n"
+        "          return obj\n"
+        "  or use the ramie transform (ramie.jit), which carries changes out."
+    )
+
+
 _ACYC_SET = Pytree._ramie_acyclic.__set__  # type: ignore[attr-defined]
 
 
@@ -261,6 +305,24 @@ def marks_of(obj: Pytree) -> dict[str, bool]:
     return {**cls_marks, **inst}
 
 
+def data_marks(obj: Any) -> dict[str, bool] | None:
+    """``marks_of(obj)`` when any attribute of ``obj`` is marked, else None.
+
+    Graph walks use it to find Python numbers marked as data
+    (``self.count = ramie.data(0)``): those are state leaves, like arrays.
+    """
+    inst = getattr(obj, "_ramie_marks", None)
+    cls_marks = getattr(type(obj), "_ramie_class_marks", None)
+    if not inst and not cls_marks:
+        return None
+    return {**cls_marks, **inst} if inst and cls_marks else (inst or cls_marks)
+
+
+def is_data_number(marks: dict[str, bool] | None, key: Any, value: Any) -> bool:
+    """Whether ``value`` (a child of an object with ``marks``) is a marked number."""
+    return marks is not None and type(value) in _NUMBER_TYPES and bool(marks.get(key))
+
+
 def _status_of(obj: Pytree, name: str) -> tuple[bool | None, bool]:
     """``(is_data, marked_on_the_class)``; ``is_data`` is None when unmarked."""
     inst = _instance_marks(obj)
@@ -310,6 +372,15 @@ def _check_static(obj: Pytree, name: str, value: Any) -> None:
     if is_data is not False or not registry.has_data(value):
         return
     cls = type(obj).__name__
+    if name in getattr(type(obj), "_ramie_container_fields", ()):
+        raise AttributeStatusError(
+            f"{cls}.{name}: Found data on value of type '{_type_name(value)}' "
+            f"assigned to static field '{name}'; it holds {_data_types(value)}. "
+            f"A ramie.dataclass field annotated with a plain container is static "
+            "configuration.\n"
+            "  Declare the field as data, e.g.\n"
+            f"      {name}: {_type_name(value)} = ramie.data()"
+        )
     if on_class:
         raise AttributeStatusError(
             f"{cls}.{name}: Found unexpected data on value of type "
@@ -405,10 +476,11 @@ def _check_acyclic(root: Pytree) -> None:
 def _classify_children(obj: Pytree) -> tuple[list, list, tuple]:
     keys, values, static = [], [], []
     marks = marks_of(obj)
+    sticky = getattr(obj, "_ramie_datakeys", None)
     for k, v in obj._graph_children():
         is_data = marks.get(k) if marks else None  # type: ignore[call-overload]
         if is_data is None:
-            is_data = registry.has_data(v)
+            is_data = registry.has_data(v) or (sticky is not None and k in sticky)
         if is_data:
             keys.append(k)
             values.append(v)
@@ -436,6 +508,9 @@ def _register_pytree(cls: type) -> None:
         if marks:
             object.__setattr__(obj, "_ramie_marks", dict(marks))
         items: dict[Hashable, Any] = dict(zip(keys, children))
+        sticky = [k for k in keys if not registry.has_data(items[k])]
+        if sticky:
+            object.__setattr__(obj, "_ramie_datakeys", frozenset(sticky))
         for k, v in static:
             items[k] = unhashable(v)
         obj._graph_rebuild(dict(sorted(items.items(), key=_sort_key)))

@@ -126,6 +126,9 @@ def _add_methods(cls: type) -> None:
             setattr(cls, name, _initializer(name))
 
 
+_CELL_MODES = frozenset(("hijax", "ref"))
+
+
 class RngStream(Pytree):
     """One named stream of keys: a key plus a call counter.
 
@@ -156,7 +159,8 @@ class RngStream(Pytree):
                 "      @ramie.vmap(in_axes=(0,))\n"
                 "      def create(rngs): ..."
             )
-        self.count._check_mutable()  # before touching a key from another trace
+        if not self.count._meta.keys() & _CELL_MODES:  # a Ref cell may be written
+            self.count._check_mutable()  # before touching a key from another trace
         new_key, new_count = _next_key(key, self.count._raw)
         self.count.set_value(new_count)
         return new_key

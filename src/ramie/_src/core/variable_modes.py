@@ -9,7 +9,10 @@ by reference and their writes are visible afterwards: nothing is lost even
 without ramie's transforms.
 
 ``ref=True`` also makes ``get_raw_value()`` return the ``Ref``; ``hijax=True``
-keeps the ``Ref`` an implementation detail.
+keeps the ``Ref`` an implementation detail. A ``hijax=True`` Variable whose
+value is a pytree (``ramie.Variable({}, hijax=True)``) keeps it in a JAX
+``Box`` instead: ``v["loss"] = x`` inside ``jax.jit`` is visible afterwards,
+even when it adds a key.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from ramie.errors import GraphStructureError, TraceContextError
 
 _RefType: type = jax.Ref
 _Tracer: type = jax.core.Tracer
+try:  # JAX's mutable box for pytree values (no public import path yet)
+    from jax._src.hijax import Box as _Box  # pyright: ignore[reportPrivateUsage]
+except Exception:  # pragma: no cover - depends on the installed jax
+    _Box = None
+_BoxType: Any = _Box
 # Set once any Variable has held a Ref: hot paths skip Ref checks until then.
 REFS_USED: list[bool] = [False]
 
@@ -36,6 +44,15 @@ def is_ref_value(x: Any) -> bool:
     if isinstance(x, _Tracer):
         return isinstance(getattr(x, "aval", None), AbstractRef)
     return False
+
+
+def is_box_value(x: Any) -> bool:
+    """True for a JAX ``Box`` (a hijax Variable's pytree value) or its tracer."""
+    if _Box is None:
+        return False
+    if type(x) is _Box:
+        return True
+    return isinstance(x, _Tracer) and isinstance(x, _Box)
 
 
 def _array_like(x: Any) -> bool:
@@ -55,11 +72,15 @@ def mode_storage(value: Any, meta: dict[str, Any], *, hijax: bool, ref: bool) ->
     if not (hijax or ref):
         return value
     REFS_USED[0] = True
-    if is_ref_value(value):
+    if is_ref_value(value) or is_box_value(value):
         return value
     if _array_like(value):
         return jax.new_ref(jnp.asarray(value))
-    return value  # pytree or None values stay plain boxes
+    if hijax and not ref and value is not None and _Box is not None:
+        # a pytree value (a dict of metrics...): a JAX Box, which plain
+        # jax.jit passes by reference, new keys included
+        return _Box(value)
+    return value  # None values (and ref=True pytrees) stay plain
 
 
 def read_cell(cell: Any) -> Any:
@@ -85,6 +106,8 @@ def set_raw_through(var: Any, value: Any) -> None:
     s = _get_raw(var)
     if is_ref_value(s) and not is_ref_value(value):
         write_ref(var, s, value)
+    elif is_box_value(s) and not is_box_value(value):
+        s.set(value)
     else:
         _set_raw(var, value)
 

@@ -36,8 +36,10 @@ from ramie._src.core.modes import current_var_modes
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.tracing import current_trace, describe_trace
 from ramie._src.core.variable_modes import (
+    _BoxType,
     _RefType,
     _Tracer,
+    is_box_value,
     is_ref_value,
     mode_storage,
     modes_of,
@@ -240,8 +242,16 @@ class Variable(Generic[A]):
     def _raw(self) -> Any:
         """The held value (a ``jax.Ref`` cell is read through)."""
         s = _get_raw(self)
-        if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
+        t = type(s)
+        if t is _RefType:
             return s[...]
+        if t is _BoxType:
+            return s.get()
+        if isinstance(s, _Tracer):
+            if is_ref_value(s):
+                return s[...]
+            if is_box_value(s):
+                return s.get()
         return s
 
     @_raw.setter
@@ -249,6 +259,8 @@ class Variable(Generic[A]):
         s = _get_raw(self)
         if is_ref_value(s) and not is_ref_value(value):
             write_ref(self, s, value)
+        elif is_box_value(s) and not is_box_value(value):
+            s.set(value)
         else:
             _set_raw(self, value)
 
@@ -299,6 +311,9 @@ class Variable(Generic[A]):
         if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
             write_ref(self, s, value)
             return
+        if type(s) is _BoxType or (isinstance(s, _Tracer) and is_box_value(s)):
+            s.set(value)
+            return
         self._check_mutable()
         _set_raw(self, value)
 
@@ -315,7 +330,10 @@ class Variable(Generic[A]):
         return _get_raw(self) if "ref" in self._meta else self._raw
 
     def set_raw_value(self, value: A) -> None:
-        if is_ref_value(_get_raw(self)) and not is_ref_value(value):
+        s = _get_raw(self)
+        if (is_ref_value(s) and not is_ref_value(value)) or (
+            is_box_value(s) and not is_box_value(value)
+        ):
             self.set_value(value)
             return
         self._check_mutable()
@@ -355,6 +373,9 @@ class Variable(Generic[A]):
         s = _get_raw(self)
         if type(s) is _RefType or (isinstance(s, _Tracer) and is_ref_value(s)):
             write_ref(self, s, new)
+            return
+        if type(s) is _BoxType or (isinstance(s, _Tracer) and is_box_value(s)):
+            s.set(new)
             return
         self._check_mutable()
         _set_raw(self, new)
@@ -666,6 +687,10 @@ new_variable = _new_variable
 
 
 def _set_at(old: Any, index: Any, value: Any) -> Any:
+    if isinstance(old, (dict, list)):  # a pytree value: a copy with one entry set
+        new = type(old)(old) if type(old) in (dict, list) else old.copy()
+        new[index] = value
+        return new
     if isinstance(old, np.ndarray):
         new = old.copy()
         new[index] = value

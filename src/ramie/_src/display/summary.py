@@ -6,6 +6,9 @@ touched (the trace runs on a merged copy). While that single trace runs, the
 ``__call__`` (and the requested method) of every Module class in the graph is
 temporarily wrapped to record which sub-module was called, in which order, and
 the shapes it returned; the originals are restored afterwards, even on error.
+With ``compute_flops``/``compute_vjp_flops`` each call is traced once into a
+jaxpr that is both evaluated and costed by XLA, so the Python code of every
+module still runs once per call.
 
 The layout follows Flax's: each row shows the path (``block1/linear``, or
 ``block1/forward`` for a method other than ``__call__``), the type, the inputs
@@ -139,6 +142,9 @@ class _Recorder:
         self.counter = itertools.count()
         self.paused = 0
         self.root_calls = 0
+        # id of a copy made to cost one call -> id of the module it copies
+        self.canon: dict[int, int] = {}
+        self.keep: list[Any] = []  # those copies, kept alive so ids stay unique
 
 
 def _wrap(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -149,22 +155,27 @@ def _wrap(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         if rec is None or rec.paused or (rec.stack and rec.stack[-1] == key):
             return fn(self, *args, **kwargs)  # not recording, or a super() chain
         order = next(rec.counter)
+        path = rec.paths.get(id(self))
+        costed = None
         rec.stack.append(key)
         try:
-            out = fn(self, *args, **kwargs)
+            if path is not None and (rec.compute_flops or rec.compute_vjp_flops):
+                costed = _costed_call(rec, fn, self, args, kwargs, path)
+            out = costed[0] if costed is not None else fn(self, *args, **kwargs)
         finally:
             rec.stack.pop()
-        path = rec.paths.get(id(self))
         if path is not None:
             flops = vjp_flops = None
-            if rec.compute_flops or rec.compute_vjp_flops:
+            if costed is not None:
+                flops, vjp_flops = costed[1], costed[2]
+            elif rec.compute_flops or rec.compute_vjp_flops:
                 flops, vjp_flops = _call_flops(rec, fn, self, args, kwargs)
             row_path = path if name == "__call__" else (*path, name)
             rec.module_paths[order] = path
             rec.rows.append(
                 CallInfo(
                     order,
-                    id(self),
+                    rec.canon.get(id(self), id(self)),
                     type(self),
                     row_path,
                     _inputs_text(args, kwargs),
@@ -197,6 +208,76 @@ def _cost(lowered: Any) -> int:
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
     return int(cost.get("flops", 0)) if cost else 0
+
+
+def _costed_call(
+    rec: _Recorder,
+    fn: Callable[..., Any],
+    obj: Any,
+    args: tuple,
+    kwargs: dict,
+    path: tuple,
+) -> tuple[Any, Any, Any] | None:
+    """Run one call by tracing it once to a jaxpr: ``(output, flops, vjp_flops)``.
+
+    The Python code of the call runs exactly once: it is traced (on a copy of
+    the module, whose sub-module calls are recorded and costed the same way)
+    into a jaxpr, which is then both evaluated in the surrounding trace (its
+    state changes written back to ``obj``) and handed to XLA's cost analysis.
+    Returns None when the call cannot be handled so (outputs that are not
+    arrays, a call that adds or removes Variables); the caller then runs it
+    directly and costs it with :func:`_call_flops`.
+    """
+    graphdef, state = api.split((obj, args, kwargs))
+    originals = {p: id(m) for p, m in api.iter_modules(obj)}
+
+    def pure(st: Any) -> Any:
+        o, a, k = api.merge(graphdef, st)
+        for p, m in api.iter_modules(o):
+            rec.paths[id(m)] = (*path, *p)
+            orig = originals.get(p)
+            if orig is not None:
+                rec.canon[id(m)] = rec.canon.get(orig, orig)
+        rec.keep.append(o)
+        out = fn(o, *a, **k)
+        return out, api.state(o)
+
+    try:
+        closed, shapes = jax.make_jaxpr(pure, return_shape=True)(state)
+        out_shape, state_shape = shapes
+        if jax.tree.structure(state_shape) != jax.tree.structure(api.state(obj)):
+            return None
+    except Exception:
+        return None
+    leaves = jax.tree.leaves(state)
+    n_out = len(jax.tree.leaves(out_shape))
+    results = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *leaves)
+    out_tree = jax.tree.structure(shapes)
+    out, new_state = jax.tree.unflatten(out_tree, results)
+    api.update(obj, new_state)
+
+    def forward(consts: Any, xs: Any) -> Any:
+        return jax.core.eval_jaxpr(closed.jaxpr, consts, *xs)[:n_out]
+
+    abstract = (_abstract(list(closed.consts)), _abstract(leaves))
+    rec.paused += 1
+    try:
+        flops = vjp_flops = None
+        if rec.compute_flops:
+            flops = _cost(jax.jit(forward).lower(*abstract))
+        if rec.compute_vjp_flops:
+
+            def backward(consts: Any, xs: Any) -> Any:
+                o, f_vjp = jax.vjp(lambda ys: forward(consts, ys), xs)
+                return f_vjp(o)
+
+            try:
+                vjp_flops = _cost(jax.jit(backward).lower(*abstract))
+            except Exception:  # integer outputs etc.: no backward pass to cost
+                vjp_flops = None
+    finally:
+        rec.paused -= 1
+    return out, flops, vjp_flops
 
 
 def _call_flops(

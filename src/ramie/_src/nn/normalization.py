@@ -254,8 +254,15 @@ class BatchNorm(Module):
                 mask=mask,
             )
             m = self.momentum
-            self.mean.value = m * self.mean._raw + (1 - m) * mean
-            self.var.value = m * self.var._raw + (1 - m) * var
+            new_mean = m * self.mean._raw + (1 - m) * mean
+            new_var = m * self.var._raw + (1 - m) * var
+            if _in_cell(self.mean) or _in_cell(self.var):
+                # a jax.Ref cell takes no differentiated value (plain jax.grad
+                # over hijax/ref Variables); the statistics need no gradient
+                new_mean = jax.lax.stop_gradient(new_mean)
+                new_var = jax.lax.stop_gradient(new_var)
+            self.mean.value = new_mean
+            self.var.value = new_var
         return normalize(
             x,
             mean,
@@ -520,3 +527,8 @@ class RMSNorm(Module):
             self.dtype,
             self.epsilon,
         )
+
+
+def _in_cell(var: Any) -> bool:
+    """Whether ``var`` keeps its value in a ``jax.Ref`` (hijax/ref modes)."""
+    return "hijax" in var._meta or "ref" in var._meta

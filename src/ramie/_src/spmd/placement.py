@@ -254,7 +254,16 @@ def shard_on_create(var: Any) -> None:
     target = target_sharding(meta, shape, what, api=f"{type(var).__name__}(...)")
     if target is None:
         return
-    var._raw = place(raw, target)  # noqa: SLF001
+    placed = place(raw, target)
+    from ramie._src.core.variable_modes import is_ref_value
+    from ramie._src.core.variables import _get_raw, _set_raw
+
+    if is_ref_value(_get_raw(var)) and not isinstance(placed, jax.core.Tracer):
+        # a hijax/ref Variable: a new cell holding the placed value (writing
+        # into the old cell would keep the old cell's placement)
+        _set_raw(var, jax.new_ref(placed))
+    else:
+        var._raw = placed  # noqa: SLF001
 
 
 # ----------------------------------------------------- sharded initializers

@@ -24,6 +24,7 @@ import optax
 
 from ramie._src.core.filters import to_predicate
 from ramie._src.core.graph import api
+from ramie._src.core.graph.flatten import to_state
 from ramie._src.core.graph.registry import OBJECT, kind_of
 from ramie._src.core.loading import check_load
 from ramie._src.core.pytree import Pytree
@@ -90,7 +91,9 @@ class Optimizer(Pytree):
     Args:
         model: The module to optimise.
         tx: An optax ``GradientTransformation`` (e.g. ``optax.adam(1e-3)``).
-        wrt: Filter of the Variables to optimise (default ``Param``).
+        wrt: Filter of the Variables to optimise (default ``Param``). A filter
+            may also select bare arrays stored as attributes (for example
+            ``lambda path, x: path[-1] == "w"``); they are updated in place.
 
     Attributes:
         step: Number of updates applied (an :class:`OptState`).
@@ -188,8 +191,14 @@ class Optimizer(Pytree):
                 f"update ({len(old_vars)} leaves before, {len(new_leaves)} after; "
                 f"before: {old_def}, after: {new_def})"
             )
+        arrays: list[tuple[tuple, Any]] = []  # bare arrays stored in the model
         for var, value in zip(variables, jax.tree_util.tree_leaves(new_params)):
-            var.set_value(value)
+            if isinstance(var, Variable):
+                var.set_value(value)
+            else:
+                arrays.append((path_of[id(var)], value))
+        if arrays:
+            api.update(model, to_state([p for p, _ in arrays], [v for _, v in arrays]))
         for var, value in zip(old_vars, new_leaves):
             if isinstance(var, Variable):
                 var.set_value(value)
@@ -255,7 +264,7 @@ def _warn_empty(model: Any, wrt: Any) -> None:
 
 def _grad_target(var: Variable, grad: Any) -> Any:
     """What a gradient for ``var`` must look like: its shape, a float dtype."""
-    raw = var._raw
+    raw = var._raw if isinstance(var, Variable) else var
     shape = getattr(raw, "shape", None)
     if shape is None:
         return raw

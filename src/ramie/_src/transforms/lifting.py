@@ -32,6 +32,7 @@ import jax
 
 from ramie._src.core import links
 from ramie._src.core.graph import registry
+from ramie._src.core.graph.context import prefix_state
 from ramie._src.core.graph.defs import (
     ARR,
     DCT,
@@ -101,6 +102,8 @@ def reject_node_prefix(spec: Any, name: str, api: str) -> None:
     for leaf in jax.tree_util.tree_leaves(spec, is_leaf=is_node):
         if isinstance(leaf, Variable) and _is_spec_value(leaf._raw):
             continue  # a State of shardings (``get_named_sharding``) describes state
+        if prefix_state(leaf) is not None:
+            continue  # ramie.prefix(model, ..., graph=False)
         if is_node(leaf):
             example = (
                 f"{name}=(ramie.StateAxes({{ramie.Param: 0, ...: None}}), 0)"
@@ -573,6 +576,9 @@ def as_node_spec(spec: Any) -> Any:
     from ramie._src.core.state import State
     from ramie._src.transforms.axes import StateAxes
 
+    as_state = prefix_state(spec)  # ramie.prefix(model, ..., graph=False)
+    if as_state is not None:
+        spec = as_state
     return StateAxes(spec) if isinstance(spec, State) else spec
 
 
@@ -596,9 +602,9 @@ def _check_aliasing(ext: Extracted, node_specs: list[Any], api: str) -> None:
             if seen[1] != s:
                 a, b = format_path(seen[0]), format_path(where)
                 raise TransformError(
-                    f"{api}: Inconsistent aliasing detected: one "
-                    f"{type(leaf).__name__} is reached through two arguments with "
-                    "different specs (path: spec):\n"
+                    f"{api}: Inconsistent aliasing detected. The following nodes "
+                    f"have different prefixes: one {type(leaf).__name__} is reached "
+                    "through two arguments with different specs (path: spec):\n"
                     f"    args{a}: {seen[1]!r}\n"
                     f"    args{b}: {s!r}\n"
                     "  A shared Variable can only be mapped one way.\n"

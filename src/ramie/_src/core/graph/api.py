@@ -45,7 +45,7 @@ from ramie._src.core.graph.registry import (
 from ramie._src.core.graph.tree_mode import maybe_check
 from ramie._src.core.nogc import no_gc
 from ramie._src.core.paths import format_path, format_paths
-from ramie._src.core.pytree import Pytree, bump
+from ramie._src.core.pytree import Pytree, bump, data_marks, is_data_number
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.state import (
     GraphState,
@@ -168,10 +168,14 @@ def _walk_leaves(value: Any, path: tuple, seen: set, paths: list, leaves: list) 
         if i in seen:
             return
         seen.add(i)
+        marks = data_marks(value)
         for key, child in value._graph_children():
             ck = kind_of(child)
             if ck is not STATIC:
                 _walk_leaves(child, path + (key,), seen, paths, leaves)
+            elif marks is not None and is_data_number(marks, key, child):
+                paths.append(path + (key,))
+                leaves.append(child)
     elif k is ARRAY:
         paths.append(path)
         leaves.append(value)
@@ -201,8 +205,10 @@ def _nest_leaves(node: Any, out: State, seen: set[int]) -> None:
     """
     kinds = registry._cache  # pyright: ignore[reportPrivateUsage]
     k = kinds.get(type(node)) or kind_of(node)
+    marks = None
     if k is OBJECT:
         items: Any = node._graph_children()
+        marks = data_marks(node)
     elif k is VARIABLE or k is ARRAY or k is STATIC:
         return
     else:
@@ -216,6 +222,8 @@ def _nest_leaves(node: Any, out: State, seen: set[int]) -> None:
                 seen.add(i)
                 setitem(out, key, child)
         elif ck is STATIC:
+            if marks is not None and is_data_number(marks, key, child):
+                setitem(out, key, child)
             continue
         elif ck is ARRAY:
             setitem(out, key, child)
@@ -581,7 +589,16 @@ def _plan_update(
                     "place; store it in a Variable instead: ramie.Variable(array)"
                 )
         elif ck is STATIC:
-            _unexpected_paths(val, cpath, unexpected)
+            if (
+                k is DICT
+                or k is LIST
+                or (k is OBJECT and is_data_number(data_marks(node), key, child))
+            ) and not _is_mapping(val):
+                # a plain dict/list entry holding a Python value (``{"n": 1}``):
+                # the key exists, so its value is replaced (as Flax does)
+                plan.items.append((node, k, _real_key(node, k, key), val, child, cpath))
+            else:
+                _unexpected_paths(val, cpath, unexpected)
         else:
             if type(val) is State or _is_mapping(val):
                 _plan_update(child, val, cpath, plan, unexpected)
@@ -733,6 +750,9 @@ def clone(
 def pop(node: Any, *filters: Any) -> Any:
     """Remove the matching Variables from ``node`` and return them as State(s).
 
+    Bare arrays stored in the graph (a Module attribute or a dict entry holding
+    a ``jax.Array``) are matched by the filters too and popped the same way.
+
     Example:
         >>> import jax.numpy as jnp, ramie
         >>> class M(ramie.Module):
@@ -769,11 +789,12 @@ def pop(node: Any, *filters: Any) -> Any:
         for key, child in items:
             ck = kind_of(child)
             cpath = path + (key,)
-            if ck is VARIABLE:
+            if ck is VARIABLE or ck is ARRAY:
                 for i, pred in enumerate(preds):
                     if pred(cpath, child):
                         if id(child) not in seen:
-                            seen.add(id(child))
+                            if ck is VARIABLE:
+                                seen.add(id(child))
                             found[i].append((cpath, child))
                         removals.append((value, k, key, cpath))
                         break
@@ -917,15 +938,37 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
 def map(
     f: Any, node: A, /, *, graph: bool | None = None, recreate_variables: bool = True
 ) -> A:  # noqa: A001
-    """A copy of ``node`` with ``f(path, variable)`` applied to each Variable."""
+    """A copy of ``node`` with ``f(path, variable)`` applied to each Variable.
+
+    A value ``f`` returns that is not a Variable is wrapped in a copy of the
+    Variable it replaces; with ``recreate_variables=False`` it is stored as it
+    is, so the copy holds plain values where ``node`` held Variables.
+
+    Example:
+        >>> import ramie
+        >>> rngs = ramie.map(lambda path, v: 0, ramie.Rngs(0),
+        ...                  recreate_variables=False)
+        >>> rngs.default.count
+        0
+    """
     flat = flatten(node)
     new_leaves = []
     for p, v in zip(flat.paths, flat.leaves):
         out = f(p, v)
-        if isinstance(v, Variable) and not isinstance(out, Variable):
+        if (
+            recreate_variables
+            and isinstance(v, Variable)
+            and not isinstance(out, Variable)
+        ):
             out = v.copy(out)
         new_leaves.append(out)
-    return unflatten(flat.graphdef, new_leaves)
+    if recreate_variables:
+        return unflatten(flat.graphdef, new_leaves)
+    return unflatten(flat.graphdef, new_leaves, make_variable=_as_is)
+
+
+def _as_is(defn: tuple, value: Any) -> Any:
+    return value
 
 
 def recursive_map(f: Any, node: A, /, *, graph: bool | None = None) -> A:

@@ -318,6 +318,13 @@ def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:
     ``filter_map`` is a ``{filter: value}`` mapping (first match wins) or a
     function ``(path, variable) -> value``.
 
+    With ``graph=False`` the result has ``node``'s own pytree structure (a
+    Module-shaped tree holding the values where ``node`` holds Variables), so
+    it can be passed to ``jax.vmap(in_axes=...)`` directly. A tuple or list of
+    graph nodes gives one prefix per node, in order, for the ``in_axes`` of a
+    transform taking them as separate arguments (a node shared between them
+    must get the same value in each).
+
     Example:
         >>> import ramie
         >>> bn = ramie.BatchNorm(2, rngs=ramie.Rngs(0))
@@ -325,23 +332,49 @@ def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:
         {'bias': 0, 'mean': None, 'scale': 0, 'var': None}
     """
     from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.core.graph.registry import LIST, TUPLE, _key_to_part
+    from ramie._src.core.variables import Variable
 
-    paths, leaves = leaves_with_paths(node)
     if callable(filter_map) and not isinstance(filter_map, dict):
-        values = [filter_map(p, v) for p, v in zip(paths, leaves)]
+        value_of = filter_map
     else:
         preds = [(to_predicate(f), val) for f, val in filter_map.items()]
-        values = []
-        for p, v in zip(paths, leaves):
+
+        def value_of(p: tuple, v: Any) -> Any:
             for pred, val in preds:
                 if pred(p, v):
-                    values.append(val)
-                    break
-            else:
-                from ramie._src.core.paths import format_path
+                    return val
+            from ramie._src.core.paths import format_path
 
-                raise GraphStructureError(
-                    f"ramie.prefix(): No filter matched the Variable at "
-                    f"{format_path(p)}; add `...: value` as the last entry"
-                )
-    return to_state(paths, values)
+            raise GraphStructureError(
+                f"ramie.prefix(): No filter matched the Variable at "
+                f"{format_path(p)}; add `...: value` as the last entry"
+            )
+
+    if graph is False:
+
+        def leaf(jax_path: tuple, v: Any) -> Any:
+            path = tuple(_key_to_part(k, i) for i, k in enumerate(jax_path))
+            return value_of(path, v)
+
+        tree = jax.tree_util.tree_map_with_path(
+            leaf, node, is_leaf=lambda x: isinstance(x, Variable)
+        )
+        if kind_of(tree) is OBJECT:
+            paths, leaves = leaves_with_paths(node)
+            as_state = to_state(paths, [value_of(p, v) for p, v in zip(paths, leaves)])
+            object.__setattr__(tree, "_ramie_prefix", as_state)
+        return tree
+    if kind_of(node) in (TUPLE, LIST) and any(_is_node(n) for n in node):
+        return type(node)(prefix(n, value_of, graph=graph) for n in node)
+    paths, leaves = leaves_with_paths(node)
+    return to_state(paths, [value_of(p, v) for p, v in zip(paths, leaves)])
+
+
+def prefix_state(spec: Any) -> Any:
+    """The State form of a tree made by ``prefix(node, ..., graph=False)``.
+
+    None for anything else. Transforms use it to accept such a Module-shaped
+    prefix in ``in_axes`` (raw ``jax.vmap`` takes it as it is).
+    """
+    return getattr(spec, "_ramie_prefix", None) if kind_of(spec) is OBJECT else None

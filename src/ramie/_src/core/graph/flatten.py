@@ -54,7 +54,7 @@ from ramie._src.core.graph.registry import (
 )
 from ramie._src.core.loading import canonicalize
 from ramie._src.core.pytree import _LINK_SET as _OBJ_LINK_SET
-from ramie._src.core.pytree import _VER_SET, Pytree
+from ramie._src.core.pytree import _VER_SET, Pytree, data_marks, is_data_number
 from ramie._src.core.sentinels import MISSING
 from ramie._src.core.state import GraphState, State, _key_order, sorted_keys
 from ramie._src.core.tracing import current_trace
@@ -171,10 +171,20 @@ def flatten(
             idx = ref_index[i] = len(objects)
             objects.append(value)
             attrs = []
+            marks = data_marks(value)
             for key, child in value._graph_children():
                 t = type(child)
                 ck = kinds.get(t)
                 if ck is STATIC:
+                    if marks is not None and is_data_number(marks, key, child):
+                        # `self.n = ramie.data(0)`: a leaf, like an array
+                        if sd is None:
+                            paths.append(path + (key,))
+                        else:
+                            setitem(sd, key, child)
+                        leaves.append(child)
+                        attrs.append((key, ARRAY_DEF))
+                        continue
                     attrs.append(
                         (key, (STC, child if t in _SIMPLE else hashable(child)))
                     )
@@ -395,7 +405,8 @@ def _build(
             if ct == VAR:
                 v = _make_var(cdef, next(it), make_variable)
                 index_ref[cdef[2]] = v
-                _set_link(v, (pref, (key,)))
+                if isinstance(v, Variable):  # make_variable may return a value
+                    _set_link(v, (pref, (key,)))
             elif ct == REF:
                 v = index_ref[cdef[1]]
                 _link(v, (pref, (key,)))
