@@ -156,17 +156,48 @@ def test_without_carry():
 
 
 # --------------------------------------------------- RNG state in scan
-def test_broadcast_dropout_threads_rng_state_through_steps():
+def test_broadcast_dropout_draws_one_mask_per_call():
     dropout = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
     eager = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
     ones = jnp.ones(16)
-    _, masks = ramie.scan(lambda c, d, x: (c, d(ones)), in_axes=(ramie.Carry, None, 0))(
+    run = ramie.scan(lambda c, d, x: (c, d(ones)), in_axes=(ramie.Carry, None, 0))
+    _, masks = run(0.0, dropout, XS)
+    first = eager(ones)
+    # every step sees the same (broadcast) RNG state: one mask for all steps
+    np.testing.assert_array_equal(masks, jnp.stack([first] * len(XS)))
+    # the last step's update is written back: the next call draws a new mask
+    assert int(dropout.rngs.count.value) == 1
+    _, masks2 = run(0.0, dropout, XS)
+    np.testing.assert_array_equal(masks2, jnp.stack([eager(ones)] * len(XS)))
+    assert not np.array_equal(masks, masks2)
+
+
+def test_carried_dropout_threads_rng_state_through_steps():
+    dropout = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    eager = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    ones = jnp.ones(16)
+    axes = ramie.StateAxes({...: ramie.Carry})
+    _, masks = ramie.scan(lambda c, d, x: (c, d(ones)), in_axes=(ramie.Carry, axes, 0))(
         0.0, dropout, XS
     )
-    assert int(dropout.rngs.count.value) == 5
-    expected = jnp.stack([eager(ones) for _ in range(5)])
+    assert int(dropout.rngs.count.value) == len(XS)
+    expected = jnp.stack([eager(ones) for _ in range(len(XS))])
     np.testing.assert_array_equal(masks, expected)
-    assert len({tuple(np.asarray(m)) for m in masks}) == 5  # a fresh mask per step
+
+
+def test_broadcast_state_is_threaded_without_graph_updates():
+    dropout = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    eager = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    ones = jnp.ones(16)
+    run = ramie.scan(
+        lambda d, c, x: (c, d(ones)),
+        in_axes=(None, ramie.Carry, 0),
+        graph_updates=False,
+    )
+    _, masks = run(dropout, 0.0, XS)
+    assert int(dropout.rngs.count.value) == len(XS)
+    expected = jnp.stack([eager(ones) for _ in range(len(XS))])
+    np.testing.assert_array_equal(masks, expected)
 
 
 class Block(ramie.Module):
@@ -262,7 +293,7 @@ def test_scan_over_layers_in_eval_mode_is_deterministic():
     np.testing.assert_array_equal(blocks.dropout.rngs.count.value, [0, 0, 0])
 
 
-def test_scan_with_state_axes_carries_the_rest():
+def test_scan_with_state_axes_broadcasts_or_carries_the_rest():
     class Layer(ramie.Module):
         def __init__(self, rngs):
             self.linear = ramie.Linear(3, 3, rngs=rngs)
@@ -282,7 +313,10 @@ def test_scan_with_state_axes_carries_the_rest():
         return layer.linear(x), None
 
     x, _ = ramie.scan(step, in_axes=(ramie.Carry, axes))(jnp.ones(3), layers)
-    assert int(layers.calls.value) == 4  # carried through the 4 steps
+    assert int(layers.calls.value) == 1  # broadcast: each step sees 0
+    carried = ramie.StateAxes({ramie.Param: 0, ...: ramie.Carry})
+    ramie.scan(step, in_axes=(ramie.Carry, carried))(jnp.ones(3), layers)
+    assert int(layers.calls.value) == 5  # carried through the 4 steps
     ref = jnp.ones(3)
     for i in range(4):
         ref = ref @ layers.linear.kernel.value[i] + layers.linear.bias.value[i]

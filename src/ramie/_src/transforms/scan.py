@@ -10,10 +10,19 @@
 default) means ``f`` returns ``(carry, y)`` with ``y`` stacked on axis 0, and
 ``Carry`` alone means ``f`` returns only the carry.
 
-Module state follows its argument: Variables of a scanned module are sliced
-per step and their updates stacked back; Variables of broadcast and carried
-modules are threaded through the loop, so updates such as RNG counters or
-BatchNorm statistics accumulate across steps and are written back at the end.
+Module state follows its argument (or its :class:`~ramie.StateAxes` entry):
+
+* scanned (an int): sliced per step, the updates stacked back;
+* carried (``Carry``): threaded through the loop, so updates such as RNG
+  counters or BatchNorm statistics accumulate across steps;
+* broadcast (``None``): the same value at every step, as in Flax's default
+  mode: a broadcast RNG stream gives every step the same key (recurrent
+  dropout draws one mask for the whole sequence). The steps' changes do not
+  accumulate; the value the last step left is written back, so the stream
+  advances once per call and the next call draws new numbers.
+
+With ``graph_updates=False`` (or ``graph=False``) broadcast state is threaded
+through the loop like a carry, as Flax does in that mode.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
 from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
-from ramie._src.transforms.simple import check_scan_axes, modal
+from ramie._src.transforms.simple import check_scan_axes, is_simple, modal
 from ramie.errors import CarryStructureError, TransformError
 
 
@@ -85,9 +94,13 @@ def scan(
             in_axes=in_axes,
             out_axes=out_axes,
             transform_metadata=transform_metadata,
+            graph=graph,
+            graph_updates=graph_updates,
         )
     lifting.reject_bound_method(f, "ramie.scan")
     api = "ramie.scan"
+    # graph mode with graph updates: broadcast state is constant over the steps
+    thread_broadcast = is_simple(graph, graph_updates)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -135,7 +148,14 @@ def scan(
         carry_out_index = _carry_out_index(out_axes, api)
         y_axes_spec = _y_axes(out_axes)
         # classify leaves: carry (Carry or broadcast module state), scanned, const
-        g_carry = [j for j, s in enumerate(g_specs) if is_carry(s) or s is None]
+        g_carry = [
+            j
+            for j, s in enumerate(g_specs)
+            if is_carry(s) or (s is None and thread_broadcast)
+        ]
+        g_const = (
+            [] if thread_broadcast else [j for j, s in enumerate(g_specs) if s is None]
+        )
         g_scan = [
             j for j, s in enumerate(g_specs) if isinstance(s, int) and not is_carry(s)
         ]
@@ -167,12 +187,15 @@ def scan(
                         )
                     n_steps = sizes.pop()
                 consts = [other[j] for j in o_const]
+                b_g = [values[j] for j in g_const]
 
                 def body(carry: tuple, xs: tuple) -> tuple:
-                    c_g, c_o = carry
+                    c_g, c_o, _ = carry
                     x_g, x_o = xs
                     vals: list[Any] = [None] * n_values
                     for j, v in zip(g_carry, c_g):
+                        vals[j] = v
+                    for j, v in zip(g_const, b_g):
                         vals[j] = v
                     for j, v in zip(g_scan, x_g):
                         vals[j] = v
@@ -208,14 +231,24 @@ def scan(
                         carry_out, inner_carry, carry_arg_nodes, api
                     )
                     y_out, (aux, state_vals) = lifting.collect(
-                        inner, y, mode="all", allow_structure_change=False, api=api
+                        inner,
+                        y,
+                        mode="all",
+                        allow_structure_change=False,
+                        reject_captured=True,
+                        api=api,
                     )
                     new_c_g = [state_vals[j] for j in g_carry]
                     new_x_g = [state_vals[j] for j in g_scan]
-                    return (new_c_g, c_leaves), (new_x_g, y_out, aux)
+                    last_b = [state_vals[j] for j in g_const]
+                    return (new_c_g, c_leaves, last_b), (new_x_g, y_out, aux)
 
-                carry0 = ([values[j] for j in g_carry], [other[j] for j in o_carry])
-                (c_g, c_o), (ys_g, ys_user, aux) = jax.lax.scan(
+                carry0 = (
+                    [values[j] for j in g_carry],
+                    [other[j] for j in o_carry],
+                    list(b_g),
+                )
+                (c_g, c_o, last_b), (ys_g, ys_user, aux) = jax.lax.scan(
                     body,
                     carry0,
                     (xs_g, xs_o),
@@ -223,7 +256,7 @@ def scan(
                     reverse=reverse,
                     unroll=unroll,
                 )
-                return c_g, c_o, ys_g, ys_user, aux
+                return c_g, c_o, last_b, ys_g, ys_user, aux
 
             return run
 
@@ -236,12 +269,15 @@ def scan(
             reverse,
             unroll,
             out_axes,
+            thread_broadcast,
         )
         run = eager_cache.cached("scan", f, key, build)
-        c_g, c_o, ys_g, ys_user, aux = run(values, other)
+        c_g, c_o, last_b, ys_g, ys_user, aux = run(values, other)
         # write back module state
         new_vals = list(values)
         for j, v in zip(g_carry, c_g):
+            new_vals[j] = v
+        for j, v in zip(g_const, last_b):
             new_vals[j] = v
         for j, v in zip(g_scan, ys_g):
             new_vals[j] = _moveaxis(v, 0, g_specs[j])

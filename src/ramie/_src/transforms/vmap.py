@@ -67,6 +67,63 @@ def _new_state_axes(
     return list(flat.paths), out
 
 
+def _check_output_aliasing(
+    ext: Any,
+    inner: Any,
+    graph_axes: list[Any],
+    out: Any,
+    out_specs: Callable[[Any], list[Any]],
+    api: str,
+) -> None:
+    """Raise if an argument Variable is returned with another axis than it came in.
+
+    ``vmap(f, in_axes=0, out_axes=1)`` on ``f(m): return m`` would have to
+    store one Variable both unmoved and transposed.
+    """
+    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node)
+    pos = [i for i, leaf in enumerate(leaves) if is_node(leaf)]
+    if not pos or not inner.objects:
+        return
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.core.paths import format_path
+    from ramie._src.core.variables import Variable
+
+    leaf_index = {id(v): j for j, v in enumerate(ext.flat.leaves)}
+    in_axis: dict[int, tuple[Any, tuple]] = {}
+    for outer, obj in zip(ext.flat.objects, inner.objects):
+        j = leaf_index.get(id(outer))
+        if j is not None:
+            in_axis[id(obj)] = (graph_axes[j], ext.flat.paths[j])
+    specs = out_specs(out)
+    for i in pos:
+        spec = lifting.as_node_spec(specs[i])
+        node = leaves[i]
+        if isinstance(node, Variable):
+            pairs: Any = [((), node)]
+        else:
+            pairs = zip(*leaves_with_paths(node))
+        for path, v in pairs:
+            found = in_axis.get(id(v))
+            if found is None:
+                continue
+            o = (
+                spec.lookup(tuple(path), v, api)
+                if isinstance(spec, _FilterMap)
+                else spec
+            )
+            if o != found[0]:
+                raise TransformError(
+                    f"{api}: Inconsistent aliasing detected: the {type(v).__name__} "
+                    f"at args{format_path(found[1])} is mapped with in_axes "
+                    f"{found[0]!r} and returned (out{i}{'.' if path else ''}"
+                    f"{format_path(tuple(path))}) with out_axes {o!r}; one Variable "
+                    "cannot have two axes.\n"
+                    "  Fix: return it with the axis it came in with (out_axes="
+                    f"{found[0]!r} for that output), or return a copy: "
+                    "ramie.clone(module)"
+                )
+
+
 @modal("ramie.vmap", ("in_axes", "out_axes"))
 def vmap(
     f: Callable[..., Any] = MISSING,  # type: ignore[assignment]
@@ -157,8 +214,14 @@ def vmap(
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
             out = f(*a, **k)
+            _check_output_aliasing(ext, inner, graph_axes, out, out_specs, api)
             result = lifting.collect(
-                inner, out, mode="all", out_specs=out_specs, api=api
+                inner,
+                out,
+                mode="all",
+                out_specs=out_specs,
+                reject_captured=True,
+                api=api,
             )
             state_static = result[1][0].value[0]
             if state_static[0] == "new":
@@ -307,6 +370,7 @@ def pmap(
                 mode="all",
                 out_specs=out_specs,
                 allow_structure_change=False,
+                reject_captured=True,
                 api=api,
             )
 
