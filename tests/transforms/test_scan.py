@@ -512,3 +512,43 @@ def test_prefix_as_scan_in_axes():
         ref = cell(ref) + xs[:, t] + cell.offset[...][t]
         np.testing.assert_allclose(ys[:, t], ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h, ref, rtol=1e-5, atol=1e-6)
+
+
+class LazyScale(ramie.Module):
+    """Creates its Variable on the first call (as a lazily initialised layer)."""
+
+    def __call__(self, x):
+        if not hasattr(self, "scale"):
+            self.scale = ramie.Param(x * 2.0)
+        return x * self.scale.value
+
+
+def test_variables_created_in_a_scanned_module_come_out_stacked():
+    layer = LazyScale()
+    xs = jax.random.normal(jax.random.key(0), (5, 3))
+
+    def step(c, m, x):
+        y = m(x)
+        return c + y, y
+
+    c, ys = ramie.scan(step, in_axes=(ramie.Carry, 0, 0))(jnp.zeros(3), layer, xs)
+    # reference: the same computation with jax.lax.scan on arrays
+    c_ref, ys_ref = jax.lax.scan(
+        lambda c, x: (c + x * x * 2.0, x * x * 2.0), jnp.zeros(3), xs
+    )
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-6)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-6)
+    assert layer.scale.value.shape == (5, 3)
+    np.testing.assert_allclose(layer.scale.value, xs * 2.0, rtol=1e-6)
+    # second call: the structure is there, the Variable is sliced per step
+    c2, ys2 = ramie.scan(step, in_axes=(ramie.Carry, 0, 0))(jnp.zeros(3), layer, xs)
+    np.testing.assert_allclose(ys2, ys_ref, rtol=1e-6)
+
+
+def test_variables_created_in_broadcast_state_are_an_error():
+    layer = LazyScale()
+    with pytest.raises(ramie.errors.GraphStructureError, match=r"scale.*axis None"):
+        ramie.scan(lambda c, m, x: (c, m(x)), in_axes=(ramie.Carry, None, 0))(
+            jnp.zeros(3), layer, jnp.ones((5, 3))
+        )
+    assert not hasattr(layer, "scale")

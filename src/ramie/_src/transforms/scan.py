@@ -39,7 +39,7 @@ from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
 from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
 from ramie._src.transforms.simple import check_scan_axes, is_simple, modal
-from ramie.errors import CarryStructureError, TransformError
+from ramie.errors import CarryStructureError, GraphStructureError, TransformError
 
 
 def _moveaxis(tree: Any, src: int, dst: int) -> Any:
@@ -143,6 +143,7 @@ def scan(
                 )
         values, other = ext.values, ext.other
         static = ext.static
+        node_specs = [lifting.as_node_spec(arg_specs[p]) for p in ext.node_pos]
         carry_arg_nodes = _carry_nodes(args, carry_pos)
         out_is_carry_only = is_carry(out_axes)
         carry_out_index = _carry_out_index(out_axes, api)
@@ -234,21 +235,35 @@ def scan(
                         inner,
                         y,
                         mode="all",
-                        allow_structure_change=False,
                         reject_captured=True,
                         api=api,
                     )
-                    new_c_g = [state_vals[j] for j in g_carry]
-                    new_x_g = [state_vals[j] for j in g_scan]
-                    last_b = [state_vals[j] for j in g_const]
-                    return (new_c_g, c_leaves, last_b), (new_x_g, y_out, aux)
+                    if aux.value[0][0] == "same":
+                        layout = None
+                        new_c_g = [state_vals[j] for j in g_carry]
+                        new_x_g = [state_vals[j] for j in g_scan]
+                        last_b = [state_vals[j] for j in g_const]
+                    else:
+                        layout = _new_layout(
+                            inner, ext.flat.paths, node_specs, g_carry, g_const, api
+                        )
+                        old_to_new, scanned, _ = layout
+                        new_c_g = [state_vals[old_to_new[j]] for j in g_carry]
+                        new_x_g = [state_vals[k] for k, _ in scanned]
+                        last_b = [state_vals[old_to_new[j]] for j in g_const]
+                    return (new_c_g, c_leaves, last_b), (
+                        new_x_g,
+                        y_out,
+                        aux,
+                        Aux(layout),
+                    )
 
                 carry0 = (
                     [values[j] for j in g_carry],
                     [other[j] for j in o_carry],
                     list(b_g),
                 )
-                (c_g, c_o, last_b), (ys_g, ys_user, aux) = jax.lax.scan(
+                (c_g, c_o, last_b), (ys_g, ys_user, aux, layout) = jax.lax.scan(
                     body,
                     carry0,
                     (xs_g, xs_o),
@@ -256,7 +271,7 @@ def scan(
                     reverse=reverse,
                     unroll=unroll,
                 )
-                return c_g, c_o, last_b, ys_g, ys_user, aux
+                return c_g, c_o, last_b, ys_g, ys_user, aux, layout
 
             return run
 
@@ -272,16 +287,33 @@ def scan(
             thread_broadcast,
         )
         run = eager_cache.cached("scan", f, key, build)
-        c_g, c_o, last_b, ys_g, ys_user, aux = run(values, other)
+        c_g, c_o, last_b, ys_g, ys_user, aux, layout = run(values, other)
         # write back module state
-        new_vals = list(values)
-        for j, v in zip(g_carry, c_g):
-            new_vals[j] = v
-        for j, v in zip(g_const, last_b):
-            new_vals[j] = v
-        for j, v in zip(g_scan, ys_g):
-            new_vals[j] = _moveaxis(v, 0, g_specs[j])
-        lifting.apply_state(ext, (("same", None), False), new_vals, api)
+        if layout.value is None:
+            new_vals = list(values)
+            for j, v in zip(g_carry, c_g):
+                new_vals[j] = v
+            for j, v in zip(g_const, last_b):
+                new_vals[j] = v
+            for j, v in zip(g_scan, ys_g):
+                new_vals[j] = _moveaxis(v, 0, g_specs[j])
+            lifting.apply_state(ext, (("same", None), False), new_vals, api)
+            index_map = ext.flat.objects
+        else:
+            # the function added Variables to scanned arguments (a lazily
+            # initialised layer): they come out stacked like the others
+            old_to_new, scanned, n_new = layout.value
+            new_vals = [None] * n_new
+            for j, v in zip(g_carry, c_g):
+                new_vals[old_to_new[j]] = v
+            for j, v in zip(g_const, last_b):
+                new_vals[old_to_new[j]] = v
+            for (k, axis), v in zip(scanned, ys_g):
+                new_vals[k] = _moveaxis(v, 0, axis)
+            _, graphdef2, outer_of = aux.value[0]
+            index_map = lifting.apply_graph_update(
+                ext, graphdef2, outer_of, new_vals, api
+            )
         # user outputs
         carry_result = None
         if carry_pos:
@@ -297,7 +329,7 @@ def scan(
             return carry_result
         y_result = _apply_y_axes(ys_user, y_axes_spec, api)
         if aux.value[1]:
-            y_result = lifting.build_outputs(y_result, aux.value, ext.flat.objects)
+            y_result = lifting.build_outputs(y_result, aux.value, index_map)
         if carry_out_index is None:
             return y_result
         rest = (
@@ -361,6 +393,60 @@ def _check_axes(in_axes: Any, out_axes: Any) -> None:
                 "  Fix: use an int axis (e.g. out_axes=(ramie.Carry, 0)) or return "
                 "the value in the carry"
             )
+
+
+def _new_layout(
+    inner: Any,
+    old_paths: list[tuple],
+    node_specs: list[Any],
+    g_carry: list[int],
+    g_const: list[int],
+    api: str,
+) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...], int]:
+    """Where the state goes when the function changed an argument's structure.
+
+    Returns ``(old_to_new, scanned, n)``: for each old leaf index its index in
+    the new graph (carried and broadcast leaves must still be there), the
+    ``(new index, axis)`` of every scanned leaf, and the number of new leaves.
+    New Variables must belong to a scanned part of an argument: carried and
+    broadcast state keeps its structure over the steps.
+    """
+    from ramie._src.core.graph.flatten import flatten
+    from ramie._src.core.paths import format_path
+
+    flat = flatten(inner.nodes)
+    new_index = {p: k for k, p in enumerate(flat.paths)}
+    kept = set(g_carry) | set(g_const)
+    old_to_new = [-1] * len(old_paths)
+    for j, p in enumerate(old_paths):
+        k = new_index.get(p)
+        if k is None and j in kept:
+            raise GraphStructureError(
+                f"{api}: the function removed the carried or broadcast Variable at "
+                f"{format_path(p[1:])}; carried and broadcast state must keep its "
+                "structure from step to step. Only Variables of scanned arguments "
+                "may be added inside the scan."
+            )
+        old_to_new[j] = -1 if k is None else k
+    at_old = {old_to_new[j] for j in kept}
+    scanned = []
+    for k, (p, leaf) in enumerate(zip(flat.paths, flat.leaves)):
+        if k in at_old:
+            continue
+        spec = node_specs[p[0]]
+        if isinstance(spec, _FilterMap):
+            spec = spec.lookup(p[1:], leaf, api)
+        if not isinstance(spec, int) or is_carry(spec):
+            raise GraphStructureError(
+                f"{api}: the function created the {type(leaf).__name__} at "
+                f"{format_path(p[1:])} in a part of an argument with axis {spec!r}: "
+                "new Variables can only be added to scanned state (an int axis), "
+                "where they come out stacked.\n"
+                "  Fix: create it before the scan, or give it an axis, e.g. "
+                "in_axes=(ramie.StateAxes({ramie.Param: 0, ...: ramie.Carry}), ...)"
+            )
+        scanned.append((k, spec))
+    return tuple(old_to_new), tuple(scanned), len(flat.paths)
 
 
 def _none(x: Any) -> bool:
