@@ -231,6 +231,8 @@ def scan(
                     c_leaves = _check_carry(
                         carry_out, inner_carry, carry_arg_nodes, api
                     )
+                    if thread_broadcast:  # graph_updates=False: no aliasing
+                        _reject_returned_inputs(ext, inner, y, api)
                     y_out, (aux, state_vals) = lifting.collect(
                         inner,
                         y,
@@ -395,6 +397,36 @@ def _check_axes(in_axes: Any, out_axes: Any) -> None:
             )
 
 
+def _reject_returned_inputs(ext: Any, inner: Any, y: Any, api: str) -> None:
+    """With ``graph_updates=False`` an argument Variable cannot be an output."""
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.core.graph.tree_mode import duplicate_error
+    from ramie._src.core.variables import Variable
+
+    leaves = jax.tree_util.tree_leaves(y, is_leaf=is_node)
+    if not inner.objects or not any(is_node(x) for x in leaves):
+        return
+    index = {id(v): j for j, v in enumerate(ext.flat.leaves)}
+    where = {}
+    for outer, obj in zip(ext.flat.objects, inner.objects):
+        j = index.get(id(outer))
+        if j is not None:
+            where[id(obj)] = ext.flat.paths[j]
+    for i, node in enumerate(leaves):
+        if not is_node(node):
+            continue
+        pairs: Any = (
+            [((), node)]
+            if isinstance(node, Variable)
+            else zip(*leaves_with_paths(node))
+        )
+        for path, v in pairs:
+            if id(v) in where:
+                raise duplicate_error(
+                    api, v, ("args", *where[id(v)]), ("out", i, *path), transform=True
+                )
+
+
 def _new_layout(
     inner: Any,
     old_paths: list[tuple],
@@ -495,9 +527,12 @@ def _check_carry(
     ):
         raise TransformError(
             f"{api}: the carry returned by the function must contain the same modules "
-            "as the carry argument (Carry references must be the same between "
-            "iterations); found a different object. Update the module you were given "
-            "in place and return it, e.g. `return model, y`"
+            "and Variables as the carry argument (Carry references must be the same "
+            "between iterations: scan Variable identity must be preserved across "
+            "iterations); found a different object. Update the module or Variable "
+            "you were given in place and return it, e.g.\n"
+            "      count.value += 1\n"
+            "      return count, y"
         )
     return [x for x in leaves if not is_node(x)]
 

@@ -391,6 +391,7 @@ def pmap(
         )
     lifting.reject_bound_method(f, "ramie.pmap")
     api = "ramie.pmap"
+    out_axes = _node_out_axes(out_axes)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
