@@ -552,3 +552,60 @@ def test_variables_created_in_broadcast_state_are_an_error():
             jnp.zeros(3), layer, jnp.ones((5, 3))
         )
     assert not hasattr(layer, "scale")
+
+
+def test_calling_the_same_function_again_does_not_retrace():
+    traces = 0
+
+    @ramie.scan
+    def f(count, x):
+        nonlocal traces  # a closed-over Python value that changes
+        traces += 1
+        return count + 1, x * 2
+
+    xs = jnp.arange(5.0)
+    ref_c, ref_ys = jax.lax.scan(lambda c, x: (c + 1, x * 2), jnp.array(0), xs)
+    c, ys = f(jnp.array(0), xs)
+    c, ys = f(c, xs)
+    assert traces == 1
+    assert int(c) == 2 * int(ref_c)
+    np.testing.assert_array_equal(ys, ref_ys)
+
+
+def test_a_new_closure_with_the_same_code_is_not_retraced():
+    traces = []
+
+    def run(xs):
+        def step(c, x):
+            traces.append(1)
+            return c + x, c
+
+        return ramie.scan(step)(jnp.array(0.0), xs)
+
+    xs = jnp.arange(4.0)
+    run(xs)
+    c, ys = run(xs)
+    ref_c, ref_ys = jax.lax.scan(lambda c, x: (c + x, c), jnp.array(0.0), xs)
+    assert len(traces) == 1
+    np.testing.assert_allclose(c, ref_c)
+    np.testing.assert_allclose(ys, ref_ys)
+
+
+@pytest.mark.parametrize("graph_updates", [True, False])
+def test_a_new_variable_as_carry_is_an_identity_error(graph_updates):
+    count = ramie.Variable(jnp.array(0))
+
+    @ramie.scan(graph_updates=graph_updates)
+    def f(count, x):
+        return ramie.Variable(count.value + 1), x
+
+    with pytest.raises(ValueError, match=r"scan Variable identity must be preserved"):
+        f(count, jnp.arange(3))
+    assert int(count.value) == 0
+
+
+def test_returning_a_scanned_variable_without_graph_updates_is_a_duplicate():
+    v = ramie.Param(jnp.arange(5))
+    f = ramie.scan(lambda v: v, in_axes=0, out_axes=0, graph_updates=False)
+    with pytest.raises(ramie.errors.GraphStructureError, match=r"Duplicate Param"):
+        f(v)
