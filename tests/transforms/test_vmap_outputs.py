@@ -121,3 +121,27 @@ def test_transform_metadata_with_state_axes_names_only_stacked_variables():
     assert layer.linear.kernel.get_metadata()["out_sharding"] == ("layers", "in", "out")
     assert layer.scale.value.shape == (2,)
     assert layer.scale.get_metadata()["out_sharding"] == ("out",)
+
+
+def test_tuple_prefix_for_one_module_passed_twice_matches_jax_vmap():
+    stacked = ramie.vmap(lambda _: ramie.Linear(2, 3, rngs=ramie.Rngs(0)))(
+        jnp.arange(4)
+    )
+    ma1, ma2 = ramie.prefix((stacked, stacked), {ramie.Param: 0})
+    x = jax.random.normal(jax.random.key(2), (2,))
+
+    y = ramie.vmap(lambda a, b, x: a(x) + b(x), in_axes=(ma1, ma2, None))(
+        stacked, stacked, x
+    )
+    kernel, bias = stacked.kernel.value, stacked.bias.value
+    expected = jax.vmap(lambda k, b: 2 * (x @ k + b))(kernel, bias)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tuple_prefix_giving_a_shared_variable_two_axes_is_an_error():
+    shared = ramie.Param(jnp.ones((4, 4)))
+    a = ramie.Dict(x=shared)
+    b = ramie.Dict(y=shared)
+    pa, pb = ramie.prefix((a, b), lambda path, v: 0 if path[-1] == "x" else 1)
+    with pytest.raises(TransformError, match=r"different prefixes[\s\S]*x: 0"):
+        ramie.vmap(lambda a, b: None, in_axes=(pa, pb))(a, b)

@@ -619,9 +619,9 @@ def _check_aliasing(ext: Extracted, node_specs: list[Any], api: str) -> None:
             if seen[1] != s:
                 a, b = format_path(seen[0]), format_path(where)
                 raise TransformError(
-                    f"{api}: Inconsistent aliasing detected: one "
-                    f"{type(leaf).__name__} is reached through two arguments with "
-                    "different specs (path: spec):\n"
+                    f"{api}: Inconsistent aliasing detected. The following nodes "
+                    f"have different prefixes: one {type(leaf).__name__} is reached "
+                    "through two arguments with different specs (path: spec):\n"
                     f"    args{a}: {seen[1]!r}\n"
                     f"    args{b}: {s!r}\n"
                     "  A shared Variable can only be mapped one way.\n"
