@@ -381,12 +381,12 @@ def test_scan_inside_jit_matches_eager_scan_and_updates_state():
 
 # ------------------------------------------------------------------ errors
 def test_returning_a_different_module_as_carry_is_an_error():
-    with pytest.raises(ValueError, match=r"same modules as the carry"):
+    with pytest.raises(ValueError, match=r"same modules and Variables as the carry"):
         ramie.scan(lambda a, x: (Acc(), x), in_axes=(ramie.Carry, 0))(Acc(), XS)
 
 
 def test_returning_an_array_instead_of_the_carry_module_is_an_error():
-    with pytest.raises(ValueError, match=r"same modules as the carry"):
+    with pytest.raises(ValueError, match=r"same modules and Variables as the carry"):
         ramie.scan(lambda a, x: (x, x), in_axes=(ramie.Carry, 0))(Acc(), XS)
 
 
