@@ -32,9 +32,9 @@ from ramie._src.core.variables import hashable
 
 _MAX = 256
 _cache: dict[Hashable, Callable[..., Any]] = {}
-# function object -> {(kind, static): compiled}: the same object is not traced
-# again when a Python scalar it closes over changed (jax.jit's rule)
-_by_function: weakref.WeakKeyDictionary[Any, dict[Hashable, Callable[..., Any]]] = (
+# function object -> {(kind, static): key in _cache}: the same object is not
+# traced again when a Python scalar it closes over changed (jax.jit's rule)
+_by_function: weakref.WeakKeyDictionary[Any, dict[Hashable, Hashable]] = (
     weakref.WeakKeyDictionary()
 )
 STATS = {"hits": 0, "misses": 0, "uncacheable": 0}
@@ -124,10 +124,13 @@ def cached(
         return build()
     per_fn = _per_function(f)
     try:
-        fn = per_fn.get((kind, static)) if per_fn is not None else None
         key = (kind, fkey, static)
+        first = per_fn.get((kind, static)) if per_fn is not None else None
+        fn = _cache.get(first) if first is not None else None
         if fn is None:
             fn = _cache.get(key)
+        else:
+            key = first
     except TypeError:
         STATS["uncacheable"] += 1
         return build()
@@ -142,13 +145,15 @@ def cached(
             _cache.pop(next(iter(_cache)))
         _cache[key] = fn
     if per_fn is not None:
+        # the key, not the compiled function: that one refers to ``f`` and
+        # would keep it alive in this weak table after leaving ``_cache``
         if len(per_fn) >= _MAX:
             per_fn.pop(next(iter(per_fn)))
-        per_fn[(kind, static)] = fn
+        per_fn[(kind, static)] = key
     return fn
 
 
-def _per_function(f: Any) -> dict[Hashable, Callable[..., Any]] | None:
+def _per_function(f: Any) -> dict[Hashable, Hashable] | None:
     """The identity-keyed cache of ``f`` (None for several functions)."""
     if isinstance(f, (tuple, list)):
         return None

@@ -388,6 +388,8 @@ def pmap(
             devices=devices,
             backend=backend,
             axis_size=axis_size,
+            graph=graph,
+            graph_updates=graph_updates,
         )
     lifting.reject_bound_method(f, "ramie.pmap")
     api = "ramie.pmap"
