@@ -156,17 +156,48 @@ def test_without_carry():
 
 
 # --------------------------------------------------- RNG state in scan
-def test_broadcast_dropout_threads_rng_state_through_steps():
+def test_broadcast_dropout_draws_one_mask_per_call():
     dropout = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
     eager = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
     ones = jnp.ones(16)
-    _, masks = ramie.scan(lambda c, d, x: (c, d(ones)), in_axes=(ramie.Carry, None, 0))(
+    run = ramie.scan(lambda c, d, x: (c, d(ones)), in_axes=(ramie.Carry, None, 0))
+    _, masks = run(0.0, dropout, XS)
+    first = eager(ones)
+    # every step sees the same (broadcast) RNG state: one mask for all steps
+    np.testing.assert_array_equal(masks, jnp.stack([first] * len(XS)))
+    # the last step's update is written back: the next call draws a new mask
+    assert int(dropout.rngs.count.value) == 1
+    _, masks2 = run(0.0, dropout, XS)
+    np.testing.assert_array_equal(masks2, jnp.stack([eager(ones)] * len(XS)))
+    assert not np.array_equal(masks, masks2)
+
+
+def test_carried_dropout_threads_rng_state_through_steps():
+    dropout = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    eager = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    ones = jnp.ones(16)
+    axes = ramie.StateAxes({...: ramie.Carry})
+    _, masks = ramie.scan(lambda c, d, x: (c, d(ones)), in_axes=(ramie.Carry, axes, 0))(
         0.0, dropout, XS
     )
-    assert int(dropout.rngs.count.value) == 5
-    expected = jnp.stack([eager(ones) for _ in range(5)])
+    assert int(dropout.rngs.count.value) == len(XS)
+    expected = jnp.stack([eager(ones) for _ in range(len(XS))])
     np.testing.assert_array_equal(masks, expected)
-    assert len({tuple(np.asarray(m)) for m in masks}) == 5  # a fresh mask per step
+
+
+def test_broadcast_state_is_threaded_without_graph_updates():
+    dropout = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    eager = ramie.Dropout(0.5, rngs=ramie.Rngs(dropout=0))
+    ones = jnp.ones(16)
+    run = ramie.scan(
+        lambda d, c, x: (c, d(ones)),
+        in_axes=(None, ramie.Carry, 0),
+        graph_updates=False,
+    )
+    _, masks = run(dropout, 0.0, XS)
+    assert int(dropout.rngs.count.value) == len(XS)
+    expected = jnp.stack([eager(ones) for _ in range(len(XS))])
+    np.testing.assert_array_equal(masks, expected)
 
 
 class Block(ramie.Module):
@@ -262,7 +293,7 @@ def test_scan_over_layers_in_eval_mode_is_deterministic():
     np.testing.assert_array_equal(blocks.dropout.rngs.count.value, [0, 0, 0])
 
 
-def test_scan_with_state_axes_carries_the_rest():
+def test_scan_with_state_axes_broadcasts_or_carries_the_rest():
     class Layer(ramie.Module):
         def __init__(self, rngs):
             self.linear = ramie.Linear(3, 3, rngs=rngs)
@@ -282,7 +313,10 @@ def test_scan_with_state_axes_carries_the_rest():
         return layer.linear(x), None
 
     x, _ = ramie.scan(step, in_axes=(ramie.Carry, axes))(jnp.ones(3), layers)
-    assert int(layers.calls.value) == 4  # carried through the 4 steps
+    assert int(layers.calls.value) == 1  # broadcast: each step sees 0
+    carried = ramie.StateAxes({ramie.Param: 0, ...: ramie.Carry})
+    ramie.scan(step, in_axes=(ramie.Carry, carried))(jnp.ones(3), layers)
+    assert int(layers.calls.value) == 5  # carried through the 4 steps
     ref = jnp.ones(3)
     for i in range(4):
         ref = ref @ layers.linear.kernel.value[i] + layers.linear.bias.value[i]
@@ -347,12 +381,12 @@ def test_scan_inside_jit_matches_eager_scan_and_updates_state():
 
 # ------------------------------------------------------------------ errors
 def test_returning_a_different_module_as_carry_is_an_error():
-    with pytest.raises(ValueError, match=r"same modules as the carry"):
+    with pytest.raises(ValueError, match=r"same modules and Variables as the carry"):
         ramie.scan(lambda a, x: (Acc(), x), in_axes=(ramie.Carry, 0))(Acc(), XS)
 
 
 def test_returning_an_array_instead_of_the_carry_module_is_an_error():
-    with pytest.raises(ValueError, match=r"same modules as the carry"):
+    with pytest.raises(ValueError, match=r"same modules and Variables as the carry"):
         ramie.scan(lambda a, x: (x, x), in_axes=(ramie.Carry, 0))(Acc(), XS)
 
 
@@ -478,3 +512,100 @@ def test_prefix_as_scan_in_axes():
         ref = cell(ref) + xs[:, t] + cell.offset[...][t]
         np.testing.assert_allclose(ys[:, t], ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h, ref, rtol=1e-5, atol=1e-6)
+
+
+class LazyScale(ramie.Module):
+    """Creates its Variable on the first call (as a lazily initialised layer)."""
+
+    def __call__(self, x):
+        if not hasattr(self, "scale"):
+            self.scale = ramie.Param(x * 2.0)
+        return x * self.scale.value
+
+
+def test_variables_created_in_a_scanned_module_come_out_stacked():
+    layer = LazyScale()
+    xs = jax.random.normal(jax.random.key(0), (5, 3))
+
+    def step(c, m, x):
+        y = m(x)
+        return c + y, y
+
+    c, ys = ramie.scan(step, in_axes=(ramie.Carry, 0, 0))(jnp.zeros(3), layer, xs)
+    # reference: the same computation with jax.lax.scan on arrays
+    c_ref, ys_ref = jax.lax.scan(
+        lambda c, x: (c + x * x * 2.0, x * x * 2.0), jnp.zeros(3), xs
+    )
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-6)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-6)
+    assert layer.scale.value.shape == (5, 3)
+    np.testing.assert_allclose(layer.scale.value, xs * 2.0, rtol=1e-6)
+    # second call: the structure is there, the Variable is sliced per step
+    c2, ys2 = ramie.scan(step, in_axes=(ramie.Carry, 0, 0))(jnp.zeros(3), layer, xs)
+    np.testing.assert_allclose(ys2, ys_ref, rtol=1e-6)
+
+
+def test_variables_created_in_broadcast_state_are_an_error():
+    layer = LazyScale()
+    with pytest.raises(ramie.errors.GraphStructureError, match=r"scale.*axis None"):
+        ramie.scan(lambda c, m, x: (c, m(x)), in_axes=(ramie.Carry, None, 0))(
+            jnp.zeros(3), layer, jnp.ones((5, 3))
+        )
+    assert not hasattr(layer, "scale")
+
+
+def test_calling_the_same_function_again_does_not_retrace():
+    traces = 0
+
+    @ramie.scan
+    def f(count, x):
+        nonlocal traces  # a closed-over Python value that changes
+        traces += 1
+        return count + 1, x * 2
+
+    xs = jnp.arange(5.0)
+    ref_c, ref_ys = jax.lax.scan(lambda c, x: (c + 1, x * 2), jnp.array(0), xs)
+    c, ys = f(jnp.array(0), xs)
+    c, ys = f(c, xs)
+    assert traces == 1
+    assert int(c) == 2 * int(ref_c)
+    np.testing.assert_array_equal(ys, ref_ys)
+
+
+def test_a_new_closure_with_the_same_code_is_not_retraced():
+    traces = []
+
+    def run(xs):
+        def step(c, x):
+            traces.append(1)
+            return c + x, c
+
+        return ramie.scan(step)(jnp.array(0.0), xs)
+
+    xs = jnp.arange(4.0)
+    run(xs)
+    c, ys = run(xs)
+    ref_c, ref_ys = jax.lax.scan(lambda c, x: (c + x, c), jnp.array(0.0), xs)
+    assert len(traces) == 1
+    np.testing.assert_allclose(c, ref_c)
+    np.testing.assert_allclose(ys, ref_ys)
+
+
+@pytest.mark.parametrize("graph_updates", [True, False])
+def test_a_new_variable_as_carry_is_an_identity_error(graph_updates):
+    count = ramie.Variable(jnp.array(0))
+
+    @ramie.scan(graph_updates=graph_updates)
+    def f(count, x):
+        return ramie.Variable(count.value + 1), x
+
+    with pytest.raises(ValueError, match=r"scan Variable identity must be preserved"):
+        f(count, jnp.arange(3))
+    assert int(count.value) == 0
+
+
+def test_returning_a_scanned_variable_without_graph_updates_is_a_duplicate():
+    v = ramie.Param(jnp.arange(5))
+    f = ramie.scan(lambda v: v, in_axes=0, out_axes=0, graph_updates=False)
+    with pytest.raises(ramie.errors.GraphStructureError, match=r"Duplicate Param"):
+        f(v)

@@ -429,6 +429,41 @@ def _variables(tree: Any) -> list[Variable]:
     return list(out.values())
 
 
+def _is_filter_map(ax: Any) -> bool:
+    from ramie._src.transforms.axes import _FilterMap
+
+    return isinstance(ax, _FilterMap)
+
+
+def _stacked_variables(tree: Any, ax: Any) -> list[tuple[Variable, int]]:
+    """``(variable, axis)`` for the Variables of ``tree`` stacked by ``ax``.
+
+    ``ax`` is an int (every Variable) or a StateAxes (its int entries; the
+    Variables it broadcasts or carries are left out).
+    """
+    if not _is_filter_map(ax):
+        return [(v, ax) for v in _variables(tree)]
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.transforms.lifting import is_node
+
+    out: dict[int, tuple[Variable, int]] = {}
+    for leaf in jax.tree_util.tree_leaves(
+        tree, is_leaf=lambda x: is_node(x) or _is_var(x)
+    ):
+        if isinstance(leaf, Variable):
+            pairs: Any = [((), leaf)]
+        elif is_node(leaf):
+            pairs = zip(*leaves_with_paths(leaf))
+        else:
+            continue
+        for path, v in pairs:
+            if isinstance(v, Variable) and id(v) not in out:
+                i = _stack_axis(ax.lookup(tuple(path), v, "transform_metadata"))
+                if i is not None:
+                    out[id(v)] = (v, i)
+    return list(out.values())
+
+
 def _per_arg(axes: Any, n: int) -> list[Any]:
     if isinstance(axes, (tuple, list)):
         return list(axes) + [None] * (n - len(axes))
@@ -461,16 +496,16 @@ def stacking_metadata(
             args, kwargs = resolve_kwargs(f, args, kwargs)
         per_arg = _per_arg(in_axes, len(args))
         stacked = [
-            (arg, _stack_axis(ax))
+            (arg, ax)
             for arg, ax in zip(args, per_arg)
-            if _stack_axis(ax) is not None
+            if _stack_axis(ax) is not None or _is_filter_map(ax)
         ]
         removed: list[tuple[Variable, int]] = []
         try:
             for arg, ax in stacked:
-                for v in _variables(arg):
-                    remove_axis_from(v, ax, params)
-                    removed.append((v, ax))
+                for v, i in _stacked_variables(arg, ax):
+                    remove_axis_from(v, i, params)
+                    removed.append((v, i))
         except BaseException:
             for v, ax in removed:
                 add_axis_to(v, ax, params)
@@ -483,18 +518,18 @@ def stacking_metadata(
             raise
         seen: set[int] = set()
         for arg, ax in stacked:
-            for v in _variables(arg):
+            for v, i in _stacked_variables(arg, ax):
                 if id(v) not in seen:
                     seen.add(id(v))
-                    add_axis_to(v, ax, params)
+                    add_axis_to(v, i, params)
         outs = out if isinstance(out_axes, (tuple, list)) else (out,)
         for o, ax in zip(outs, _per_arg(out_axes, len(outs))):
-            if _stack_axis(ax) is None:
+            if _stack_axis(ax) is None and not _is_filter_map(ax):
                 continue
-            for v in _variables(o):
+            for v, i in _stacked_variables(o, ax):
                 if id(v) not in seen:
                     seen.add(id(v))
-                    add_axis_to(v, _stack_axis(ax), params)
+                    add_axis_to(v, i, params)
         return out
 
     return wrapper

@@ -10,12 +10,19 @@ closes over, and the graph structure and axes of the arguments.
 A function is cached only when it captures no data - no arrays, Variables or
 modules in its closure or in the globals it reads - because a compiled version
 would freeze such values. Anything else runs uncached, exactly as before.
+
+Calling the *same* function object again reuses its compiled version even when
+a plain Python value it closes over has changed since (a counter incremented
+with ``nonlocal``), as ``jax.jit`` and ``jax.lax.scan`` do: such values are read
+when the function is first traced. A *new* function object (a closure defined
+inside a loop or a method) is matched by its code and closure values.
 """
 
 from __future__ import annotations
 
 import functools
 import types
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -25,6 +32,11 @@ from ramie._src.core.variables import hashable
 
 _MAX = 256
 _cache: dict[Hashable, Callable[..., Any]] = {}
+# function object -> {(kind, static): key in _cache}: the same object is not
+# traced again when a Python scalar it closes over changed (jax.jit's rule)
+_by_function: weakref.WeakKeyDictionary[Any, dict[Hashable, Hashable]] = (
+    weakref.WeakKeyDictionary()
+)
 STATS = {"hits": 0, "misses": 0, "uncacheable": 0}
 
 
@@ -110,20 +122,45 @@ def cached(
     if fkey is None:
         STATS["uncacheable"] += 1
         return build()
-    key = (kind, fkey, static)
+    per_fn = _per_function(f)
     try:
-        fn = _cache.get(key)
+        key = (kind, fkey, static)
+        first = per_fn.get((kind, static)) if per_fn is not None else None
+        fn = _cache.get(first) if first is not None else None
+        if fn is None:
+            fn = _cache.get(key)
+        else:
+            key = first
     except TypeError:
         STATS["uncacheable"] += 1
         return build()
     if fn is not None:
         STATS["hits"] += 1
-        return fn
-    STATS["misses"] += 1
-    import jax
+    else:
+        STATS["misses"] += 1
+        import jax
 
-    fn = jax.jit(build())
-    if len(_cache) >= _MAX:
-        _cache.pop(next(iter(_cache)))
-    _cache[key] = fn
+        fn = jax.jit(build())
+        if len(_cache) >= _MAX:
+            _cache.pop(next(iter(_cache)))
+        _cache[key] = fn
+    if per_fn is not None:
+        # the key, not the compiled function: that one refers to ``f`` and
+        # would keep it alive in this weak table after leaving ``_cache``
+        if len(per_fn) >= _MAX:
+            per_fn.pop(next(iter(per_fn)))
+        per_fn[(kind, static)] = key
     return fn
+
+
+def _per_function(f: Any) -> dict[Hashable, Hashable] | None:
+    """The identity-keyed cache of ``f`` (None for several functions)."""
+    if isinstance(f, (tuple, list)):
+        return None
+    try:
+        table = _by_function.get(f)
+        if table is None:
+            table = _by_function[f] = {}
+    except TypeError:  # not weakly referenceable or not hashable
+        return None
+    return table

@@ -254,6 +254,7 @@ def collect(
     always: frozenset = frozenset(),
     out_specs: Callable[[Any], list[Any]] | None = None,
     allow_structure_change: bool = True,
+    reject_captured: bool = False,
     api: str = "ramie transform",
 ) -> tuple[Any, Any]:
     """After the user function: the output and the argument-state updates.
@@ -316,6 +317,8 @@ def collect(
         objects = list(flat2.objects)
         for i in pos:
             nflat = flatten(out_leaves[i], ref_index=ref_index, objects=objects)
+            if reject_captured:
+                _reject_captured(nflat, out_leaves[i], api)
             vals = [raw(v) for v in nflat.leaves]
             spec = specs[i] if specs is not None else None
             if isinstance(spec, _FilterMap):
@@ -333,6 +336,27 @@ def collect(
             out_leaves[i] = (Aux(("node", nflat.graphdef, group_ids)), groups)
         out = jax.tree_util.tree_unflatten(out_treedef, out_leaves)
     return out, (Aux((state_static, bool(pos))), state_vals)
+
+
+def _reject_captured(nflat: Flat, node: Any, api: str) -> None:
+    """Raise if an output holds a Variable of an outer trace (a captured one).
+
+    A transform that stacks its outputs (vmap, scan) cannot return a module it
+    closes over: its Variables were never mapped.
+    """
+    trace = current_trace()
+    for path, leaf in zip(nflat.paths, nflat.leaves):
+        if isinstance(leaf, Variable) and leaf._trace is not trace:
+            where = f"{type(node).__name__}{'.' if path else ''}{format_path(path)}"
+            raise TransformError(
+                f"{api}: Cannot return captured Variable {where} "
+                f"({type(leaf).__name__}): the function returns a graph node it "
+                f"closes over, created outside {api}. Cannot extract graph node "
+                "from different trace level: its Variables were never mapped, so "
+                "they cannot be stacked into the output.\n"
+                "  Fix: pass the module as an argument and return that, e.g.\n"
+                f"      {api}(f, in_axes=(None, 0))(model, x)   # f(model, x)"
+            )
 
 
 def _group_of(spec: Any, path: tuple, leaf: Any, api: str) -> int:

@@ -10,10 +10,19 @@
 default) means ``f`` returns ``(carry, y)`` with ``y`` stacked on axis 0, and
 ``Carry`` alone means ``f`` returns only the carry.
 
-Module state follows its argument: Variables of a scanned module are sliced
-per step and their updates stacked back; Variables of broadcast and carried
-modules are threaded through the loop, so updates such as RNG counters or
-BatchNorm statistics accumulate across steps and are written back at the end.
+Module state follows its argument (or its :class:`~ramie.StateAxes` entry):
+
+* scanned (an int): sliced per step, the updates stacked back;
+* carried (``Carry``): threaded through the loop, so updates such as RNG
+  counters or BatchNorm statistics accumulate across steps;
+* broadcast (``None``): the same value at every step, as in Flax's default
+  mode: a broadcast RNG stream gives every step the same key (recurrent
+  dropout draws one mask for the whole sequence). The steps' changes do not
+  accumulate; the value the last step left is written back, so the stream
+  advances once per call and the next call draws new numbers.
+
+With ``graph_updates=False`` (or ``graph=False``) broadcast state is threaded
+through the loop like a carry, as Flax does in that mode.
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import Carry, StateAxes, _FilterMap, is_carry
 from ramie._src.transforms.lifting import Aux, is_node, is_node_subtree
-from ramie._src.transforms.simple import check_scan_axes, modal
-from ramie.errors import CarryStructureError, TransformError
+from ramie._src.transforms.simple import check_scan_axes, is_simple, modal
+from ramie.errors import CarryStructureError, GraphStructureError, TransformError
 
 
 def _moveaxis(tree: Any, src: int, dst: int) -> Any:
@@ -85,9 +94,13 @@ def scan(
             in_axes=in_axes,
             out_axes=out_axes,
             transform_metadata=transform_metadata,
+            graph=graph,
+            graph_updates=graph_updates,
         )
     lifting.reject_bound_method(f, "ramie.scan")
     api = "ramie.scan"
+    # graph mode with graph updates: broadcast state is constant over the steps
+    thread_broadcast = is_simple(graph, graph_updates)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -130,12 +143,20 @@ def scan(
                 )
         values, other = ext.values, ext.other
         static = ext.static
+        node_specs = [lifting.as_node_spec(arg_specs[p]) for p in ext.node_pos]
         carry_arg_nodes = _carry_nodes(args, carry_pos)
         out_is_carry_only = is_carry(out_axes)
         carry_out_index = _carry_out_index(out_axes, api)
         y_axes_spec = _y_axes(out_axes)
         # classify leaves: carry (Carry or broadcast module state), scanned, const
-        g_carry = [j for j, s in enumerate(g_specs) if is_carry(s) or s is None]
+        g_carry = [
+            j
+            for j, s in enumerate(g_specs)
+            if is_carry(s) or (s is None and thread_broadcast)
+        ]
+        g_const = (
+            [] if thread_broadcast else [j for j, s in enumerate(g_specs) if s is None]
+        )
         g_scan = [
             j for j, s in enumerate(g_specs) if isinstance(s, int) and not is_carry(s)
         ]
@@ -167,12 +188,15 @@ def scan(
                         )
                     n_steps = sizes.pop()
                 consts = [other[j] for j in o_const]
+                b_g = [values[j] for j in g_const]
 
                 def body(carry: tuple, xs: tuple) -> tuple:
-                    c_g, c_o = carry
+                    c_g, c_o, _ = carry
                     x_g, x_o = xs
                     vals: list[Any] = [None] * n_values
                     for j, v in zip(g_carry, c_g):
+                        vals[j] = v
+                    for j, v in zip(g_const, b_g):
                         vals[j] = v
                     for j, v in zip(g_scan, x_g):
                         vals[j] = v
@@ -207,15 +231,41 @@ def scan(
                     c_leaves = _check_carry(
                         carry_out, inner_carry, carry_arg_nodes, api
                     )
+                    if thread_broadcast:  # graph_updates=False: no aliasing
+                        _reject_returned_inputs(ext, inner, y, api)
                     y_out, (aux, state_vals) = lifting.collect(
-                        inner, y, mode="all", allow_structure_change=False, api=api
+                        inner,
+                        y,
+                        mode="all",
+                        reject_captured=True,
+                        api=api,
                     )
-                    new_c_g = [state_vals[j] for j in g_carry]
-                    new_x_g = [state_vals[j] for j in g_scan]
-                    return (new_c_g, c_leaves), (new_x_g, y_out, aux)
+                    if aux.value[0][0] == "same":
+                        layout = None
+                        new_c_g = [state_vals[j] for j in g_carry]
+                        new_x_g = [state_vals[j] for j in g_scan]
+                        last_b = [state_vals[j] for j in g_const]
+                    else:
+                        layout = _new_layout(
+                            inner, ext.flat.paths, node_specs, g_carry, g_const, api
+                        )
+                        old_to_new, scanned, _ = layout
+                        new_c_g = [state_vals[old_to_new[j]] for j in g_carry]
+                        new_x_g = [state_vals[k] for k, _ in scanned]
+                        last_b = [state_vals[old_to_new[j]] for j in g_const]
+                    return (new_c_g, c_leaves, last_b), (
+                        new_x_g,
+                        y_out,
+                        aux,
+                        Aux(layout),
+                    )
 
-                carry0 = ([values[j] for j in g_carry], [other[j] for j in o_carry])
-                (c_g, c_o), (ys_g, ys_user, aux) = jax.lax.scan(
+                carry0 = (
+                    [values[j] for j in g_carry],
+                    [other[j] for j in o_carry],
+                    list(b_g),
+                )
+                (c_g, c_o, last_b), (ys_g, ys_user, aux, layout) = jax.lax.scan(
                     body,
                     carry0,
                     (xs_g, xs_o),
@@ -223,7 +273,7 @@ def scan(
                     reverse=reverse,
                     unroll=unroll,
                 )
-                return c_g, c_o, ys_g, ys_user, aux
+                return c_g, c_o, last_b, ys_g, ys_user, aux, layout
 
             return run
 
@@ -236,16 +286,36 @@ def scan(
             reverse,
             unroll,
             out_axes,
+            thread_broadcast,
         )
         run = eager_cache.cached("scan", f, key, build)
-        c_g, c_o, ys_g, ys_user, aux = run(values, other)
+        c_g, c_o, last_b, ys_g, ys_user, aux, layout = run(values, other)
         # write back module state
-        new_vals = list(values)
-        for j, v in zip(g_carry, c_g):
-            new_vals[j] = v
-        for j, v in zip(g_scan, ys_g):
-            new_vals[j] = _moveaxis(v, 0, g_specs[j])
-        lifting.apply_state(ext, (("same", None), False), new_vals, api)
+        if layout.value is None:
+            new_vals = list(values)
+            for j, v in zip(g_carry, c_g):
+                new_vals[j] = v
+            for j, v in zip(g_const, last_b):
+                new_vals[j] = v
+            for j, v in zip(g_scan, ys_g):
+                new_vals[j] = _moveaxis(v, 0, g_specs[j])
+            lifting.apply_state(ext, (("same", None), False), new_vals, api)
+            index_map = ext.flat.objects
+        else:
+            # the function added Variables to scanned arguments (a lazily
+            # initialised layer): they come out stacked like the others
+            old_to_new, scanned, n_new = layout.value
+            new_vals = [None] * n_new
+            for j, v in zip(g_carry, c_g):
+                new_vals[old_to_new[j]] = v
+            for j, v in zip(g_const, last_b):
+                new_vals[old_to_new[j]] = v
+            for (k, axis), v in zip(scanned, ys_g):
+                new_vals[k] = _moveaxis(v, 0, axis)
+            _, graphdef2, outer_of = aux.value[0]
+            index_map = lifting.apply_graph_update(
+                ext, graphdef2, outer_of, new_vals, api
+            )
         # user outputs
         carry_result = None
         if carry_pos:
@@ -261,7 +331,7 @@ def scan(
             return carry_result
         y_result = _apply_y_axes(ys_user, y_axes_spec, api)
         if aux.value[1]:
-            y_result = lifting.build_outputs(y_result, aux.value, ext.flat.objects)
+            y_result = lifting.build_outputs(y_result, aux.value, index_map)
         if carry_out_index is None:
             return y_result
         rest = (
@@ -327,6 +397,90 @@ def _check_axes(in_axes: Any, out_axes: Any) -> None:
             )
 
 
+def _reject_returned_inputs(ext: Any, inner: Any, y: Any, api: str) -> None:
+    """With ``graph_updates=False`` an argument Variable cannot be an output."""
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.core.graph.tree_mode import duplicate_error
+    from ramie._src.core.variables import Variable
+
+    leaves = jax.tree_util.tree_leaves(y, is_leaf=is_node)
+    if not inner.objects or not any(is_node(x) for x in leaves):
+        return
+    index = {id(v): j for j, v in enumerate(ext.flat.leaves)}
+    where = {}
+    for outer, obj in zip(ext.flat.objects, inner.objects):
+        j = index.get(id(outer))
+        if j is not None:
+            where[id(obj)] = ext.flat.paths[j]
+    for i, node in enumerate(leaves):
+        if not is_node(node):
+            continue
+        pairs: Any = (
+            [((), node)]
+            if isinstance(node, Variable)
+            else zip(*leaves_with_paths(node))
+        )
+        for path, v in pairs:
+            if id(v) in where:
+                raise duplicate_error(
+                    api, v, ("args", *where[id(v)]), ("out", i, *path), transform=True
+                )
+
+
+def _new_layout(
+    inner: Any,
+    old_paths: list[tuple],
+    node_specs: list[Any],
+    g_carry: list[int],
+    g_const: list[int],
+    api: str,
+) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...], int]:
+    """Where the state goes when the function changed an argument's structure.
+
+    Returns ``(old_to_new, scanned, n)``: for each old leaf index its index in
+    the new graph (carried and broadcast leaves must still be there), the
+    ``(new index, axis)`` of every scanned leaf, and the number of new leaves.
+    New Variables must belong to a scanned part of an argument: carried and
+    broadcast state keeps its structure over the steps.
+    """
+    from ramie._src.core.graph.flatten import flatten
+    from ramie._src.core.paths import format_path
+
+    flat = flatten(inner.nodes)
+    new_index = {p: k for k, p in enumerate(flat.paths)}
+    kept = set(g_carry) | set(g_const)
+    old_to_new = [-1] * len(old_paths)
+    for j, p in enumerate(old_paths):
+        k = new_index.get(p)
+        if k is None and j in kept:
+            raise GraphStructureError(
+                f"{api}: the function removed the carried or broadcast Variable at "
+                f"{format_path(p[1:])}; carried and broadcast state must keep its "
+                "structure from step to step. Only Variables of scanned arguments "
+                "may be added inside the scan."
+            )
+        old_to_new[j] = -1 if k is None else k
+    at_old = {old_to_new[j] for j in kept}
+    scanned = []
+    for k, (p, leaf) in enumerate(zip(flat.paths, flat.leaves)):
+        if k in at_old:
+            continue
+        spec = node_specs[p[0]]
+        if isinstance(spec, _FilterMap):
+            spec = spec.lookup(p[1:], leaf, api)
+        if not isinstance(spec, int) or is_carry(spec):
+            raise GraphStructureError(
+                f"{api}: the function created the {type(leaf).__name__} at "
+                f"{format_path(p[1:])} in a part of an argument with axis {spec!r}: "
+                "new Variables can only be added to scanned state (an int axis), "
+                "where they come out stacked.\n"
+                "  Fix: create it before the scan, or give it an axis, e.g. "
+                "in_axes=(ramie.StateAxes({ramie.Param: 0, ...: ramie.Carry}), ...)"
+            )
+        scanned.append((k, spec))
+    return tuple(old_to_new), tuple(scanned), len(flat.paths)
+
+
 def _none(x: Any) -> bool:
     return x is None
 
@@ -373,9 +527,12 @@ def _check_carry(
     ):
         raise TransformError(
             f"{api}: the carry returned by the function must contain the same modules "
-            "as the carry argument (Carry references must be the same between "
-            "iterations); found a different object. Update the module you were given "
-            "in place and return it, e.g. `return model, y`"
+            "and Variables as the carry argument (Carry references must be the same "
+            "between iterations: scan Variable identity must be preserved across "
+            "iterations); found a different object. Update the module or Variable "
+            "you were given in place and return it, e.g.\n"
+            "      count.value += 1\n"
+            "      return count, y"
         )
     return [x for x in leaves if not is_node(x)]
 

@@ -25,11 +25,12 @@ from typing import Any
 import jax
 
 from ramie._src.core.graph.flatten import flatten
+from ramie._src.core.modes import resolve_graph
 from ramie._src.core.sentinels import MISSING
 from ramie._src.transforms import eager_cache, lifting
 from ramie._src.transforms.axes import StateAxes, _FilterMap, is_axis_leaf
 from ramie._src.transforms.lifting import is_node
-from ramie._src.transforms.simple import modal
+from ramie._src.transforms.simple import is_simple, modal
 from ramie.errors import TransformError
 
 
@@ -42,6 +43,36 @@ def _convert_out_axes(out_axes: Any) -> Any:
         return x
 
     return jax.tree_util.tree_map(conv, out_axes, is_leaf=is_axis_leaf)
+
+
+def _node_out_axes(out_axes: Any) -> Any:
+    """Per-Variable prefixes (a State from ``ramie.prefix``) as StateAxes."""
+    from ramie._src.core.state import State
+
+    if not any(
+        isinstance(x, State)
+        for x in jax.tree_util.tree_leaves(out_axes, is_leaf=is_axis_leaf)
+    ):
+        return out_axes
+    return jax.tree_util.tree_map(lifting.as_node_spec, out_axes, is_leaf=is_axis_leaf)
+
+
+def _reject_variable_prefix(spec: Any, name: str) -> None:
+    """In tree mode a prefix is a pytree of axes; a Variable there is a mistake."""
+    from ramie._src.core.variables import Variable
+
+    leaves = jax.tree_util.tree_leaves(
+        spec, is_leaf=lambda x: isinstance(x, Variable) or is_axis_leaf(x)
+    )
+    for leaf in leaves:
+        if isinstance(leaf, Variable):
+            raise TransformError(
+                f"ramie.vmap({name}=...): Variables prefixes are not supported with "
+                f"graph=False; found a {type(leaf).__name__} in {name}. A prefix "
+                "holds axes (int or None), one per argument or per leaf.\n"
+                "  Fix: use the axis itself, e.g. in_axes=(0,), or per-Variable "
+                "axes from ramie.prefix(model, {ramie.Param: 0, ...: None})"
+            )
 
 
 def _mesh_has_axis(name: Any) -> bool:
@@ -65,6 +96,76 @@ def _new_state_axes(
             spec = spec.lookup(path[1:], leaf, api)
         out.append(spec)
     return list(flat.paths), out
+
+
+def _check_output_aliasing(
+    ext: Any,
+    inner: Any,
+    graph_axes: list[Any],
+    out: Any,
+    out_specs: Callable[[Any], list[Any]],
+    api: str,
+    simple: bool,
+) -> None:
+    """Raise if an argument Variable is returned with another axis than it came in.
+
+    ``vmap(f, in_axes=0, out_axes=1)`` on ``f(m): return m`` would have to
+    store one Variable both unmoved and transposed. With ``graph=False`` or
+    ``graph_updates=False`` returning an argument Variable at all is an error
+    (no aliasing between inputs and outputs in those modes).
+    """
+    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node)
+    pos = [i for i, leaf in enumerate(leaves) if is_node(leaf)]
+    if not pos or not inner.objects:
+        return
+    from ramie._src.core.graph.api import leaves_with_paths
+    from ramie._src.core.paths import format_path
+    from ramie._src.core.variables import Variable
+
+    leaf_index = {id(v): j for j, v in enumerate(ext.flat.leaves)}
+    in_axis: dict[int, tuple[Any, tuple]] = {}
+    for outer, obj in zip(ext.flat.objects, inner.objects):
+        j = leaf_index.get(id(outer))
+        if j is not None:
+            in_axis[id(obj)] = (graph_axes[j], ext.flat.paths[j])
+    specs = out_specs(out)
+    for i in pos:
+        spec = lifting.as_node_spec(specs[i])
+        node = leaves[i]
+        if isinstance(node, Variable):
+            pairs: Any = [((), node)]
+        else:
+            pairs = zip(*leaves_with_paths(node))
+        for path, v in pairs:
+            found = in_axis.get(id(v))
+            if found is None:
+                continue
+            if simple:
+                from ramie._src.core.graph.tree_mode import duplicate_error
+
+                raise duplicate_error(
+                    api,
+                    v,
+                    ("args", *found[1]),
+                    ("out", i, *path),
+                    transform=True,
+                )
+            o = (
+                spec.lookup(tuple(path), v, api)
+                if isinstance(spec, _FilterMap)
+                else spec
+            )
+            if o != found[0]:
+                raise TransformError(
+                    f"{api}: Inconsistent aliasing detected: the {type(v).__name__} "
+                    f"at args{format_path(found[1])} is mapped with in_axes "
+                    f"{found[0]!r} and returned (out{i}{'.' if path else ''}"
+                    f"{format_path(tuple(path))}) with out_axes {o!r}; one Variable "
+                    "cannot have two axes.\n"
+                    "  Fix: return it with the axis it came in with (out_axes="
+                    f"{found[0]!r} for that output), or return a copy: "
+                    "ramie.clone(module)"
+                )
 
 
 @modal("ramie.vmap", ("in_axes", "out_axes"))
@@ -100,6 +201,9 @@ def vmap(
         >>> create(ramie.Rngs(0)).kernel.shape
         (3, 4, 4)
     """
+    if not resolve_graph(graph):
+        _reject_variable_prefix(in_axes, "in_axes")
+        _reject_variable_prefix(out_axes, "out_axes")
     lifting.reject_node_prefix(in_axes, "in_axes", "ramie.vmap")
     lifting.reject_node_prefix(out_axes, "out_axes", "ramie.vmap")
     if f is MISSING:
@@ -111,9 +215,13 @@ def vmap(
             axis_size=axis_size,
             spmd_axis_name=spmd_axis_name,
             transform_metadata=transform_metadata,
+            graph=graph,
+            graph_updates=graph_updates,
         )
     lifting.reject_bound_method(f, "ramie.vmap")
     api = "ramie.vmap"
+    simple = is_simple(graph, graph_updates)
+    out_axes = _node_out_axes(out_axes)
     partition = transform_metadata.get("partition_name")
 
     @functools.wraps(f)
@@ -157,8 +265,14 @@ def vmap(
         def pure(values: list, other: list) -> Any:
             (a, k), inner = lifting.rebuild(static, values, other)
             out = f(*a, **k)
+            _check_output_aliasing(ext, inner, graph_axes, out, out_specs, api, simple)
             result = lifting.collect(
-                inner, out, mode="all", out_specs=out_specs, api=api
+                inner,
+                out,
+                mode="all",
+                out_specs=out_specs,
+                reject_captured=True,
+                api=api,
             )
             state_static = result[1][0].value[0]
             if state_static[0] == "new":
@@ -274,9 +388,12 @@ def pmap(
             devices=devices,
             backend=backend,
             axis_size=axis_size,
+            graph=graph,
+            graph_updates=graph_updates,
         )
     lifting.reject_bound_method(f, "ramie.pmap")
     api = "ramie.pmap"
+    out_axes = _node_out_axes(out_axes)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -307,6 +424,7 @@ def pmap(
                 mode="all",
                 out_specs=out_specs,
                 allow_structure_change=False,
+                reject_captured=True,
                 api=api,
             )
 

@@ -330,6 +330,14 @@ def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:
         >>> bn = ramie.BatchNorm(2, rngs=ramie.Rngs(0))
         >>> ramie.prefix(bn, {ramie.BatchStat: None, ...: 0}).to_pure_dict()
         {'bias': 0, 'mean': None, 'scale': 0, 'var': None}
+
+    A tuple or list of nodes gives a tuple or list of prefixes, one per node,
+    to unpack into the transform's per-argument axes (a node passed twice
+    gets its full prefix twice):
+
+        >>> p_bn, p_bn2 = ramie.prefix((bn, bn), {...: 0})
+        >>> p_bn.to_pure_dict() == p_bn2.to_pure_dict()
+        True
     """
     from ramie._src.core.graph.api import leaves_with_paths
     from ramie._src.core.graph.registry import LIST, TUPLE, _key_to_part
