@@ -11,7 +11,10 @@ take the fast path:
   read in :data:`SEGMENT_BYTES` pieces and every piece's checksum chunks are
   verified on one worker thread while the next piece is read (``readinto``
   and xxhash both release the GIL on large buffers); smaller restores verify
-  inline, where a thread would cost more than it saves;
+  inline, where a thread would cost more than it saves; the same thread
+  also asks the kernel to back the next entry's buffer with pages
+  (``MADV_POPULATE_WRITE``) while the current one is read, so page faults do
+  not stall the reads;
 * every verification has finished, and the first failure (in file order) has
   been raised, before any value is cast or placed;
 * the verified buffers are placed with one batched ``jax.device_put`` call
@@ -24,6 +27,7 @@ the set). Sharded targets and entries stored as several shards go through
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -40,6 +44,35 @@ OVERLAP_MIN_BYTES = 16 << 20
 SEGMENT_BYTES = 4 << 20
 """Bytes per ``readinto`` when verification overlaps reading (rounded to whole
 checksum chunks)."""
+
+
+_MADV_POPULATE_WRITE = 23
+_PAGE = 4096
+
+
+@functools.cache
+def _madvise() -> Any:
+    """libc's ``madvise`` through ctypes, or None where that is unavailable."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _prefault(buf: np.ndarray) -> None:
+    """Ask the kernel to back ``buf`` with zeroed pages now (Linux 5.14+;
+    elsewhere a no-op), so that the ``readinto`` filling it later only copies."""
+    fn = _madvise()
+    start = buf.ctypes.data
+    skip = -start % _PAGE
+    length = (buf.nbytes - skip) // _PAGE * _PAGE
+    if fn is not None and length > 0:
+        fn(start + skip, length, _MADV_POPULATE_WRITE)  # failure: faults later
 
 
 def _whole_shard(rec: dict, sharding: Any) -> dict | None:
@@ -81,9 +114,11 @@ def _read_overlapped(
     futures: list[Future] = []
     pool = ThreadPoolExecutor(1, thread_name_prefix="ramie-checkpoint-verify")
     try:
-        for rec, sh in items:
-            shape, dtype = reader._storage(rec)
-            out = reader.aligned_empty(shape, dtype)
+        buffers = [reader.aligned_empty(*reader._storage(rec)) for rec, _ in items]
+        for k, (rec, sh) in enumerate(items):
+            out = buffers[k]
+            if k + 1 < len(buffers):  # zeroes the next buffer while this one reads
+                pool.submit(_prefault, buffers[k + 1])
             flat = out.reshape(-1).view(np.uint8)
             f = files.get(sh["file"])
             path = os.path.join(files.root, sh["file"])
