@@ -11,10 +11,10 @@ take the fast path:
   read in :data:`SEGMENT_BYTES` pieces and every piece's checksum chunks are
   verified on one worker thread while the next piece is read (``readinto``
   and xxhash both release the GIL on large buffers); smaller restores verify
-  inline, where a thread would cost more than it saves; the same thread
-  also asks the kernel to back the next entry's buffer with pages
-  (``MADV_POPULATE_WRITE``) while the current one is read, so page faults do
-  not stall the reads;
+  inline, where a thread would cost more than it saves; a second thread
+  asks the kernel to back the buffers still to be read with pages
+  (``MADV_POPULATE_WRITE``, Linux) while the first ones are read, so the
+  reads mostly copy instead of stopping at page faults;
 * every verification has finished, and the first failure (in file order) has
   been raised, before any value is cast or placed;
 * the verified buffers are placed with one batched ``jax.device_put`` call
@@ -113,12 +113,13 @@ def _read_overlapped(
     hosts = []
     futures: list[Future] = []
     pool = ThreadPoolExecutor(1, thread_name_prefix="ramie-checkpoint-verify")
+    pages = ThreadPoolExecutor(1, thread_name_prefix="ramie-checkpoint-prefault")
     try:
         buffers = [reader.aligned_empty(*reader._storage(rec)) for rec, _ in items]
+        for buf in buffers[1:]:  # the first is faulted in by its own read
+            pages.submit(_prefault, buf)
         for k, (rec, sh) in enumerate(items):
             out = buffers[k]
-            if k + 1 < len(buffers):  # zeroes the next buffer while this one reads
-                pool.submit(_prefault, buffers[k + 1])
             flat = out.reshape(-1).view(np.uint8)
             f = files.get(sh["file"])
             path = os.path.join(files.root, sh["file"])
@@ -142,6 +143,7 @@ def _read_overlapped(
         for fut in futures:
             fut.result()  # the first corrupted chunk, in file order, raises
     finally:
+        pages.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
     return hosts
 
