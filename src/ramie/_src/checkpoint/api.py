@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import jax
 
 from ramie._src.checkpoint import async_save as async_lib
-from ramie._src.checkpoint import checks, entries, reader, writer
+from ramie._src.checkpoint import bulk, checks, entries, reader, writer
 
 M = TypeVar("M")
 
@@ -171,23 +171,23 @@ def restore(
         unexpected=unexpected,
         strict=strict,
     )
-    new_values = []
+    new_values, jobs, job_vars = [], [], []
+    for (entry, rec), (_, target, _), want in zip(plan, pairs, loaded):
+        if want is checks.SKIPPED:
+            continue
+        if "value" in rec:
+            new_values.append((entry.variable, want))
+            continue
+        jobs.append((rec, want, _target_sharding(entry.variable, target)))
+        job_vars.append(entry.variable)
     files = reader.Files(
         root, manifest.get("checksum", "crc32"), manifest.get("chunk_bytes")
     )
     try:
-        for (entry, rec), (_, target, _), want in zip(plan, pairs, loaded):
-            if want is checks.SKIPPED:
-                continue
-            if "value" in rec:
-                new_values.append((entry.variable, want))
-                continue
-            arr = reader.read_entry(
-                files, rec, want, _target_sharding(entry.variable, target)
-            )
-            new_values.append((entry.variable, arr))
+        arrays = bulk.read_entries(files, jobs)
     finally:
         files.close()
+    new_values.extend(zip(job_vars, arrays))
     for var, arr in new_values:
         var.set_value(arr)
     return (model, report) if not strict else model

@@ -1,7 +1,9 @@
 """Reading a checkpoint directory: manifest, checks, then one read per entry.
 
 :func:`load_manifest` reads only ``manifest.json``. :func:`read_entry` builds
-the array of one entry for a target shape, dtype and sharding:
+the array of one entry for a target shape, dtype and sharding (``restore``
+reads whole entries through :mod:`ramie._src.checkpoint.bulk`, which overlaps
+verification with reading and places all arrays with one call):
 
 * unsharded (or single-device) targets read the stored bytes with one
   ``readinto`` into a fresh buffer, verify its checksums and ``device_put`` it;
