@@ -134,20 +134,13 @@ def _as_cotangent_tree(ct: Any) -> Any:
     return ct
 
 
-# ---------------------------------------------------------------- graph mode
-class CustomVJP:
-    """A function with a custom backward pass; modules allowed as inputs.
-
-    Graph mode with graph updates: ``bwd(*nondiff, res, (inputs_g, out_g))``
-    returns one cotangent per differentiable input (a State for a module).
-    See :func:`custom_vjp`.
-    """
+# ---------------------------------------------------------------- shared
+class _CustomVJPBase:
+    """What both protocols share: the function, ``defvjp`` and argument checks."""
 
     def __init__(
-        self,
-        fun: Callable[..., Any],
-        nondiff_argnums: tuple[int | DiffState, ...] = (),
-    ):
+        self, fun: Callable[..., Any], nondiff_argnums: tuple[Any, ...]
+    ) -> None:
         lifting.reject_bound_method(fun, API)
         self.fun = fun
         self.nondiff_argnums = tuple(nondiff_argnums)
@@ -172,7 +165,8 @@ class CustomVJP:
         self.bwd = bwd
         self.symbolic_zeros = symbolic_zeros
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _positional(self, args: tuple, kwargs: dict) -> tuple:
+        """The call's arguments, all by position (after ``defvjp`` was called)."""
         if self.fwd is None or self.bwd is None:
             raise _missing_defvjp()
         args, kwargs = lifting.resolve_kwargs(self.fun, args, kwargs)
@@ -181,6 +175,27 @@ class CustomVJP:
                 f"{API}: keyword arguments {sorted(kwargs)} cannot be passed "
                 "positionally; pass every argument by position."
             )
+        return args
+
+
+# ---------------------------------------------------------------- graph mode
+class CustomVJP(_CustomVJPBase):
+    """A function with a custom backward pass; modules allowed as inputs.
+
+    Graph mode with graph updates: ``bwd(*nondiff, res, (inputs_g, out_g))``
+    returns one cotangent per differentiable input (a State for a module).
+    See :func:`custom_vjp`.
+    """
+
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        nondiff_argnums: tuple[int | DiffState, ...] = (),
+    ):
+        super().__init__(fun, nondiff_argnums)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args = self._positional(args, kwargs)
         n = len(args)
         ints = self._ints
         for i in ints:
@@ -347,7 +362,7 @@ def _cotangents(
 
 
 # ----------------------------------------------------------------- tree mode
-class TreeCustomVJP:
+class TreeCustomVJP(_CustomVJPBase):
     """``custom_vjp`` in tree mode or with ``graph_updates=False``.
 
     ``bwd(*nondiff, res, g)`` gets the output cotangent and returns one
@@ -360,40 +375,11 @@ class TreeCustomVJP:
         nondiff_argnums: tuple[int, ...] = (),
         graph: bool = False,
     ):
-        lifting.reject_bound_method(fun, API)
-        self.fun = fun
-        self.nondiff_argnums = tuple(nondiff_argnums)
-        self._ints, _ = _split_nondiff(self.nondiff_argnums)
+        super().__init__(fun, nondiff_argnums)
         self.graph = graph
-        self.fwd: Callable[..., Any] | None = None
-        self.bwd: Callable[..., Any] | None = None
-        self.symbolic_zeros = False
-        functools.update_wrapper(self, fun)
-
-    def defvjp(
-        self,
-        fwd: Callable[..., Any],
-        bwd: Callable[..., Any],
-        symbolic_zeros: bool = False,
-    ) -> None:
-        """Set the forward (``fwd(*args) -> (out, res)``) and backward passes.
-
-        ``symbolic_zeros`` is accepted for compatibility; cotangents given to
-        ``bwd`` are always materialized arrays.
-        """
-        self.fwd = fwd
-        self.bwd = bwd
-        self.symbolic_zeros = symbolic_zeros
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fwd is None or self.bwd is None:
-            raise _missing_defvjp()
-        args, kwargs = lifting.resolve_kwargs(self.fun, args, kwargs)
-        if kwargs:
-            raise TransformError(
-                f"{API}: keyword arguments {sorted(kwargs)} cannot be passed "
-                "positionally; pass every argument by position."
-            )
+        args = self._positional(args, kwargs)
         from ramie._src.transforms.simple import check_inputs
 
         check_inputs(API, args, {}, tree=True)  # each Variable once
