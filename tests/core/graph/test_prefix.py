@@ -82,3 +82,47 @@ def test_prefix_of_aliased_variable_with_two_axes_is_refused():
     )
     with pytest.raises(TransformError, match="Inconsistent aliasing detected"):
         nnx.vmap(lambda l, r: l.a + r.b, in_axes=(p1, p2))(left, right)
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_tree_prefixes_of_several_nodes_drive_vmap_out_axes_in_every_mode(graph):
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(2, 3, rngs=rngs)
+            self.bn = nnx.BatchNorm(3, rngs=rngs)
+
+    abstract = nnx.eval_shape(lambda: Block(nnx.Rngs(0)))
+    rngs = nnx.Rngs(0)
+    model_axes, rngs_axes = nnx.prefix(
+        (abstract, rngs), {nnx.BatchStat: 0, ...: None}, graph=False
+    )
+    assert type(model_axes) is Block and type(rngs_axes) is nnx.Rngs
+
+    @nnx.vmap(
+        in_axes=(None,), out_axes=model_axes, axis_size=4, graph=graph,
+        graph_updates=False,
+    )  # fmt: skip
+    def create(key):
+        return Block(nnx.Rngs(key))
+
+    block = create(jax.random.key(1))
+    assert block.bn.mean.shape == (4, 3)  # mapped: stacked
+    assert block.linear.kernel.shape == (2, 3)  # broadcast: one copy
+    np.testing.assert_array_equal(
+        block.linear.kernel.value,
+        Block(nnx.Rngs(jax.random.key(1))).linear.kernel.value,
+    )
+
+
+def test_tree_prefix_as_jit_out_shardings():
+    mesh = jax.sharding.Mesh(jax.devices()[:1], ("d",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    abstract = nnx.eval_shape(lambda: nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    spec = nnx.prefix(abstract, {...: sharding}, graph=False)
+
+    @nnx.jit(out_shardings=spec, graph=False)
+    def create():
+        return nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+
+    model = create()
+    assert model.kernel.sharding == sharding and model.bias.sharding == sharding

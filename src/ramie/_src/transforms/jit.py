@@ -887,6 +887,8 @@ def jit(
         Array([2., 2., 2.], dtype=float32)
     """
     lifting.reject_bound_method(fun, "ramie.jit")
+    in_shardings = lifting.unwrap_prefix_trees(in_shardings)
+    out_shardings = lifting.unwrap_prefix_trees(out_shardings)
     kwargs = dict(
         in_shardings=in_shardings,
         out_shardings=out_shardings,

@@ -595,6 +595,24 @@ def broadcast_prefix(
     return out
 
 
+def unwrap_prefix_trees(spec: Any) -> Any:
+    """``spec`` with each ``ramie.prefix(node, ..., graph=False)`` tree as its State.
+
+    Such a tree has the node's own shape (so that raw ``jax.vmap`` takes it);
+    ramie's transforms read the same per-Variable entries from its State form.
+    Only tuples, lists and dicts are searched, as for any axes prefix.
+    """
+    as_state = prefix_state(spec)
+    if as_state is not None:
+        return as_state
+    t = type(spec)
+    if t is tuple or t is list:
+        return t(unwrap_prefix_trees(s) for s in spec)
+    if t is dict:
+        return {k: unwrap_prefix_trees(v) for k, v in spec.items()}
+    return spec
+
+
 def as_node_spec(spec: Any) -> Any:
     """A State of per-path entries (``ramie.prefix``) as a StateAxes."""
     from ramie._src.core.state import State

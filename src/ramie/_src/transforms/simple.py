@@ -23,6 +23,7 @@ from ramie._src.core.graph.registry import OBJECT, VARIABLE, kind_of
 from ramie._src.core.graph.tree_mode import check_tree, duplicate_error
 from ramie._src.core.modes import resolve_graph, resolve_graph_updates
 from ramie._src.core.sentinels import MISSING
+from ramie._src.transforms.lifting import unwrap_prefix_trees
 from ramie.errors import GraphStructureError
 
 _PREFIX_TYPES = ("StateAxes", "StateSharding", "DiffState")
@@ -232,6 +233,9 @@ def modal(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             graph = kwargs.get("graph")
             graph_updates = kwargs.get("graph_updates")
+            for name in prefixes:
+                if name in kwargs:
+                    kwargs[name] = unwrap_prefix_trees(kwargs[name])
             if not is_simple(graph, graph_updates):
                 return factory(*args, **kwargs)
             for name in prefixes:

@@ -359,6 +359,8 @@ def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:
                 f"{format_path(p)}; add `...: value` as the last entry"
             )
 
+    if kind_of(node) in (TUPLE, LIST) and any(_is_node(n) for n in node):
+        return type(node)(prefix(n, value_of, graph=graph) for n in node)
     if graph is False:
 
         def leaf(jax_path: tuple, v: Any) -> Any:
@@ -373,8 +375,6 @@ def prefix(node: Any, filter_map: Any, /, *, graph: Any = None) -> Any:
             as_state = to_state(paths, [value_of(p, v) for p, v in zip(paths, leaves)])
             object.__setattr__(tree, "_ramie_prefix", as_state)
         return tree
-    if kind_of(node) in (TUPLE, LIST) and any(_is_node(n) for n in node):
-        return type(node)(prefix(n, value_of, graph=graph) for n in node)
     paths, leaves = leaves_with_paths(node)
     return to_state(paths, [value_of(p, v) for p, v in zip(paths, leaves)])
 
