@@ -6,27 +6,10 @@ import flax.linen as nn
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from bridge_helpers import KEY, TOL, close, normal, randomize  # noqa: F401
 
 import ramie as nnx
-
-TOL = dict(rtol=1e-5, atol=1e-5)
-KEY = jax.random.key(0)
-
-
-def close(a, b):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
-
-
-def normal(*shape, seed=0):
-    return np.random.default_rng(seed + sum(shape)).standard_normal(shape, np.float32)
-
-
-def randomize(tree, seed=7):
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(a.dtype), tree)
-
 
 # ------------------------------------------------------ transposed convs
 
