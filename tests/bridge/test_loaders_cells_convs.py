@@ -7,9 +7,9 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import pytest
-from bridge_helpers import KEY, TOL, close, normal, randomize  # noqa: F401
 
 import ramie as nnx
+from bridge_helpers import KEY, TOL, close, normal, randomize  # noqa: F401
 
 # ------------------------------------------------------ transposed convs
 

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from bridge_helpers import KEY, TOL, close, normal, randomize  # noqa: F401
 
 import ramie as nnx
+from bridge_helpers import KEY, TOL, close, normal, randomize  # noqa: F401
 from ramie.errors import StateLoadError
 
 
