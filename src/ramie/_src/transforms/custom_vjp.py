@@ -134,6 +134,16 @@ def _as_cotangent_tree(ct: Any) -> Any:
     return ct
 
 
+def _cotangent_items(treedef: Any, ct: Any, mismatch: str) -> list[Any]:
+    """``ct`` flattened up to ``treedef`` (all None for a None cotangent)."""
+    if ct is None:
+        return [None] * treedef.num_leaves
+    try:
+        return treedef.flatten_up_to(ct)
+    except (ValueError, TypeError) as e:
+        raise TransformError(f"{API}: {mismatch} ({e}).") from None
+
+
 # ---------------------------------------------------------------- shared
 class _CustomVJPBase:
     """What both protocols share: the function, ``defvjp`` and argument checks."""
@@ -333,17 +343,12 @@ def _cotangents(
     k = 0
     for arg, ct in zip(args, cts):
         leaves, treedef = jax.tree_util.tree_flatten(arg, is_leaf=is_node)
-        if ct is None:
-            ct_items: list[Any] = [None] * len(leaves)
-        else:
-            try:
-                ct_items = treedef.flatten_up_to(ct)
-            except (ValueError, TypeError) as e:
-                raise TransformError(
-                    f"{API}: a cotangent returned by bwd does not match its "
-                    f"argument: expected the structure {treedef}, with a State "
-                    f"for each module ({e})."
-                ) from None
+        ct_items = _cotangent_items(
+            treedef,
+            ct,
+            "a cotangent returned by bwd does not match its argument: expected "
+            f"the structure {treedef}, with a State for each module",
+        )
         for leaf, item in zip(leaves, ct_items):
             if is_node(leaf):
                 item = _as_cotangent_tree(item)
@@ -456,18 +461,14 @@ class TreeCustomVJP(_CustomVJPBase):
             flat_ct: list[Any] = []
             for a, ct in zip(diff_args, cts):
                 sub = jax.tree_util.tree_structure(a, is_leaf=is_var)
-                if ct is None:
-                    items_ct = [None] * sub.num_leaves
-                else:
-                    try:
-                        items_ct = sub.flatten_up_to(ct)
-                    except (ValueError, TypeError) as e:
-                        raise TransformError(
-                            f"{API}: a cotangent returned by bwd does not have the "
-                            f"structure of its argument ({type(a).__name__}); in "
-                            "tree mode the cotangent of a module is a module of "
-                            f"the same type, e.g. ramie.clone(m) ({e})."
-                        ) from None
+                items_ct = _cotangent_items(
+                    sub,
+                    ct,
+                    "a cotangent returned by bwd does not have the structure of "
+                    f"its argument ({type(a).__name__}); in tree mode the "
+                    "cotangent of a module is a module of the same type, e.g. "
+                    "ramie.clone(m)",
+                )
                 flat_ct.extend(x._raw if is_var(x) else x for x in items_ct)
             return (flat_ct,)
 

@@ -86,6 +86,15 @@ def _first_variable(node: Any) -> tuple[Any, tuple]:
     return node, ()
 
 
+def _cycle_error(api: str, value: Any, first: tuple, path: tuple) -> Exception:
+    return SharedReferenceError(
+        f"{api}: Cycle detected for {_describe(value)}, found at paths "
+        f"'{format_path(first) or '<root>'}' and "
+        f"'{format_path(path)}'. Tree mode (graph=False) needs a tree.\n"
+        "  Fix: break the cycle, or use graph mode (graph=True)."
+    )
+
+
 def check_tree(node: Any, api: str, *, prefix: tuple = ()) -> None:
     """Raise if ``node`` shares an object, Variable or Ref, has a cycle, or holds
     an object declared with ``pytree=False``."""
@@ -97,12 +106,7 @@ def check_tree(node: Any, api: str, *, prefix: tuple = ()) -> None:
         if k is OBJECT or k is VARIABLE:
             i = id(value)
             if i in active:
-                raise SharedReferenceError(
-                    f"{api}: Cycle detected for {_describe(value)}, found at paths "
-                    f"'{format_path(active[i]) or '<root>'}' and "
-                    f"'{format_path(path)}'. Tree mode (graph=False) needs a tree.\n"
-                    "  Fix: break the cycle, or use graph mode (graph=True)."
-                )
+                raise _cycle_error(api, value, active[i], path)
             if i in seen:
                 x, rel = _first_variable(value)
                 raise duplicate_error(api, x, seen[i] + rel, path + rel)
@@ -124,12 +128,7 @@ def check_tree(node: Any, api: str, *, prefix: tuple = ()) -> None:
         elif k in registry.CONTAINERS:
             i = id(value)
             if i in active:
-                raise SharedReferenceError(
-                    f"{api}: Cycle detected for {_describe(value)}, found at paths "
-                    f"'{format_path(active[i]) or '<root>'}' and "
-                    f"'{format_path(path)}'. Tree mode (graph=False) needs a tree.\n"
-                    "  Fix: break the cycle, or use graph mode (graph=True)."
-                )
+                raise _cycle_error(api, value, active[i], path)
             active[i] = path
             for key, child in _items(value, k):
                 walk(child, path + (key,))
