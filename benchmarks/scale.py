@@ -20,7 +20,9 @@ compiled temp bytes - all divided by the per-device shard of the model.
 
 Part 2 - per-step overhead of a tiny train step (2 x Linear(16, 16), adam) on
 one device and FSDP-sharded on 8: ``ramie.jit`` (and Flax ``nnx.jit``) vs a
-raw ``jax.jit`` on plain pytrees with the same shardings; median µs per step.
+raw ``jax.jit`` on plain pytrees with the same shardings; median µs per step,
+and the median (and interquartile range) over rounds of each round's ratio to
+the raw step, every variant being timed back to back within a round.
 
 Run: ``python benchmarks/scale.py`` (``--dim 4096`` for the 200M model).
 """
@@ -307,7 +309,14 @@ def _overhead_one(name: str, n_dev: int, rounds: int, steps: int) -> dict[str, A
                 jax.block_until_ready(out)
                 times[k].append((time.perf_counter() - t0) / steps * 1e6)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"setting": name, **med}
+    # Each round times every variant back to back, so the per-round ratio
+    # cancels most of the machine's drift; its median is the reported ratio.
+    ratios = {
+        k: sorted(a / b for a, b in zip(v, times["raw"]))
+        for k, v in times.items()
+        if k != "raw"
+    }
+    return {"setting": name, "us": med, "ratios": ratios}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -365,14 +374,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['peak_with_temp_over_shard']:12.2f}"
             )
     print("\nstep overhead: median µs per step (2 x Linear(16, 16), adam)")
+    print("(ratio: median of per-round ratios to raw, with its interquartile range)")
     for r in step_overhead(args.rounds, args.steps):
-        base = r["raw"]
-        extras = " ".join(
-            f"{k} {r[k]:8.1f} ({r[k] / base:.2f}x)"
-            for k in r
-            if k not in ("setting", "raw")
+        us, ratios = r["us"], r["ratios"]
+        extras = "  ".join(
+            f"{k} {us[k]:7.1f} ({_quartiles(ratios[k])})" for k in ratios
         )
-        print(f"{r['setting']:10} raw {base:8.1f}  {extras}")
+        print(f"{r['setting']:10} raw {us['raw']:7.1f}  {extras}")
+
+
+def _quartiles(xs: list[float]) -> str:
+    q1, q2, q3 = statistics.quantiles(xs, n=4)
+    return f"{statistics.median(xs):.2f}x, {q1:.2f}-{q3:.2f}"
 
 
 if __name__ == "__main__":

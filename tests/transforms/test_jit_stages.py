@@ -359,6 +359,90 @@ def test_cached_path_sees_a_state_entry_replaced_between_calls():
     assert float(g(h)) == 10.0
 
 
+def _replace_w(s, how):
+    """Replace ``s["w"]`` by a new Param of 3s through one State method."""
+    new = ramie.Param(jnp.full(2, 3.0))
+    if how == "setitem":
+        s["w"] = new
+    elif how == "setattr":
+        s.w = new
+    elif how == "update":
+        s.update(w=new)
+    elif how == "ior":
+        s |= {"w": new}
+    elif how == "setdefault":
+        del s["w"]
+        s.setdefault("w", new)
+    elif how == "pop":
+        s.pop("w")
+        dict.__setitem__(s, "w", new)  # the pop alone must be seen
+    elif how == "popitem":
+        s.popitem()
+        dict.__setitem__(s, "w", new)
+    elif how == "clear":
+        s.clear()
+        dict.__setitem__(s, "w", new)
+    elif how == "delattr":
+        del s.w
+        dict.__setitem__(s, "w", new)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["setitem", "setattr", "update", "ior", "setdefault", "pop", "popitem", "clear",
+     "delattr"],
+)  # fmt: skip
+def test_cached_path_sees_every_kind_of_state_change(how):
+    """Every in-place change of a State held by the arguments is seen by the
+    cached path, whichever State method made it."""
+    from tx_helpers import stats_delta
+
+    h = StateHolder()
+    f = ramie.jit(lambda h: h.s["w"].value.sum())
+    assert float(f(h)) == 2.0
+    _replace_w(h.s, how)
+    with stats_delta() as d:
+        assert float(f(h)) == 6.0
+    assert d["flattens"] == 1 and d["state_checks"] == 1
+
+
+def test_cached_path_checks_states_only_after_a_state_changed():
+    """The States of an Optimizer are compared with their snapshot only after
+    some State changed somewhere; an unchanged step compares nothing."""
+    import optax
+    from tx_helpers import stats_delta
+
+    model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+    opt = ramie.Optimizer(model, optax.adam(0.1), wrt=ramie.Param)
+
+    @ramie.jit
+    def step(model, opt):
+        grads = ramie.grad(lambda m: jnp.sum(m(jnp.ones((1, 2)))))(model)
+        opt.update(model, grads)
+
+    step(model, opt)
+    step(model, opt)
+    with stats_delta() as d:
+        for _ in range(5):
+            step(model, opt)
+    assert d["fast_calls"] == 5 and d["state_checks"] == 0 and d["flattens"] == 0
+    other = ramie.State({"a": ramie.Param(jnp.ones(1))})
+    other["b"] = ramie.Param(jnp.ones(1))  # an unrelated State changed
+    with stats_delta() as d:
+        step(model, opt)
+        step(model, opt)
+    assert d["state_checks"] == 1 and d["flattens"] == 0 and d["fast_calls"] == 2
+
+
+def test_state_update_nests_mappings_like_setitem():
+    s = ramie.State({"a": ramie.Param(jnp.ones(1))})
+    s.update({"b": {"c": ramie.Param(jnp.zeros(1))}}, d=ramie.Param(jnp.ones(2)))
+    assert type(s["b"]) is ramie.State and sorted(s) == ["a", "b", "d"]
+    s |= {"e": {"f": 1}}
+    assert type(s["e"]) is ramie.State and s["e"]["f"] == 1
+    assert s.setdefault("a") is s["a"] and s.setdefault("g", 5) == 5
+
+
 def test_in_shardings_apply_to_modules_nested_in_containers():
     """Modules inside a list/dict argument take the general path: its
     in_shardings place every Variable inside (per filter) and the other leaves."""

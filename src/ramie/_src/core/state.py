@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import jax
 
+from ramie._src.core.epoch import EPOCH
 from ramie._src.core.filters import filters_to_predicates, to_predicate
 from ramie._src.core.loading import load_error
 from ramie._src.core.paths import format_path, parse_key
@@ -104,10 +105,42 @@ class State(dict):
         except KeyError:
             raise AttributeError(key) from None
 
+    # Every in-place change of the entries goes through these methods, which
+    # count it in ``EPOCH.states`` (caches of States re-check after a change).
     def __setitem__(self, key: Hashable, value: Any) -> None:
         if _is_mapping(value) and not isinstance(value, State):
             value = State(value)
+        EPOCH.states += 1
         dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Hashable) -> None:
+        EPOCH.states += 1
+        dict.__delitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def __ior__(self, other: Any) -> State:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def pop(self, key: Hashable, *default: Any) -> Any:  # type: ignore[override]
+        EPOCH.states += 1
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[Hashable, Any]:
+        EPOCH.states += 1
+        return dict.popitem(self)
+
+    def setdefault(self, key: Hashable, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def clear(self) -> None:
+        EPOCH.states += 1
+        dict.clear(self)
 
     @property
     def raw_mapping(self) -> dict:

@@ -5,10 +5,12 @@ the function once per argument signature (as ``jax.jit`` does) and records a
 cache *entry*: the list of the graphs' Variables in leaf order and the jitted
 callable. Later calls with the same objects skip graph traversal entirely:
 
-1. compute a key from the identity of the graph arguments (a few µs);
+1. compute a key from the identity of the graph arguments (under a µs);
 2. check the entry is still valid: the global structure epoch has not moved
-   (or every object's version is unchanged), and plain lists/dicts inside the
-   graphs still hold the same children;
+   (or every object's version is unchanged), plain lists/dicts inside the
+   graphs still hold the same children, and - only if some State anywhere
+   was changed in place since (``EPOCH.states``) - the States inside the
+   graphs (an Optimizer's ``opt_state``) still hold the same entries;
 3. read the Variables' values into one list, make one JAX dispatch;
 4. write back only the Variables the function changed.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -53,12 +56,15 @@ from ramie._src.transforms.lifting import Extracted, is_node, raw
 from ramie._src.transforms.simple import check_prefix, checked_inner, is_simple
 
 # Counters that tests use to assert the fast path does no extra work.
-STATS = {"traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0}
+STATS = {
+    "traces": 0, "flattens": 0, "fast_calls": 0, "slow_calls": 0, "state_checks": 0,
+}  # fmt: skip
 
 _MAX_ENTRIES = 32
 _STATE_TYPES = (State, GraphState)
 _NODE, _LEAF, _OTHER = 0, 1, 2
 _type_kinds: dict[type, int] = {}
+_NO_KW: dict = {}  # never mutated: the keyword arguments of most calls
 
 
 def _arg_kind(t: type, value: Any) -> int:
@@ -134,7 +140,7 @@ class _Entry:
     __slots__ = (
         "roots", "ext", "vars", "objs", "vers", "containers", "epoch", "meta",
         "trace", "jitted", "dyn_pos", "dyn_kw", "targets", "fast", "donated",
-        "cells",
+        "cells", "states", "states_epoch", "get_dyn", "last_idx", "last_targets",
     )  # fmt: skip
 
     def valid(self) -> bool:
@@ -152,28 +158,41 @@ class _Entry:
         for unchanged, c, snap in self.containers:
             if not unchanged(c, snap):
                 return False
+        if self.states_epoch != EPOCH.states:
+            STATS["state_checks"] += 1
+            for c, keys, ids in self.states:
+                if tuple(dict.keys(c)) != keys or tuple(map(id, dict.values(c))) != ids:
+                    return False
+            self.states_epoch = EPOCH.states
         return True
 
 
-def _container_check(c: Any, snap: tuple) -> tuple[Callable, Any, tuple]:
-    """``(unchanged, container, snapshot)`` for one container of the arguments.
+def _getter(positions: tuple[int, ...]) -> Callable[[tuple], tuple]:
+    """``args -> tuple(args[i] for i in positions)`` at C speed."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        i = positions[0]
+        return lambda args: (args[i],)
+    return lambda args: ()
 
-    A State (an Optimizer's ``opt_state`` holds several) keeps its children in
-    its dict storage, so comparing its keys and child ids at C speed is
-    equivalent to the generic pytree check, which flattens it through JAX on
-    every call.
+
+def _split_containers(containers: list) -> tuple[list, list]:
+    """The containers of the arguments: ``(checks, states)``.
+
+    ``checks`` holds ``(unchanged, container, snapshot)`` for plain lists,
+    dicts and other pytrees, compared on every call. ``states`` holds
+    ``(state, keys, child_ids)`` for States (an Optimizer's ``opt_state``
+    holds several): every in-place change of a State counts in
+    ``EPOCH.states``, so these are compared only after some State changed.
     """
-    if type(c) in _STATE_TYPES:
-        return (
-            _state_unchanged,
-            c,
-            (tuple(dict.keys(c)), tuple(map(id, dict.values(c)))),
-        )
-    return container_unchanged, c, snap
-
-
-def _state_unchanged(c: Any, snap: tuple) -> bool:
-    return tuple(dict.keys(c)) == snap[0] and tuple(map(id, dict.values(c))) == snap[1]
+    checks, states = [], []
+    for c, snap in containers:
+        if type(c) in _STATE_TYPES:
+            states.append((c, tuple(dict.keys(c)), tuple(map(id, dict.values(c)))))
+        else:
+            checks.append((container_unchanged, c, snap))
+    return checks, states
 
 
 class JitWrapped:
@@ -286,7 +305,23 @@ class JitWrapped:
         return tuple(parts)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key = self._key(args, kwargs)
+        key = None
+        if not kwargs and not self.static_argnums:
+            # The common step call: the key inline (as _key computes it).
+            kinds = _type_kinds
+            parts = []
+            for a in args:
+                k = kinds.get(type(a))
+                if k == _NODE:
+                    parts.append(id(a))
+                elif k == _LEAF:
+                    parts.append(None)
+                else:
+                    break
+            else:
+                key = tuple(parts)
+        if key is None:
+            key = self._key(args, kwargs)
         if key is not None:
             entry = self._entries.get(key)
             trace = current_trace()
@@ -356,7 +391,8 @@ class JitWrapped:
             o for o in flat.objects if registry.kind_of(o) is OBJECT
         ] + flat.tracked
         entry.vers = [version_of(o) for o in entry.objs]
-        entry.containers = [_container_check(c, snap) for c, snap in flat.containers]
+        entry.containers, entry.states = _split_containers(flat.containers)
+        entry.states_epoch = EPOCH.states
         entry.epoch = EPOCH.value
         entry.meta = EPOCH.meta
         entry.trace = current_trace()
@@ -367,8 +403,10 @@ class JitWrapped:
             else []
         )
         entry.dyn_pos = dyn_pos
+        entry.get_dyn = _getter(dyn_pos)
         entry.dyn_kw = dyn_kw
         entry.targets = {}
+        entry.last_idx = entry.last_targets = None
         entry.donated = donated
         entry.jitted = self._compiled_for(
             static, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
@@ -495,8 +533,8 @@ class JitWrapped:
         )
 
     def _run(self, entry: _Entry, args: tuple, kwargs: dict) -> Any:
-        dyn = tuple([args[i] for i in entry.dyn_pos])
-        kw = {n: kwargs[n] for n in entry.dyn_kw} if entry.dyn_kw else {}
+        dyn = entry.get_dyn(args)
+        kw = {n: kwargs[n] for n in entry.dyn_kw} if entry.dyn_kw else _NO_KW
         if not entry.fast:
             # bare arrays among the leaves: read and write them through their paths
             STATS["slow_calls"] += 1
@@ -529,17 +567,24 @@ class JitWrapped:
         if st[0] == "same":
             idx = st[1]
             if idx:
-                targets = entry.targets.get(idx)
-                if targets is None:
-                    vs = entry.vars
-                    targets = entry.targets[idx] = [vs[i] for i in idx]
+                if idx is entry.last_idx:  # the same trace as last call
+                    targets = entry.last_targets
+                else:
+                    targets = entry.targets.get(idx)
+                    if targets is None:
+                        vs = entry.vars
+                        targets = entry.targets[idx] = [vs[i] for i in idx]
+                    entry.last_idx, entry.last_targets = idx, targets
                 if cells:
                     _write_back_cells(targets, state_vals)
                 else:
                     deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
-            index_map = entry.ext.flat.objects
-        else:
-            index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
+            if static[1]:  # graph objects among the outputs
+                out = lifting.build_outputs(out, static, entry.ext.flat.objects)
+                if len(static) > 2:  # jax.Refs among the outputs
+                    out = _restore_refs(out, (dyn, kw))
+            return out
+        index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
         if static[1]:
             out = lifting.build_outputs(out, static, index_map)
             if len(static) > 2:  # jax.Refs among the outputs
