@@ -301,8 +301,15 @@ def _overhead_one(name: str, n_dev: int, rounds: int, steps: int) -> dict[str, A
         times: dict[str, list[float]] = {k: [] for k in fns}
         for fn in fns.values():  # compile
             jax.block_until_ready(fn())
-        for _ in range(rounds):
-            for k, fn in fns.items():
+        order = list(fns.items())
+        for i in range(rounds):
+            # Rotate the order so each variant follows each other one equally
+            # often, and run a few untimed steps first: a variant timed right
+            # after a slower one otherwise pays for the caches it evicted.
+            for k, fn in order[i % len(order) :] + order[: i % len(order)]:
+                for _ in range(5):
+                    out = fn()
+                jax.block_until_ready(out)
                 t0 = time.perf_counter()
                 for _ in range(steps):
                     out = fn()
@@ -323,8 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--skip-construction", action="store_true")

@@ -141,6 +141,7 @@ class _Entry:
         "roots", "ext", "vars", "objs", "vers", "containers", "epoch", "meta",
         "trace", "jitted", "dyn_pos", "dyn_kw", "targets", "fast", "donated",
         "cells", "states", "states_epoch", "get_dyn", "last_idx", "last_targets",
+        "first",
     )  # fmt: skip
 
     def valid(self) -> bool:
@@ -408,7 +409,7 @@ class JitWrapped:
         entry.targets = {}
         entry.last_idx = entry.last_targets = None
         entry.donated = donated
-        entry.jitted = self._compiled_for(
+        entry.jitted, entry.first = self._compiled_for(
             static, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
         )
         return entry
@@ -428,9 +429,9 @@ class JitWrapped:
         self, static: _Static, flat: Any, node_pos: tuple, node_kw: tuple,
         dyn_pos: tuple, dyn_kw: tuple, args: tuple, kwargs: dict,
     ) -> Any:  # fmt: skip
-        jitted = self._compiled.get(static)
-        if jitted is not None:
-            return jitted
+        cached = self._compiled.get(static)
+        if cached is not None:
+            return cached
         fun = self._trace_fun
         (
             _,
@@ -446,6 +447,10 @@ class JitWrapped:
         ) = static.parts
         n_node_args = len(node_pos)
         keep = self._keep_structure
+        # The static part of the first trace's result. Traces that give the
+        # same one return ``(out, state_values)`` and the call reads it from
+        # here; others return ``(out, (Aux(static), state_values))``.
+        first: list = []
 
         def pure(vals: list, dyn: tuple, kw: dict) -> Any:
             STATS["traces"] += 1
@@ -469,10 +474,14 @@ class JitWrapped:
             result = lifting.collect(inner, out, mode="changed", always=always)
             if leaf_sh is not None:
                 result = _constrain_state(result, leaf_sh, inner, paths)
+            out, (aux, state_vals) = result
             if refs:
-                out, (aux, state_vals) = result
-                result = out, (lifting.Aux((aux.value[0], True, True)), state_vals)
-            return result
+                aux = lifting.Aux((aux.value[0], True, True))
+            if not first:
+                first.append(aux.value)
+            if aux.value == first[0]:
+                return out, list(state_vals)
+            return out, (aux, state_vals)
 
         jit_kwargs = dict(self._jit_kwargs)
         shardings = self._leaf_shardings(
@@ -511,8 +520,8 @@ class JitWrapped:
             if shardings is not None:
                 jit_kwargs["in_shardings"] = shardings
             jitted = jax.jit(pure, **jit_kwargs)
-        self._compiled[static] = jitted
-        return jitted
+        self._compiled[static] = jitted, first
+        return jitted, first
 
     def _leaf_shardings(self, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs):
         spec = self.in_shardings
@@ -538,13 +547,12 @@ class JitWrapped:
         if not entry.fast:
             # bare arrays among the leaves: read and write them through their paths
             STATS["slow_calls"] += 1
-            out, (aux, state_vals) = entry.jitted(entry.ext.values, dyn, kw)
-            index_map = lifting.apply_state(
-                entry.ext, aux.value, state_vals, "ramie.jit"
-            )
-            if aux.value[1]:
-                out = lifting.build_outputs(out, aux.value, index_map)
-                if len(aux.value) > 2:
+            out, rest = entry.jitted(entry.ext.values, dyn, kw)
+            static, state_vals = _static_and_values(rest, entry.first)
+            index_map = lifting.apply_state(entry.ext, static, state_vals, "ramie.jit")
+            if static[1]:
+                out = lifting.build_outputs(out, static, index_map)
+                if len(static) > 2:
                     out = _restore_refs(out, (dyn, kw))
             return out
         STATS["fast_calls"] += 1
@@ -556,13 +564,17 @@ class JitWrapped:
             for i in cells:
                 vals[i] = read_cell(vals[i])
         try:
-            out, (aux, state_vals) = entry.jitted(vals, dyn, kw)
+            out, state_vals = entry.jitted(vals, dyn, kw)
         except (RuntimeError, ValueError) as e:  # costs nothing unless raised
             err = _deleted_error(entry.vars, e)
             if err is None:
                 raise
             raise err from e
-        static = aux.value
+        if type(state_vals) is list:  # the first trace's static part
+            static = entry.first[0]
+        else:
+            aux, state_vals = state_vals
+            static = aux.value
         st = static[0]
         if st[0] == "same":
             idx = st[1]
@@ -788,6 +800,14 @@ class Compiled:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.compiled, name)
+
+
+def _static_and_values(rest: Any, first: list) -> tuple[Any, list]:
+    """The static part and the state values of a fast-path result."""
+    if type(rest) is list:
+        return first[0], rest
+    aux, state_vals = rest
+    return aux.value, state_vals
 
 
 def _raw_or(v: Any) -> Any:
