@@ -279,6 +279,17 @@ class LostStateWarning(RamieWarning):
     """
 
 
+class UnevenShardingWarning(RamieWarning):
+    """An annotation shards a dimension that its mesh axis does not divide.
+
+    Under a trace (a Variable created inside ``ramie.jit``), JAX accepts such a
+    sharding constraint and XLA pads the dimension, so ramie applies it as Flax
+    does and warns, naming the Variable, its shape and the mesh; arrays that
+    leave the compiled function are then replicated. Eagerly it is a
+    :class:`ShardingError`, since a device cannot hold part of a dimension.
+    """
+
+
 class InputShapeError(RamieError, ValueError):
     """A layer was called on inputs of the wrong size.
 

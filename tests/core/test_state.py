@@ -195,6 +195,19 @@ def test_flat_state_is_a_pytree():
     np.testing.assert_array_equal(doubled.leaves[1].value, flat.leaves[1].value * 2)
 
 
+def test_from_flat_state_takes_a_dict_of_paths():
+    """``dict(to_flat_state(s))`` edited by path and rebuilt (a common recipe)."""
+    model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    flat = dict(nnx.to_flat_state(state))
+    flat[("kernel",)].set_value(jnp.ones((2, 3)))
+    rebuilt = nnx.from_flat_state(flat)
+    assert type(rebuilt) is nnx.State and sorted(rebuilt) == ["bias", "kernel"]
+    restored = nnx.merge(graphdef, rebuilt)
+    np.testing.assert_array_equal(restored.kernel.value, jnp.ones((2, 3)))
+    assert nnx.from_flat_state(flat, cls=nnx.GraphState).graphdef is None
+
+
 def test_from_flat_state_empty_path():
     with pytest.raises(ValueError, match="empty path"):
         nnx.from_flat_state([((), 1)])

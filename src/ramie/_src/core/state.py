@@ -337,11 +337,20 @@ def to_flat_state(state: Mapping) -> FlatState:
 
 
 def from_flat_state(
-    flat: Iterable[tuple[PathParts, Any]], *, cls: type[S] = State
+    flat: Iterable[tuple[PathParts, Any]] | Mapping[PathParts, Any],
+    *,
+    cls: type[S] = State,
 ) -> S:  # type: ignore[assignment]
-    """Build a nested State from ``(path, leaf)`` pairs."""
+    """Build a nested State from ``(path, leaf)`` pairs or a ``{path: leaf}`` dict.
+
+    Example:
+        >>> import ramie
+        >>> state = ramie.from_flat_state({("linear", "kernel"): 1, ("bias",): 2})
+        >>> state["linear"]["kernel"], state["bias"]
+        (1, 2)
+    """
     root: dict = {}
-    for path, leaf in flat:
+    for path, leaf in flat.items() if isinstance(flat, Mapping) else flat:
         if not path:
             raise ValueError("from_flat_state: empty path; every leaf needs a key")
         d = root

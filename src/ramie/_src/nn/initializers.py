@@ -163,11 +163,16 @@ def _sharded(init: Any, key: Any, shape: Any, dtype: Any, metadata: Any) -> Any:
 
     if not using_eager_sharding():
         return None
+    from ramie._src.core.tracing import current_trace
+
     target = placement.target_sharding(
         meta,
         tuple(shape),
         f"Param created in {placement.creator_name() or 'an initializer'}",
         api="sharded initialization",
+        # under a trace an uneven dimension is left to the Variable, which
+        # constrains (and warns) as JAX allows
+        traced="quiet" if current_trace() is not None else None,
     )
     if not isinstance(target, jax.sharding.NamedSharding):
         return None

@@ -23,13 +23,14 @@ its shape, the annotation and the mesh.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from ramie.errors import ShardingError
+from ramie.errors import ShardingError, UnevenShardingWarning
 
 
 def _format_type() -> Any:
@@ -137,9 +138,22 @@ def creator_name() -> str:
 
 
 def check_spec(
-    spec: PartitionSpec, shape: tuple, mesh: Any, what: str, *, api: str
-) -> None:
-    """Raise ShardingError if ``spec`` cannot shard ``shape`` on ``mesh``."""
+    spec: PartitionSpec,
+    shape: tuple,
+    mesh: Any,
+    what: str,
+    *,
+    api: str,
+    traced: str | None = None,
+) -> bool:
+    """Raise ShardingError if ``spec`` cannot shard ``shape`` on ``mesh``.
+
+    ``traced`` (``"warn"`` or ``"quiet"``): the value is a tracer, where JAX
+    pads a dimension its mesh axis does not divide (``with_sharding_constraint``
+    on an Auto mesh). Such a dimension then warns (UnevenShardingWarning) or
+    passes silently instead of raising, and the result is False.
+    """
+    even = True
     where = _describe(what, shape, spec, mesh)
     if len(spec) > len(shape):
         raise ShardingError(
@@ -168,21 +182,42 @@ def check_spec(
         parts = 1
         for n in names:
             parts *= sizes[n]
-        if dim % parts:
+        if dim % parts and traced and not is_explicit(mesh):
+            even = False
+            if traced == "quiet":
+                continue
+            warnings.warn(
+                f"{api}: {where}: dimension {dim} is not divisible by {parts} (the "
+                f"size of mesh axis {entry!r}); under a trace XLA pads it, and the "
+                "array leaves the compiled function replicated. Shard only "
+                f"dimensions divisible by {parts}, or leave this one unsharded "
+                "with None.",
+                UnevenShardingWarning,
+                stacklevel=2,
+            )
+        elif dim % parts:
             raise ShardingError(
                 f"{api}: {where}: dimension {dim} is not divisible by {parts} (the "
                 f"size of mesh axis {entry!r}). Pick a size divisible by {parts}, or "
                 "leave that axis unsharded with None."
             )
+    return even
 
 
 def target_sharding(
-    meta: Mapping[str, Any], shape: tuple, what: str, *, api: str
+    meta: Mapping[str, Any],
+    shape: tuple,
+    what: str,
+    *,
+    api: str,
+    traced: str | None = None,
 ) -> Any:
     """The NamedSharding (or Format) a value with ``meta`` should get, or None.
 
     None when there is no annotation, no mesh, or a mesh without devices
-    (``jax.sharding.use_abstract_mesh``) where only tracing applies.
+    (``jax.sharding.use_abstract_mesh``) where only tracing applies, and with
+    ``traced="quiet"`` when a dimension is not divisible (see
+    :func:`check_spec`).
     """
     annotation = meta.get("out_sharding")
     if annotation is None or (isinstance(annotation, tuple) and not annotation):
@@ -192,12 +227,18 @@ def target_sharding(
     if mesh is None:
         return None
     if isinstance(resolved, PartitionSpec):
-        check_spec(resolved, shape, mesh, what, api=api)
+        if not check_spec(resolved, shape, mesh, what, api=api, traced=traced):
+            if traced == "quiet":
+                return None
         if not isinstance(mesh, Mesh):
             return NamedSharding(mesh, resolved)
         resolved = NamedSharding(mesh, resolved)
     elif isinstance(resolved, NamedSharding):
-        check_spec(resolved.spec, shape, resolved.mesh, what, api=api)
+        if not check_spec(
+            resolved.spec, shape, resolved.mesh, what, api=api, traced=traced
+        ):
+            if traced == "quiet":
+                return None
     types = set(mesh.axis_types)
     if len(types) > 1:
         raise ShardingError(
@@ -251,7 +292,13 @@ def shard_on_create(var: Any) -> None:
         return
     where = creator_name()
     what = f"{type(var).__name__}" + (f" created in {where}" if where else "")
-    target = target_sharding(meta, shape, what, api=f"{type(var).__name__}(...)")
+    target = target_sharding(
+        meta,
+        shape,
+        what,
+        api=f"{type(var).__name__}(...)",
+        traced="warn" if isinstance(raw, jax.core.Tracer) else None,
+    )
     if target is None:
         return
     placed = place(raw, target)

@@ -15,6 +15,7 @@ like the model's State, as in Flax.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -109,6 +110,9 @@ class Optimizer(Pytree):
         >>> int(optimizer.step.value)
         1
     """
+
+    # ``Optimizer[MyModel]`` in annotations, as in Flax
+    __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ pytree children too.
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Any
 
 import jax
@@ -38,6 +39,9 @@ class TrainState:
     opt_state: Any
     step: Any
     tx: optax.GradientTransformation
+
+    # ``TrainState[MyModel]`` in annotations, as in Flax
+    __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

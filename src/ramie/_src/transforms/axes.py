@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,6 +34,9 @@ def is_carry(x: Any) -> bool:
 
 
 class _FilterMap:
+    # ``StateAxes[...]`` in annotations, as in Flax (a Mapping there)
+    __class_getitem__ = classmethod(types.GenericAlias)
+
     def __init__(self, filter_map: Mapping[Any, Any] | Iterable[tuple[Any, Any]], /):
         from ramie._src.core.state import State
 
