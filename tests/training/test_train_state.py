@@ -3,6 +3,8 @@ subclasses with extra fields are pytrees whose fields ``apply`` can name."""
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +64,13 @@ def test_apply_by_field_name_and_positional_gradients_match_optax():
 def test_apply_unknown_field_names_the_fields():
     with pytest.raises(AttributeError, match=r"no field 'stats'.*batch_stats"):
         _state().apply("params", "stats")
+
+
+@pytest.mark.parametrize(
+    "cls", [ramie.TrainState, ramie.Optimizer, ramie.ModelAndOptimizer, ramie.StateAxes]
+)
+def test_generic_classes_take_a_type_argument_in_annotations(cls):
+    """``nnx.TrainState[MLP]`` and friends are valid annotations, as in Flax."""
+    alias = cls[ramie.Linear]
+    assert typing.get_origin(alias) is cls
+    assert typing.get_args(alias) == (ramie.Linear,)

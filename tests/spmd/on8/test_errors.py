@@ -63,3 +63,33 @@ def test_get_named_sharding_names_the_path():
     with pytest.raises(ShardingError) as info:
         nnx.get_named_sharding(nnx.state(m), mesh())
     assert "Variable linear.kernel" in str(info.value)
+
+
+def test_uneven_dimension_inside_jit_warns_and_pads_as_jax_does():
+    """Under a trace JAX accepts a constraint its mesh axis does not divide
+    (XLA pads): ramie applies it, warns with the Variable, shape and mesh, and
+    the value comes out replicated, as with Flax."""
+    from ramie.errors import UnevenShardingWarning
+
+    class Head(nnx.Module):
+        def __init__(self, rngs):
+            init = nnx.initializers.lecun_normal()
+            spec = (None, "model")
+            self.w = nnx.Param(init(rngs.params(), (32, 1)), out_sharding=spec)
+            kernel_init = nnx.with_partitioning(init, spec)
+            self.k = nnx.Linear(32, 1, rngs=rngs, kernel_init=kernel_init)
+
+    eager = Head(nnx.Rngs(0))  # no mesh: no sharding, the reference values
+    with jax.set_mesh(mesh()):
+        with pytest.warns(UnevenShardingWarning) as record:
+            head = nnx.jit(lambda: Head(nnx.Rngs(0)))()
+        with pytest.raises(ShardingError, match="dimension 1 is not divisible by 4"):
+            Head(nnx.Rngs(0))  # eagerly a device cannot hold part of a dimension
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert all("(32, 1)" in m and "{'data': 2, 'model': 4}" in m for m in messages)
+    assert any("Param created in Head.__init__" in m for m in messages)
+    assert any("Linear.__init__" in m for m in messages)
+    for v, ref in ((head.w, eager.w), (head.k.kernel, eager.k.kernel)):
+        assert v.value.sharding.is_fully_replicated
+        assert jnp.array_equal(v.value, ref.value)
