@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 PIPFLAGS := -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-all bench lint clean conformance guides
+.PHONY: demo test test-all bench lint clean conformance guides flax-examples
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,14 +37,19 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/checkpoint.py
 
-# Flax NNX's own test suite (core tier) and its guides, run against ramie. They
-# download the Flax source release once and are not part of `make test`.
+# Flax NNX's own test suite (core tier), its guides and its example programs, run
+# against ramie. They download the Flax source release once and are not part of
+# `make test`.
 conformance: $(VENV)/.dev-installed
 	$(PIP) install $(PIPFLAGS) pytest-timeout cloudpickle absl-py
 	$(BIN)/python tools/flaxcompat/suite.py --tier core
 
 guides: $(VENV)/.dev-installed
 	$(BIN)/python tools/flaxcompat/guides.py
+
+flax-examples: $(VENV)/.dev-installed
+	$(PIP) install $(PIPFLAGS) absl-py sentencepiece
+	$(BIN)/python tools/flaxcompat/examples.py
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
