@@ -57,8 +57,16 @@ def programs(root: pathlib.Path) -> list[tuple[str, list[str], pathlib.Path]]:
     out += [
         (
             f"gemma/{name}",
-            ["-m", "pytest", "-q", "-p", "pytest_plugin", "-p", "no:cacheprovider",
-             name],
+            [
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "pytest_plugin",
+                "-p",
+                "no:cacheprovider",
+                name,
+            ],
             gemma,
         )  # fmt: skip
         for name in GEMMA_TESTS
@@ -96,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900)
     args = parser.parse_args(argv)
     root = flax_source()
-    selected = [
-        p for p in programs(root) if not args.names or any(n in p[0] for n in args.names)
-    ]
+    names = args.names
+    selected = [p for p in programs(root) if not names or any(n in p[0] for n in names)]
     regressions, in_scope = [], 0
     for name, cmd, cwd in selected:
         flax_ok, flax_err = run(cmd, cwd, "flax", args.timeout)
