@@ -466,3 +466,46 @@ def test_in_shardings_apply_to_modules_nested_in_containers():
     assert y.sharding.spec == P("x")
     np.testing.assert_allclose(y, 2 * x)
     np.testing.assert_allclose(z, x @ m.kernel.value + m.bias.value, rtol=1e-6)
+
+
+def test_a_cached_train_step_runs_four_python_functions():
+    """The cached path of a train step (model, Optimizer with adam, batch) runs
+    a fixed handful of Python functions - ``__call__``, the trace check, the
+    validity check and the call itself - however large the model: everything
+    else (key, gather, the jitted call, write-back) is C calls."""
+    import functools
+    import sys
+
+    import optax
+
+    def python_calls(fn) -> list[str]:
+        names = []
+
+        def profile(frame, event, arg):
+            if event == "call":
+                names.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            fn()
+        finally:
+            sys.setprofile(None)
+        return names
+
+    for depth in (1, 6):
+        model = ramie.Sequential(
+            *[ramie.Linear(4, 4, rngs=ramie.Rngs(i)) for i in range(depth)]
+        )
+        opt = ramie.Optimizer(model, optax.adam(1e-3), wrt=ramie.Param)
+        x = jnp.ones((2, 4))
+
+        @ramie.jit
+        def step(model, opt, x):
+            loss, grads = ramie.value_and_grad(lambda m: jnp.mean(m(x) ** 2))(model)
+            opt.update(model, grads)
+            return loss
+
+        step(model, opt, x)
+        step(model, opt, x)
+        names = python_calls(functools.partial(step, model, opt, x))
+        assert len(names) <= 4, names

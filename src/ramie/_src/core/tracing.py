@@ -15,13 +15,16 @@ from typing import Any
 try:  # the fast path: one attribute read
     from jax._src import core as _jax_core  # pyright: ignore[reportPrivateUsage]  # no public fast accessor
 
-    _trace_ctx = _jax_core.trace_ctx
     _EVAL_TRACE_TYPE = _jax_core.EvalTrace
-    _trace_ctx.trace  # noqa: B018  (probe that the attribute exists)
+    # ``trace_ctx.trace`` is a Python property over this C++ state: reading
+    # the state directly saves a Python call on every Variable write and jit call.
+    _trace_state = _jax_core.trace_state_strong_ref
+    if _trace_state.value is not _jax_core.trace_ctx.trace:  # probe the layout
+        raise AttributeError("unexpected jax trace state")
 
     def current_trace() -> Any:
         """The active trace, or ``None`` when running eagerly."""
-        t = _trace_ctx.trace
+        t = _trace_state.value
         if type(t) is _EVAL_TRACE_TYPE:
             return None
         return t

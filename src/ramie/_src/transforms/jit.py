@@ -172,10 +172,9 @@ def _getter(positions: tuple[int, ...]) -> Callable[[tuple], tuple]:
     """``args -> tuple(args[i] for i in positions)`` at C speed."""
     if len(positions) > 1:
         return operator.itemgetter(*positions)
-    if positions:
-        i = positions[0]
-        return lambda args: (args[i],)
-    return lambda args: ()
+    if positions:  # args[i:i + 1], a one-tuple
+        return operator.itemgetter(slice(positions[0], positions[0] + 1))
+    return operator.itemgetter(slice(0, 0))
 
 
 def _split_containers(containers: list) -> tuple[list, list]:
