@@ -141,7 +141,7 @@ class _Entry:
         "roots", "ext", "vars", "objs", "vers", "containers", "epoch", "meta",
         "trace", "jitted", "dyn_pos", "dyn_kw", "targets", "fast", "donated",
         "cells", "states", "states_epoch", "get_dyn", "last_idx", "last_targets",
-        "first",
+        "first", "plain", "stamp", "quick",
     )  # fmt: skip
 
     def valid(self) -> bool:
@@ -165,6 +165,7 @@ class _Entry:
                 if tuple(dict.keys(c)) != keys or tuple(map(id, dict.values(c))) != ids:
                     return False
             self.states_epoch = EPOCH.states
+        self.stamp = EPOCH.value + EPOCH.meta + EPOCH.states
         return True
 
 
@@ -322,22 +323,42 @@ class JitWrapped:
                 key = tuple(parts)
         if key is None:
             key = self._key(args, kwargs)
-        if key is not None:
-            entry = self._entries.get(key)
-            trace = current_trace()
-            if (
-                entry is not None
-                and entry.fast
-                and entry.trace is trace
-                and entry.valid()
-            ):
-                return self._run(entry, args, kwargs)
+            if key is None:
+                return self._generic_call(args, kwargs)
+        entry = self._entries.get(key)
+        trace = current_trace()
+        e = EPOCH
+        if (
+            entry is None
+            or not entry.fast
+            or entry.trace is not trace
+            or not (
+                # nothing changed anywhere since the entry was last found valid
+                (entry.stamp == e.value + e.meta + e.states and not entry.containers)
+                or entry.valid()
+            )
+        ):
             entry = self._build_entry(args, kwargs)
             if trace is None:
-                # Entries built while tracing hold traced objects: use once, don't keep.
+                # Entries built while tracing hold traced objects: use once.
                 self._store(key, entry)
+        if not entry.plain:
             return self._run(entry, args, kwargs)
-        return self._generic_call(args, kwargs)
+        # The cached path, inline: one Python frame per call (see _run).
+        STATS["fast_calls"] += 1
+        dyn = entry.get_dyn(args)
+        kw = {n: kwargs[n] for n in entry.dyn_kw} if entry.dyn_kw else _NO_KW
+        try:
+            out, state_vals = entry.jitted(list(map(_get_raw, entry.vars)), dyn, kw)
+        except (RuntimeError, ValueError) as e:  # costs nothing unless raised
+            err = _deleted_error(entry.vars, e)
+            if err is None:
+                raise
+            raise err from e
+        if type(state_vals) is list and entry.first[0] is entry.quick:
+            deque(map(_set_raw, entry.last_targets, state_vals), maxlen=0)
+            return out
+        return self._finish(entry, out, state_vals, dyn, kw)
 
     def _store(self, key: Hashable, entry: _Entry) -> None:
         entries = self._entries
@@ -394,6 +415,7 @@ class JitWrapped:
         entry.containers, entry.states = _split_containers(flat.containers)
         entry.states_epoch = EPOCH.states
         entry.epoch = EPOCH.value
+        entry.stamp = EPOCH.value + EPOCH.meta + EPOCH.states
         entry.meta = EPOCH.meta
         entry.trace = current_trace()
         entry.fast = all(isinstance(v, Variable) for v in flat.leaves)
@@ -406,7 +428,9 @@ class JitWrapped:
         entry.get_dyn = _getter(dyn_pos)
         entry.dyn_kw = dyn_kw
         entry.targets = {}
-        entry.last_idx = entry.last_targets = None
+        entry.last_idx = entry.last_targets = entry.quick = None
+        # plain: the cached path runs inline in __call__ (no ref/hijax cells)
+        entry.plain = entry.fast and not entry.cells
         entry.donated = donated
         entry.jitted, entry.first = self._compiled_for(
             static, flat, node_pos, node_kw, dyn_pos, dyn_kw, args, kwargs
@@ -558,10 +582,8 @@ class JitWrapped:
         # ref/hijax Variables pass their jax.Ref cells: jax.jit updates them in
         # place, so they are never among the written-back values.
         vals = list(map(_get_raw, entry.vars))
-        cells = entry.cells
-        if cells:  # ref/hijax Variables: pass and take back their cells' arrays
-            for i in cells:
-                vals[i] = read_cell(vals[i])
+        for i in entry.cells:  # ref/hijax Variables: pass their cells' arrays
+            vals[i] = read_cell(vals[i])
         try:
             out, state_vals = entry.jitted(vals, dyn, kw)
         except (RuntimeError, ValueError) as e:  # costs nothing unless raised
@@ -569,6 +591,12 @@ class JitWrapped:
             if err is None:
                 raise
             raise err from e
+        return self._finish(entry, out, state_vals, dyn, kw)
+
+    def _finish(
+        self, entry: _Entry, out: Any, state_vals: Any, dyn: tuple, kw: dict
+    ) -> Any:
+        """Write a fast-path call's results back and build its outputs."""
         if type(state_vals) is list:  # the first trace's static part
             static = entry.first[0]
         else:
@@ -576,20 +604,23 @@ class JitWrapped:
             static = aux.value
         st = static[0]
         if st[0] == "same":
-            idx = st[1]
-            if idx:
-                if idx is entry.last_idx:  # the same trace as last call
-                    targets = entry.last_targets
-                else:
-                    targets = entry.targets.get(idx)
-                    if targets is None:
-                        vs = entry.vars
-                        targets = entry.targets[idx] = [vs[i] for i in idx]
-                    entry.last_idx, entry.last_targets = idx, targets
-                if cells:
-                    _write_back_cells(targets, state_vals)
-                else:
-                    deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
+            idx = st[1]  # positions of the Variables the function changed
+            if idx is entry.last_idx:  # the same trace as last call
+                targets = entry.last_targets
+            elif idx:
+                targets = entry.targets.get(idx)
+                if targets is None:
+                    vs = entry.vars
+                    targets = entry.targets[idx] = [vs[i] for i in idx]
+            else:
+                targets = []
+            entry.last_idx, entry.last_targets = idx, targets
+            if entry.cells:
+                _write_back_cells(targets, state_vals)
+            else:
+                deque(map(_set_raw, targets, state_vals), maxlen=0)  # a C loop
+            # the next call with this static part writes back inline
+            entry.quick = static if static is entry.first[0] and not static[1] else None
             if static[1]:  # graph objects among the outputs
                 out = lifting.build_outputs(out, static, entry.ext.flat.objects)
                 if len(static) > 2:  # jax.Refs among the outputs
