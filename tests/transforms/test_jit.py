@@ -679,18 +679,9 @@ def test_structural_change_inside_invalidates_the_entry():
 
 
 def test_optimizer_state_entry_replaced_in_place_is_seen():
-    import optax
+    from tx_helpers import adam_step_setup
 
-    model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
-    opt = ramie.Optimizer(model, optax.adam(0.1), wrt=ramie.Param)
-
-    @ramie.jit
-    def step(model, opt):
-        grads = ramie.grad(lambda m: jnp.sum(m(jnp.ones((1, 2)))))(model)
-        opt.update(model, grads)
-
-    step(model, opt)
-    step(model, opt)
+    model, opt, step = adam_step_setup()
     mu = opt.opt_state[0].mu
     before = float(mu["kernel"].value.sum())
     # replace one entry of the optax state (a State) in place, not its value

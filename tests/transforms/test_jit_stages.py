@@ -409,19 +409,9 @@ def test_cached_path_sees_every_kind_of_state_change(how):
 def test_cached_path_checks_states_only_after_a_state_changed():
     """The States of an Optimizer are compared with their snapshot only after
     some State changed somewhere; an unchanged step compares nothing."""
-    import optax
-    from tx_helpers import stats_delta
+    from tx_helpers import adam_step_setup, stats_delta
 
-    model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
-    opt = ramie.Optimizer(model, optax.adam(0.1), wrt=ramie.Param)
-
-    @ramie.jit
-    def step(model, opt):
-        grads = ramie.grad(lambda m: jnp.sum(m(jnp.ones((1, 2)))))(model)
-        opt.update(model, grads)
-
-    step(model, opt)
-    step(model, opt)
+    model, opt, step = adam_step_setup()
     with stats_delta() as d:
         for _ in range(5):
             step(model, opt)

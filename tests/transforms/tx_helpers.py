@@ -58,3 +58,21 @@ def stats_delta():
         yield delta
     finally:
         delta.update({k: STATS[k] - before[k] for k in STATS})
+
+
+def adam_step_setup():
+    """A Linear(2, 3), an adam Optimizer over its Params and a ``ramie.jit``
+    train step taking both, already called twice (compiled and cached)."""
+    import optax
+
+    model = ramie.Linear(2, 3, rngs=ramie.Rngs(0))
+    opt = ramie.Optimizer(model, optax.adam(0.1), wrt=ramie.Param)
+
+    @ramie.jit
+    def step(model, opt):
+        grads = ramie.grad(lambda m: jnp.sum(m(jnp.ones((1, 2)))))(model)
+        opt.update(model, grads)
+
+    step(model, opt)
+    step(model, opt)
+    return model, opt, step

@@ -10,14 +10,22 @@ callable. Later calls with the same objects skip graph traversal entirely:
    (or every object's version is unchanged), plain lists/dicts inside the
    graphs still hold the same children, and - only if some State anywhere
    was changed in place since (``EPOCH.states``) - the States inside the
-   graphs (an Optimizer's ``opt_state``) still hold the same entries;
+   graphs (an Optimizer's ``opt_state``) still hold the same entries. When
+   no epoch counter moved since the entry was last found valid and it has no
+   plain containers, this is one comparison (``entry.stamp``);
 3. read the Variables' values into one list, make one JAX dispatch;
 4. write back only the Variables the function changed.
 
 Which Variables changed is decided at trace time and travels in the output's
-pytree structure, so it is right for every compiled signature. A structural
-change made inside the function (a new attribute, a replaced sub-module) is
-applied to the caller's objects and invalidates the entry.
+pytree structure, so it is right for every compiled signature. The static
+part of the first trace's result is kept on the side; traces that agree with
+it return no static node, so the common call unflattens only arrays. A
+structural change made inside the function (a new attribute, a replaced
+sub-module) is applied to the caller's objects and invalidates the entry.
+
+Steps 1-4 run inline in ``JitWrapped.__call__`` for entries without ref/hijax
+cells: a cached call runs two Python functions (``__call__`` and the trace
+check); the rest is C calls.
 """
 
 from __future__ import annotations
