@@ -164,6 +164,70 @@ def test_fresh_haiku_batchnorm_follows_a_fresh_hk_batchnorm():
     close(bn(xs[0]), f.apply(params, state, None, xs[0], False)[0])
 
 
+def test_channels_first_batchnorm_loads_into_axis_1_and_keeps_training():
+    """``hk.BatchNorm(data_format="channels_first")`` on NCHW images is
+    ``HaikuBatchNorm(C, axis=1)``: Haiku's (1, C, 1, 1) parameters and
+    statistics load, and training and evaluation go on as in Haiku."""
+
+    def fwd(x, is_training):
+        bn = hk.BatchNorm(True, True, 0.9, data_format="channels_first", name="bn")
+        return bn(x, is_training)
+
+    f = hk.transform_with_state(fwd)
+    xs = batches(5, (6, 4, 3, 3), seed=5)
+    params, state = f.init(KEY, xs[0], True)
+    params = randomize(params)
+    assert params["bn"]["scale"].shape == (1, 4, 1, 1)
+    for x in xs[:2]:
+        _, state = f.apply(params, state, None, x, True)
+
+    class Model(nnx.Module):
+        def __init__(self):
+            self.bn = nnx.bridge.HaikuBatchNorm(
+                4, momentum=0.9, axis=1, rngs=nnx.Rngs(0)
+            )
+
+        def __call__(self, x, **kw):
+            return self.bn(x, **kw)
+
+    model = Model()
+    assert nnx.bridge.load_haiku(model, params, state).ok
+    assert int(model.bn.counter.value) == 2
+    for x in xs[2:]:
+        y, state = f.apply(params, state, None, x, True)
+        close(model(x), y)
+        stats = haiku_bn_stats(state)
+        for name in ("mean", "var", "mean_hidden", "var_hidden"):
+            close(getattr(model.bn, name).value, stats[name])
+    model.eval()
+    close(model(xs[0]), f.apply(params, state, None, xs[0], False)[0])
+
+
+def test_test_local_stats_normalises_by_the_batch_and_updates_nothing():
+    def fwd(x, is_training, test_local_stats):
+        return hk.BatchNorm(True, True, 0.9, name="bn")(
+            x, is_training, test_local_stats
+        )
+
+    f = hk.transform_with_state(fwd)
+    xs = batches(3, (8, 3), seed=9)
+    params, state = f.init(KEY, xs[0], True, False)
+    params = randomize(params)
+    _, state = f.apply(params, state, None, xs[0], True, False)
+    bn = nnx.bridge.HaikuBatchNorm(3, momentum=0.9, rngs=nnx.Rngs(0))
+    assert nnx.bridge.load_haiku(bn, params, state).ok
+    before = snapshot(bn)
+    y, after_state = f.apply(params, state, None, xs[1], False, True)
+    close(bn(xs[1], use_running_average=True, test_local_stats=True), y)
+    for a, b in zip(before, snapshot(bn)):
+        np.testing.assert_array_equal(a, b)  # nothing updated, as in Haiku
+    assert jax.tree.all(jax.tree.map(np.array_equal, after_state, state))
+    # without it, evaluation uses the running averages: another result
+    y_avg, _ = f.apply(params, state, None, xs[1], False, False)
+    close(bn(xs[1], use_running_average=True), y_avg)
+    assert not np.allclose(y, y_avg, atol=1e-3)
+
+
 def test_haiku_batchnorm_through_to_haiku_replaces_hk_batchnorm():
     def haiku_bn(x, is_training):
         return hk.BatchNorm(True, True, 0.9, name="bn")(x, is_training)

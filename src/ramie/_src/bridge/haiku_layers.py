@@ -59,6 +59,13 @@ class HaikuBatchNorm(BatchNorm):
     ``mean_ema``/``var_ema`` state, so training continues exactly where Haiku
     stopped; a plain :class:`~ramie.BatchNorm` receives the averages only.
 
+    Haiku's other options map as follows: ``data_format="channels_first"``
+    is ``axis=1`` (the loader reshapes Haiku's ``(1, C, 1, 1)`` parameters
+    and statistics to ``(C,)``); ``create_scale``/``create_offset`` are
+    ``use_scale``/``use_bias``; ``cross_replica_axis`` is ``axis_name``; and
+    ``bn(x, is_training=False, test_local_stats=True)`` is
+    ``bn(x, use_running_average=True, test_local_stats=True)``.
+
     Args:
         num_features: Size of the feature axis.
         momentum: Haiku's ``decay_rate``.
@@ -101,11 +108,22 @@ class HaikuBatchNorm(BatchNorm):
         use_running_average: bool | None = None,
         *,
         mask: jax.Array | None = None,
+        test_local_stats: bool = False,
     ) -> jax.Array:
-        """Normalise ``x``; in training also update the statistics as Haiku does."""
+        """Normalise ``x``; in training also update the statistics as Haiku does.
+
+        Args:
+            x: The input.
+            use_running_average: Evaluation mode (Haiku's ``not is_training``);
+                ``None`` uses the layer's ``use_running_average``.
+            mask: Which entries count in the batch statistics.
+            test_local_stats: In evaluation, normalise with the statistics of
+                this batch instead of the running averages, and update
+                nothing (Haiku's ``test_local_stats=True``).
+        """
         if use_running_average is None:
             use_running_average = self.use_running_average
-        if use_running_average:
+        if use_running_average and not test_local_stats:
             return super().__call__(x, True, mask=mask)
         feature_axes = canonicalize_axes(x.ndim, self.axis)
         check_features(self, x, feature_axes, self.num_features)
@@ -122,6 +140,11 @@ class HaikuBatchNorm(BatchNorm):
             use_fast_variance=self.use_fast_variance,
             mask=mask,
         )
+        if use_running_average:  # test_local_stats: this batch's statistics only
+            return normalize(
+                x, mean, var, scale, bias, reduction_axes, feature_axes, self.dtype,
+                self.epsilon,
+            )  # fmt: skip
         stat_dtype = self.mean_hidden._raw.dtype
         decay = jnp.asarray(self.momentum, stat_dtype)
         one = jnp.ones((), stat_dtype)
