@@ -87,6 +87,8 @@ def test_uneven_dimension_inside_jit_warns_and_pads_as_jax_does():
             Head(nnx.Rngs(0))  # eagerly a device cannot hold part of a dimension
     messages = [str(w.message) for w in record]
     assert len(messages) == 2
+    # each warning points at the user's line that created the Variable
+    assert all(w.filename == __file__ for w in record), [w.filename for w in record]
     assert all("(32, 1)" in m and "{'data': 2, 'model': 4}" in m for m in messages)
     assert any("Param created in Head.__init__" in m for m in messages)
     assert any("Linear.__init__" in m for m in messages)

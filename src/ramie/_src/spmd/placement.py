@@ -22,6 +22,7 @@ its shape, the annotation and the mesh.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Mapping
@@ -137,6 +138,21 @@ def creator_name() -> str:
     return " > ".join(reversed(names))
 
 
+_LIBRARY_DIRS = (
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    os.path.dirname(os.path.abspath(jax.__file__)),
+)
+
+
+def _user_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel, from its caller, of the first frame
+    outside ramie and jax: the user's line that created the Variable."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def check_spec(
     spec: PartitionSpec,
     shape: tuple,
@@ -193,7 +209,7 @@ def check_spec(
                 f"dimensions divisible by {parts}, or leave this one unsharded "
                 "with None.",
                 UnevenShardingWarning,
-                stacklevel=2,
+                stacklevel=_user_stacklevel(),
             )
         elif dim % parts:
             raise ShardingError(
