@@ -35,8 +35,15 @@ def _tanh_grads(w, x, y, out_g):
 
 
 # ---------------------------------------------------------------- graph mode
-def _graph_layer(seen=None):
-    @ramie.custom_vjp
+def _state_cotangents(inputs_g, dw, db, dx):
+    return ramie.State({"kernel": dw, "bias": db}), dx
+
+
+def _graph_layer(seen=None, cotangents=_state_cotangents, **options):
+    """``tanh(m(x))`` with a hand-written graph-mode bwd: ``cotangents(inputs_g,
+    dw, db, dx)`` gives its result; ``seen`` collects the ``inputs_g``."""
+
+    @ramie.custom_vjp(**options)
     def layer(m, x):
         return jnp.tanh(m(x))
 
@@ -49,8 +56,7 @@ def _graph_layer(seen=None):
         if seen is not None:
             seen.append(inputs_g)
         w, x, y = res
-        dw, db, dx = _tanh_grads(w, x, y, out_g)
-        return ramie.State({"kernel": dw, "bias": db}), dx
+        return cotangents(inputs_g, *_tanh_grads(w, x, y, out_g))
 
     layer.defvjp(fwd, bwd)
     return layer
@@ -86,23 +92,13 @@ def test_graph_mode_returning_inputs_g_passes_later_gradients_through():
     # through inputs_g; passing it on gives jax.grad of the whole function
     model = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
 
-    @ramie.custom_vjp
-    def layer(m, x):
-        return jnp.tanh(m(x))
-
-    def fwd(m, x):
-        y = layer(m, x)
-        return y, (m.kernel.value, x, y)
-
-    def bwd(res, g):
-        (m_g, _), out_g = g
-        w, x, y = res
-        dw, db, dx = _tanh_grads(w, x, y, out_g)
+    def accumulate(inputs_g, dw, db, dx):
+        m_g, _ = inputs_g
         m_g["kernel"].value = m_g["kernel"].value + dw
         m_g["bias"].value = m_g["bias"].value + db
         return m_g, dx
 
-    layer.defvjp(fwd, bwd)
+    layer = _graph_layer(cotangents=accumulate)
 
     def loss(m):
         return jnp.sum(layer(m, X) ** 2) + jnp.sum(m.kernel.value**3)
@@ -149,22 +145,8 @@ def test_graph_mode_carries_variable_and_attribute_updates():
 def test_diffstate_in_nondiff_argnums_limits_the_differentiated_variables():
     model = ramie.Linear(3, 2, rngs=ramie.Rngs(0))
     only_kernel = ramie.PathContains("kernel")
-
-    @ramie.custom_vjp(nondiff_argnums=(ramie.DiffState(0, only_kernel),))
-    def layer(m, x):
-        return jnp.tanh(m(x))
-
-    def fwd(m, x):
-        y = layer(m, x)
-        return y, (m.kernel.value, x, y)
-
-    def bwd(res, g):
-        w, x, y = res
-        dw, db, dx = _tanh_grads(w, x, y, g[1])
-        # a bias cotangent is given, but bias is not differentiable here
-        return ramie.State({"kernel": dw, "bias": db}), dx
-
-    layer.defvjp(fwd, bwd)
+    # bwd gives a bias cotangent too, but bias is not differentiable here
+    layer = _graph_layer(nondiff_argnums=(ramie.DiffState(0, only_kernel),))
     g = ramie.grad(lambda m: jnp.sum(layer(m, X) ** 2))(model)
     r_w, _, _ = _reference(model)
     np.testing.assert_allclose(g["kernel"].value, r_w, rtol=1e-5, atol=1e-6)

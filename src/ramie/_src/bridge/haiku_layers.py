@@ -140,11 +140,22 @@ class HaikuBatchNorm(BatchNorm):
             use_fast_variance=self.use_fast_variance,
             mask=mask,
         )
-        if use_running_average:  # test_local_stats: this batch's statistics only
-            return normalize(
-                x, mean, var, scale, bias, reduction_axes, feature_axes, self.dtype,
-                self.epsilon,
-            )  # fmt: skip
+        if not use_running_average:  # training (not test_local_stats): update
+            self._update_statistics(mean, var)
+        return normalize(
+            x,
+            mean,
+            var,
+            scale,
+            bias,
+            reduction_axes,
+            feature_axes,
+            self.dtype,
+            self.epsilon,
+        )
+
+    def _update_statistics(self, mean: jax.Array, var: jax.Array) -> None:
+        """One step of Haiku's zero-debiased moving averages."""
         stat_dtype = self.mean_hidden._raw.dtype
         decay = jnp.asarray(self.momentum, stat_dtype)
         one = jnp.ones((), stat_dtype)
@@ -158,17 +169,6 @@ class HaikuBatchNorm(BatchNorm):
             hidden.value = h
             average.value = h / debias
         self.counter.value = counter
-        return normalize(
-            x,
-            mean,
-            var,
-            scale,
-            bias,
-            reduction_axes,
-            feature_axes,
-            self.dtype,
-            self.epsilon,
-        )
 
 
 class HaikuGRUCell(GRUCell):

@@ -605,11 +605,7 @@ class JitWrapped:
         self, entry: _Entry, out: Any, state_vals: Any, dyn: tuple, kw: dict
     ) -> Any:
         """Write a fast-path call's results back and build its outputs."""
-        if type(state_vals) is list:  # the first trace's static part
-            static = entry.first[0]
-        else:
-            aux, state_vals = state_vals
-            static = aux.value
+        static, state_vals = _static_and_values(state_vals, entry.first)
         st = static[0]
         if st[0] == "same":
             idx = st[1]  # positions of the Variables the function changed
